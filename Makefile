@@ -1,0 +1,61 @@
+# Sift: two commands for users (`make demo`, `make test`) and a few for developers.
+# Every target does its own set-up: it creates .venv and installs what it needs first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# Extra pip index for the CPU build of torch on machines without a local wheel, e.g.
+#   make demo PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_EXTRA ?=
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test lint unit bench assets install browser clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(PIP_EXTRA) -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Front-end libraries come from npm at build time; nothing third-party is committed.
+frontend/static/vendor/.built: frontend/package.json frontend/package-lock.json
+	npm --prefix frontend ci --no-audit --no-fund --silent
+	mkdir -p frontend/static/vendor
+	cp frontend/node_modules/htmx.org/dist/htmx.min.js frontend/static/vendor/htmx.min.js
+	cp frontend/node_modules/chart.js/dist/chart.umd.min.js frontend/static/vendor/chart.umd.min.js
+	touch $@
+
+assets: frontend/static/vendor/.built
+
+# Browser tests drive Debian's Chromium (Playwright cannot download a browser here).
+browser:
+	@test -x /usr/bin/chromium || { echo "Installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	  echo "could not install chromium: browser tests will fail under CI"; }
+
+demo: install assets
+	SIFT_DEMO=1 $(BIN)/python manage.py migrate --noinput
+	SIFT_DEMO=1 $(BIN)/python manage.py load_demo
+	SIFT_DEMO=1 PORT=$(PORT) $(BIN)/python -m config.run_demo
+
+lint: install
+	$(BIN)/ruff check .
+	SIFT_DEBUG=1 $(BIN)/mypy .
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/python -m pytest tests/learning/core -q -p no:django
+
+test: install assets browser lint
+	$(BIN)/python -m pytest -q
+
+bench: install assets
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) frontend/node_modules frontend/static/vendor staticfiles var

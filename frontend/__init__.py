@@ -1,0 +1,1 @@
+"""The browser UI: server-rendered pages plus a little plain JS, served by Django."""

@@ -1,0 +1,43 @@
+"""The ground floor: every table of the human side. Nothing here imports services, the API or learning."""
+
+from __future__ import annotations
+
+from labeling.models.annotations import Adjudication, Annotation
+from labeling.models.audit import AppendOnlyError, AuditEvent
+from labeling.models.exports import ExportSnapshot
+from labeling.models.items import Item, Split
+from labeling.models.projects import (
+    ROLE_CAPABILITIES,
+    Capability,
+    Membership,
+    Organisation,
+    Project,
+    Role,
+    role_allows,
+)
+from labeling.models.queue import Lease, RankingEntry, SelectionReason
+from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
+
+__all__ = [
+    "ROLE_CAPABILITIES",
+    "Adjudication",
+    "Annotation",
+    "AppendOnlyError",
+    "AuditEvent",
+    "Capability",
+    "ExportSnapshot",
+    "ImmutableVersionError",
+    "Item",
+    "Label",
+    "LabelMigration",
+    "Lease",
+    "Membership",
+    "Organisation",
+    "Project",
+    "RankingEntry",
+    "Role",
+    "SelectionReason",
+    "Split",
+    "TaxonomyVersion",
+    "role_allows",
+]

@@ -1,0 +1,114 @@
+"""Organisations (optional), projects and per-project memberships with one role each."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from labeling.querysets import ProjectQuerySet
+
+if TYPE_CHECKING:
+    from labeling.models.taxonomy import TaxonomyVersion
+
+
+class Organisation(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    REVIEWER = "reviewer", "Reviewer"
+    POLICY_LEAD = "policy_lead", "Policy lead"
+    ML_ENGINEER = "ml_engineer", "ML engineer"
+    ADMIN = "admin", "Admin"
+
+
+class Capability(models.TextChoices):
+    VIEW = "view", "See the project and its guidelines"
+    LABEL = "label", "Take items from the queue and submit labels"
+    IMPORT = "import", "Import items and gold items"
+    EDIT_TAXONOMY = "edit_taxonomy", "Edit, publish and migrate the taxonomy"
+    ADJUDICATE = "adjudicate", "Decide disagreements"
+    VIEW_STATS = "view_stats", "See agreement, reviewer and prevalence figures"
+    EXPORT = "export", "Export training sets and model lineage"
+    MANAGE = "manage", "Change project settings and memberships"
+
+
+# The whole authorisation policy in one table; tests/labeling/api/test_authorisation.py walks it.
+ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
+    Role.REVIEWER: frozenset({Capability.VIEW, Capability.LABEL}),
+    Role.POLICY_LEAD: frozenset({Capability.VIEW, Capability.LABEL, Capability.IMPORT, Capability.EDIT_TAXONOMY,
+                                 Capability.ADJUDICATE, Capability.VIEW_STATS}),
+    Role.ML_ENGINEER: frozenset({Capability.VIEW, Capability.IMPORT, Capability.VIEW_STATS, Capability.EXPORT}),
+    Role.ADMIN: frozenset(Capability.values),
+}
+
+
+def role_allows(role: str, capability: str) -> bool:
+    return capability in ROLE_CAPABILITIES.get(role, frozenset())
+
+
+class Project(models.Model):
+    organisation = models.ForeignKey(Organisation, null=True, blank=True, on_delete=models.PROTECT)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+
+    # The queue.
+    overlap = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(20)],
+        help_text="Distinct reviewers each item needs.",
+    )
+    lease_seconds = models.PositiveIntegerField(default=600)
+    gold_rate = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(0.5)])
+    gold_accuracy_threshold = models.FloatField(default=0.7)
+
+    # The learning loop.
+    strategy = models.CharField(max_length=32, default="default")
+    exploration_rate = models.FloatField(default=0.1, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    embedder = models.CharField(max_length=32, default="minilm")
+    seed_queries = models.JSONField(default=list, blank=True, help_text="Seed queries or examples for cold start.")
+    show_suggestions = models.BooleanField(default=True)
+    # Share of leases whose suggestion is hidden on purpose, to measure automation bias.
+    suggestion_holdout_rate = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+
+    # The taxonomy version the queue serves; None until the first publish.
+    current_taxonomy_version = models.ForeignKey(
+        "labeling.TaxonomyVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+    )
+    # Pointer to the ranking the queue reads (RankingEntry.ranking_version). Switching
+    # rankings is one UPDATE of this column; None means "fallback order" (queues.md).
+    active_ranking_version = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    objects = ProjectQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def published_taxonomy(self) -> TaxonomyVersion | None:
+        return self.current_taxonomy_version
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user_project")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.project_id}:{self.role}"

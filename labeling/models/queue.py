@@ -1,0 +1,88 @@
+"""The reviewer queue's tables: rankings keyed by model version, and leases.
+
+Rankings are written by the learning workers in batches under a *new*
+``ranking_version`` and made live by one small UPDATE of
+``Project.active_ranking_version`` (RankingEntry.objects.activate). Readers only
+ever follow the pointer, so nobody sees a half-written ranking. See
+labeling/services/queues.md for how checkout walks these tables.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from labeling.querysets import LeaseQuerySet, RankingEntryManager
+
+
+class SelectionReason(models.TextChoices):
+    UNCERTAINTY = "uncertainty", "Model uncertainty"
+    EXPLORATION = "exploration", "Uniform random exploration"
+    COLD_START_DIVERSE = "cold_start_diverse", "Cold start: diverse pick"
+    SEED_QUERY = "seed_query", "Cold start: near a seed query"
+    RELABEL = "relabel", "Re-queued after a taxonomy change"
+    FALLBACK_RANDOM = "fallback_random", "No ranking yet: random order"
+    GOLD = "gold", "Gold check"
+    OTHER = "other", "Other"
+
+
+class RankingEntry(models.Model):
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    ranking_version = models.PositiveIntegerField()
+    rank = models.PositiveIntegerField()
+    item = models.ForeignKey("labeling.Item", on_delete=models.CASCADE, related_name="+", db_index=False)
+    score = models.FloatField(null=True)
+    reason = models.CharField(max_length=32, choices=SelectionReason.choices)
+    inclusion_probability = models.FloatField(null=True)
+    suggested_label = models.CharField(max_length=100, blank=True, default="")
+    suggested_confidence = models.FloatField(null=True)
+
+    objects = RankingEntryManager()
+
+    class Meta:
+        # The one index the checkout needs; more indexes would slow the bulk writes.
+        constraints = [
+            models.UniqueConstraint(fields=["project", "ranking_version", "rank"], name="unique_ranking_position"),
+        ]
+
+
+class Lease(models.Model):
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        RELEASED = "released", "Released"
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="leases")
+    item = models.ForeignKey("labeling.Item", on_delete=models.CASCADE, related_name="leases", db_index=False)
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases",
+                                 db_index=False)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # An ACTIVE lease past expires_at no longer holds its item (checked at checkout): no cron needed.
+    expires_at = models.DateTimeField()
+    renewals = models.PositiveIntegerField(default=0)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    taxonomy_version = models.ForeignKey("labeling.TaxonomyVersion", null=True, on_delete=models.PROTECT,
+                                         related_name="+")
+    selection_reason = models.CharField(max_length=32, choices=SelectionReason.choices)
+    selection_score = models.FloatField(null=True)
+    model_version = models.PositiveIntegerField(null=True)
+    inclusion_probability = models.FloatField(null=True)
+    # {"label": key, "confidence": float} as shown to the reviewer, or None.
+    suggestion = models.JSONField(null=True, blank=True)
+    suggestion_hidden = models.BooleanField(default=False, help_text="Suggestion withheld to measure automation bias.")
+
+    objects = LeaseQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["item"], name="lease_item_active", condition=Q(state="active")),
+            models.Index(fields=["reviewer", "item"], name="lease_reviewer_item"),
+            models.Index(fields=["project", "expires_at"], name="lease_active_expiry", condition=Q(state="active")),
+        ]
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} ({self.state})"

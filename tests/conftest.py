@@ -1,0 +1,77 @@
+"""Shared fixtures: a small cast of users, one per role, and a project they belong to.
+
+With ``CI`` set, a test that needs a service (PostgreSQL, Redis, Chromium) fails
+instead of skipping: see ``require_service``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from tests.factories import ProjectFactory, UserFactory, member
+
+SMS_TAXONOMY: dict[str, Any] = {
+    "name": "SMS moderation",
+    "multi_label": False,
+    "labels": [
+        {"key": "ham", "name": "Ham", "description": "Ordinary personal message."},
+        {"key": "spam", "name": "Spam", "description": "Unsolicited commercial or fraudulent message."},
+    ],
+}
+
+
+def require_service(name: str, available: bool, why: str) -> None:
+    """Skip locally when a service is missing, but fail under CI: a skipped check guards nothing."""
+    if available:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is required under CI: {why}")
+    pytest.skip(f"{name} unavailable: {why}")
+
+
+def using_postgres() -> bool:
+    engine: str = settings.DATABASES["default"]["ENGINE"]
+    return engine.endswith("postgresql")
+
+
+@pytest.fixture
+def postgres_only() -> None:
+    require_service("PostgreSQL", using_postgres(), "set DATABASE_URL=postgres://... (make test does)")
+
+
+@pytest.fixture
+def cast(db: Any) -> dict[str, Any]:
+    """A project with one user per role, plus an outsider who belongs to another project."""
+    project = ProjectFactory(slug="sms", taxonomy=SMS_TAXONOMY)
+    users = {
+        role: member(project, username=role, role=role)
+        for role in ("reviewer", "policy_lead", "ml_engineer", "admin")
+    }
+    other_project = ProjectFactory(slug="other", taxonomy=SMS_TAXONOMY)
+    users["outsider"] = member(other_project, username="outsider", role="admin")
+    users["anonymous"] = None
+    return {"project": project, "other_project": other_project, "users": users}
+
+
+@pytest.fixture
+def api_as() -> Any:
+    """``api_as(user)`` gives an APIClient authenticated by token as ``user`` (None: anonymous)."""
+
+    def make(user: Any) -> APIClient:
+        from rest_framework.authtoken.models import Token
+
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+__all__ = ["SMS_TAXONOMY", "UserFactory", "require_service", "using_postgres"]
