@@ -35,7 +35,8 @@ def test_short_secret_key_is_refused() -> None:
 
 
 def test_deploy_check_is_clean_in_production_settings() -> None:
-    env = _production_env(SIFT_SECRET_KEY="k" * 20 + "Zq8#x!vT3@pLw9$rN2&bH6^mY4*cJ7(eF1)gD5", SIFT_ALLOWED_HOSTS="sift.example.org")
+    env = _production_env(SIFT_SECRET_KEY="k" * 20 + "Zq8#x!vT3@pLw9$rN2&bH6^mY4*cJ7(eF1)gD5",
+                          SIFT_ALLOWED_HOSTS="sift.example.org")
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
