@@ -54,8 +54,10 @@ unit: install
 test: install assets browser lint
 	$(BIN)/python -m pytest -q
 
+# Benchmarks need PostgreSQL (the local one by default); BENCH_ARGS=--quick for a smoke run.
 bench: install assets
-	$(BIN)/python bench/run_all.py
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/sift_bench} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/14} $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) frontend/node_modules frontend/static/vendor staticfiles var
