@@ -1,0 +1,669 @@
+"""Reviewer-queue latency at 1M items: next + submit over HTTP, against the same SQL with nothing on top.
+
+``.venv/bin/python bench/queue_latency.py [--quick] [--reuse]``
+
+1. Builds a project of 1M synthetic items (``--quick``: 100k) with overlap 2 in its own PostgreSQL database
+   (``BENCH_DATABASE_URL``, default ``postgres://postgres@127.0.0.1:5432/sift_queue_bench`` / ``..._quick``),
+   items loaded with COPY, plus an active ranking of every item. ``--reuse`` keeps a dataset that is already
+   there and only resets its labels and leases; without it the bench database is dropped and rebuilt.
+2. Prints EXPLAIN (ANALYZE) of the checkout's scans on that data, to show the index walks.
+3. Starts gunicorn (gthread workers, production settings: DEBUG off) and runs 64 reviewer clients
+   (``--quick``: 16), each a keep-alive HTTP connection doing queue/next + submit, paced so that together
+   they offer ``--rate`` cycles/s (200; a reviewer's think time), for ``--duration`` seconds after a warm-up.
+4. Stops the server and runs the *raw SQL floor* with the same clients and pacing: the same statements the
+   service issues (imported from labeling/services/queues.py: claim scan, re-check, INSERT; then the submit's
+   locks, INSERTs and UPDATEs), in plain psycopg, one connection per client, no Django, no HTTP.
+5. Prints p50/p95/p99 of next and submit for both, their ratios, cycles/s, and checks the goals:
+   next-item p99 <= 50 ms at 200 cycles/s, API <= 3x the raw floor. Then it checks the queue's invariant on
+   what the run wrote (no item over-held, one annotation per item and reviewer).
+
+Label Studio, for reference: next-task p99 of 6 s with 8 annotators and 39 s with 32.
+The machine is a shared 2-core box: client, server and database compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
+
+SLUG = "bench-queue"
+TAXONOMY = {"name": "Bench", "multi_label": False,
+            "labels": [{"key": "ham", "name": "Ham"}, {"key": "spam", "name": "Spam"}]}
+WORDS = ("win", "cash", "prize", "call", "now", "meeting", "tomorrow", "lunch", "free", "offer", "reply", "stop")
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100k items, 16 clients, short run")
+    parser.add_argument("--reuse", action="store_true", help="reuse the bench database if it holds the dataset")
+    parser.add_argument("--items", type=int)
+    parser.add_argument("--clients", type=int)
+    parser.add_argument("--rate", type=float, help="offered cycles/s over all clients (0: as fast as possible)")
+    parser.add_argument("--duration", type=float, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, help="unmeasured seconds at the start of each phase")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--no-retrain-signal", action="store_true",
+                        help="stub learning.scheduling.request_retrain in the server, to attribute its cost")
+    args = parser.parse_args()
+    defaults = ({"items": 100_000, "clients": 16, "rate": 100.0, "duration": 10.0, "warmup": 5.0} if args.quick
+                else {"items": 1_000_000, "clients": 64, "rate": 200.0, "duration": 30.0, "warmup": 10.0})
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    default_url = "postgres://postgres@127.0.0.1:5432/sift_queue_bench" + ("_quick" if args.quick else "")
+    args.database_url = os.environ.get("BENCH_DATABASE_URL", default_url)
+    args.redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3")
+    return args
+
+
+def server_env(args: argparse.Namespace, secret: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SIFT_")}
+    env.update({
+        "DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url, "SIFT_SECRET_KEY": secret,
+        "SIFT_DEBUG": "0", "SIFT_SSL_REDIRECT": "0", "SIFT_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SIFT_LOG_LEVEL": "WARNING", "SIFT_DB_CONN_MAX_AGE": "600", "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore:No directory at:UserWarning",
+    })
+    return env
+
+
+# --- the database -----------------------------------------------------------------------------------------------
+
+
+def admin_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/postgres"))
+
+
+def db_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def recreate_database(url: str) -> None:
+    name = db_name(url)
+    if not name.startswith("sift_queue_bench"):
+        raise SystemExit(f"refusing to drop {name!r}: the bench only rebuilds databases named sift_queue_bench*")
+    with psycopg.connect(admin_url(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def database_exists(url: str) -> bool:
+    with psycopg.connect(admin_url(url), autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name(url)]).fetchone() is not None
+
+
+def setup_django(args: argparse.Namespace, secret: str) -> None:
+    os.environ.update(server_env(args, secret))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+@dataclass
+class Dataset:
+    project_id: int
+    reviewers: list[tuple[int, str]]  # (user id, API token)
+    version_id: int
+
+
+def dataset_matches(n_items: int, n_clients: int) -> Dataset | None:
+    from labeling.models import Item, Project
+
+    project = Project.objects.filter(slug=SLUG).first()
+    if project is None or Item.objects.filter(project=project).count() != n_items:
+        return None
+    return load_reviewers(project, n_clients)
+
+
+def load_reviewers(project: Any, n_clients: int) -> Dataset | None:
+    from rest_framework.authtoken.models import Token
+
+    tokens = list(Token.objects.filter(user__memberships__project=project, user__username__startswith="bench-r")
+                  .order_by("user__username").values_list("user_id", "key"))
+    if len(tokens) < n_clients:
+        return None
+    return Dataset(project.pk, tokens[:n_clients], project.current_taxonomy_version_id)
+
+
+def build_dataset(n_items: int, n_clients: int, overlap: int) -> Dataset:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from rest_framework.authtoken.models import Token
+
+    from labeling.models import Membership, Project, RankingEntry
+    from labeling.services.projects import project_create
+
+    call_command("migrate", verbosity=0)
+    project = project_create(actor=None, slug=SLUG, name="Queue bench", taxonomy=TAXONOMY, overlap=overlap)
+    user_model = get_user_model()
+    users = user_model.objects.bulk_create([user_model(username=f"bench-r{n:03d}") for n in range(max(n_clients, 64))])
+    Membership.objects.bulk_create([Membership(project=project, user=user, role="reviewer") for user in users])
+    for user in users:
+        Token.objects.create(user=user)
+
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    rng = random.Random(20240601)
+    with connection.cursor() as cursor, cursor.cursor.copy(
+        "COPY labeling_item (project_id, external_id, text, meta, content_hash, is_gold, n_required, n_done, "
+        "boost, random_key, created_at, updated_at) FROM STDIN"
+    ) as copy:
+        for n in range(n_items):
+            text = f"message {n}: " + " ".join(rng.choice(WORDS) for _ in range(8))
+            copy.write_row((project.pk, f"b{n}", text, Jsonb({"n": n}), hashlib.sha256(text.encode()).hexdigest(),
+                            False, overlap, 0, 0, rng.random(), now, now))
+    loaded = time.perf_counter()
+    # A ranking of every item in an order unrelated to random_key (so ranking and fallback differ).
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            INSERT INTO labeling_rankingentry (project_id, ranking_version, rank, item_id, score, reason,
+                                               inclusion_probability, suggested_label, suggested_confidence)
+            SELECT project_id, 1, (row_number() OVER (ORDER BY hashtext(id::text), id)) - 1, id,
+                   0.5, CASE WHEN id %% 10 = 0 THEN 'exploration' ELSE 'uncertainty' END,
+                   CASE WHEN id %% 10 = 0 THEN 0.1 END, CASE WHEN id %% 2 = 0 THEN 'spam' ELSE 'ham' END, 0.7
+            FROM labeling_item WHERE project_id = %s""", [project.pk])
+    RankingEntry.objects.activate(project_id=project.pk, ranking_version=1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"built {n_items:,} items in {loaded - started:.1f}s (COPY) and a ranking of them in "
+          f"{time.perf_counter() - loaded:.1f}s")
+    dataset = load_reviewers(Project.objects.get(pk=project.pk), n_clients)
+    assert dataset is not None
+    return dataset
+
+
+def reset_state(dataset: Dataset) -> None:
+    """Back to no labels and no leases, so every run starts from the same queue."""
+    from django.db import connection
+
+    from labeling.models import Project
+    from labeling.services.queues import queue_rank_floor_reset
+
+    with connection.cursor() as cursor:
+        for sql in ("DELETE FROM labeling_annotation WHERE project_id = %s",
+                    "DELETE FROM labeling_lease WHERE project_id = %s",
+                    "DELETE FROM labeling_auditevent WHERE project_id = %s",
+                    "UPDATE labeling_item SET n_done = 0 WHERE project_id = %s AND n_done > 0"):
+            cursor.execute(sql, [dataset.project_id])
+    queue_rank_floor_reset(project=Project.objects.get(pk=dataset.project_id))
+    connection.close()
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE labeling_item, labeling_lease, labeling_annotation, labeling_auditevent")
+
+
+# --- plans ------------------------------------------------------------------------------------------------------
+
+
+def print_plans(dataset: Dataset, *, when: str) -> None:
+    from labeling.services import queues
+
+    reviewer_id = dataset.reviewers[0][0]
+    params = {"project": dataset.project_id, "reviewer": reviewer_id, "now": datetime.now(UTC),
+              "batch": queues.CLAIM_BATCH, "version": 1, "floor": 0}
+    print(f"\nEXPLAIN ANALYZE of the checkout's statements on this data (first reviewer, {when}):")
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        first = conn.execute("SELECT item_id FROM labeling_rankingentry WHERE project_id = %s AND ranking_version = 1 "
+                             "AND rank = 0", [dataset.project_id]).fetchone()
+        params["item"] = first[0] if first else 0
+        for name, template in (("first open rank", queues.FIRST_OPEN_RANK_SQL),
+                               ("held lease + any boosted?", queues.HELD_AND_BOOSTED_SQL),
+                               ("boost scan", queues.BOOST_SCAN_SQL), ("ranking scan", queues.RANKING_SCAN_SQL),
+                               ("fallback scan", queues.FALLBACK_SCAN_SQL), ("re-check", queues.RECHECK_SQL)):
+            sql, _ = render(template)
+            rows = conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql, params).fetchall()
+            conn.rollback()  # EXPLAIN ANALYZE really takes the row locks
+            lines = [row[0] for row in rows]
+            interesting = [line.strip() for line in lines if any(
+                word in line for word in ("Index", "Seq Scan", "Execution Time", "Limit", "LockRows", "SubPlan"))]
+            print(f"  {name}:")
+            for line in interesting[:12]:
+                print(f"      {line}")
+
+
+def render(template: str, rejected: list[int] | None = None) -> tuple[str, dict[str, int]]:
+    from labeling.services import queues
+
+    return queues.render_sql(template, rejected=rejected or [])
+
+
+# --- clients ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    at: float
+    next_ms: float
+    submit_ms: float
+
+
+@dataclass
+class ClientResult:
+    samples: list[Sample] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    cycles: int = 0
+
+
+class HttpClient:
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        payload = json.dumps(body).encode() if body is not None else b""
+        for attempt in range(2):
+            try:
+                self.conn.request("POST", path, body=payload, headers=self.headers)
+                response = self.conn.getresponse()
+                data = response.read()
+                return response.status, (json.loads(data) if data else None)
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.conn.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+Cycle = Callable[[], tuple[float, float] | None]  # -> (next ms, submit ms), or None when the queue is empty
+
+
+def paced_run(cycles: list[Cycle], *, rate: float, warmup: float, duration: float) -> tuple[list[ClientResult], float]:
+    """Run each client's cycle on its own thread, together offering ``rate`` cycles/s, and time them."""
+    results = [ClientResult() for _ in cycles]
+    interval = len(cycles) / rate if rate > 0 else 0.0
+    start = time.perf_counter() + 0.5
+    measure_from, stop_at = start + warmup, start + warmup + duration
+
+    def loop(index: int) -> None:
+        result = results[index]
+        due = start + (interval * index / len(cycles))
+        while True:
+            now = time.perf_counter()
+            if now >= stop_at:
+                return
+            if due > now:
+                time.sleep(due - now)
+            began = time.perf_counter()
+            try:
+                timing = cycles[index]()
+            except Exception as exc:
+                result.errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            if timing is None:
+                return
+            result.cycles += 1
+            if began >= measure_from and began < stop_at:
+                result.samples.append(Sample(began, *timing))
+            due = max(due + interval, began) if interval else began
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(cycles))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, duration
+
+
+def api_cycle(client: HttpClient, counter: list[int]) -> Cycle:
+    def cycle() -> tuple[float, float] | None:
+        t0 = time.perf_counter()
+        status, body = client.post(f"/api/projects/{SLUG}/queue/next")
+        t1 = time.perf_counter()
+        if status == 204:
+            return None
+        if status != 200:
+            raise RuntimeError(f"queue/next answered {status}: {body}")
+        counter[0] += 1
+        label = "spam" if counter[0] % 3 else "ham"
+        status, body = client.post(f"/api/leases/{body['lease']['id']}/submit",
+                                   {"labels": [label], "idempotency_key": secrets.token_hex(8), "lead_time_ms": 1500})
+        t2 = time.perf_counter()
+        if status != 201:
+            raise RuntimeError(f"submit answered {status}: {body}")
+        return (t1 - t0) * 1000, (t2 - t1) * 1000
+
+    return cycle
+
+
+class RawQueue:
+    """The service's statements in plain psycopg: the floor under the ORM, DRF, auth and HTTP."""
+
+    def __init__(self, url: str, dataset: Dataset, reviewer_id: int, lease_seconds: int, floors: dict[str, float],
+                 lock: threading.Lock) -> None:
+        self.conn = psycopg.connect(url)
+        self.dataset, self.reviewer_id, self.lease_seconds = dataset, reviewer_id, lease_seconds
+        self.floors, self.lock = floors, lock
+        self.version = 1
+
+    def floor(self) -> int | None:
+        # The service keeps this hint in the cache and re-reads it every RANK_FLOOR_REFRESH s; here it is shared
+        # process memory with the same refresh period (no cache round trip: a fair floor).
+        from labeling.services import queues
+
+        with self.lock:
+            known, checked = self.floors.get("floor", 0), self.floors.get("checked", 0.0)
+        if time.monotonic() - checked < queues.RANK_FLOOR_REFRESH:
+            return int(known)
+        sql, _ = render(queues.FIRST_OPEN_RANK_SQL)
+        row = self.conn.execute(sql, {"project": self.dataset.project_id, "version": self.version,
+                                      "floor": known}).fetchone()
+        self.conn.commit()
+        if row is None:
+            return None
+        with self.lock:
+            self.floors["floor"] = max(self.floors.get("floor", 0), row[0])
+            self.floors["checked"] = time.monotonic()
+        return int(row[0])
+
+    def checkout(self) -> int | None:
+        from labeling.services import queues
+
+        floor = self.floor()
+        conn, p, me = self.conn, self.dataset.project_id, self.reviewer_id
+        conn.execute("SELECT 1 FROM labeling_membership WHERE project_id = %s AND user_id = %s LIMIT 1 "
+                     "FOR NO KEY UPDATE", [p, me])
+        sql, _ = render(queues.HELD_AND_BOOSTED_SQL)
+        held_row = conn.execute(sql, {"project": p, "reviewer": me, "now": datetime.now(UTC)}).fetchone()
+        assert held_row is not None
+        held, boosted = held_row
+        if held is not None:
+            conn.execute("SELECT l.id, i.external_id, i.text, i.meta FROM labeling_lease l "
+                         "JOIN labeling_item i ON i.id = l.item_id WHERE l.id = %s", [held]).fetchone()
+            conn.commit()
+            return int(held)
+        rejected: list[int] = []
+        stages: list[tuple[str, dict[str, Any]]] = [(queues.BOOST_SCAN_SQL, {})] if boosted else []
+        if floor is not None:
+            stages.append((queues.RANKING_SCAN_SQL, {"version": self.version, "floor": floor}))
+        stages.append((queues.FALLBACK_SCAN_SQL, {}))
+        for template, extra in stages:
+            for _round in range(queues.MAX_SCAN_ROUNDS):
+                sql, names = render(template, rejected)
+                rows = conn.execute(sql, {"project": p, "reviewer": me, "now": datetime.now(UTC),
+                                          "batch": queues.CLAIM_BATCH, **extra, **names}).fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    lease_id = self.claim(row, from_ranking=template is queues.RANKING_SCAN_SQL)
+                    if lease_id is not None:
+                        conn.commit()
+                        return lease_id
+                    rejected.append(row[0])
+        conn.commit()
+        return None
+
+    def claim(self, row: tuple[Any, ...], *, from_ranking: bool) -> int | None:
+        from labeling.services import queues
+
+        now = datetime.now(UTC)
+        sql, _ = render(queues.RECHECK_SQL)
+        check = self.conn.execute(sql, {"item": row[0], "reviewer": self.reviewer_id, "now": now}).fetchone()
+        if check is None or check[0] <= 0 or check[1]:
+            return None
+        selection: tuple[Any, ...]
+        if from_ranking:
+            _id, _rank, score, reason, inclusion, label, confidence = row
+            suggestion = Jsonb({"label": label, "confidence": confidence}) if label else None
+            selection = (reason, score, self.version, inclusion)
+        else:
+            suggestion, selection = None, ("fallback_random", None, None, None)
+        created = self.conn.execute(
+            "INSERT INTO labeling_lease (project_id, item_id, reviewer_id, state, created_at, expires_at, renewals, "
+            "taxonomy_version_id, selection_reason, selection_score, model_version, inclusion_probability, "
+            "suggestion, suggestion_hidden) VALUES (%s, %s, %s, 'active', %s, %s, 0, %s, %s, %s, %s, %s, %s, false) "
+            "RETURNING id",
+            [self.dataset.project_id, row[0], self.reviewer_id, now, now + timedelta(seconds=self.lease_seconds),
+             self.dataset.version_id, *selection, suggestion]).fetchone()
+        assert created is not None
+        return int(created[0])
+
+    def submit(self, lease_id: int, label: str) -> None:
+        conn = self.conn
+        item = conn.execute(
+            "SELECT id, is_gold, gold_labels FROM labeling_item "
+            "WHERE id = (SELECT item_id FROM labeling_lease WHERE id = %s) FOR NO KEY UPDATE", [lease_id]).fetchone()
+        lease = conn.execute(
+            "SELECT l.id, l.reviewer_id, l.state, l.expires_at, l.selection_reason, l.selection_score, "
+            "l.inclusion_probability, l.model_version, l.suggestion, l.project_id, v.number "
+            "FROM labeling_lease l LEFT JOIN labeling_taxonomyversion v ON v.id = l.taxonomy_version_id "
+            "WHERE l.id = %s FOR NO KEY UPDATE OF l", [lease_id]).fetchone()
+        assert item is not None and lease is not None
+        now = datetime.now(UTC)
+        if lease[1] != self.reviewer_id or lease[2] != "active" or lease[3] <= now:
+            raise RuntimeError(f"raw submit refused: {lease}")
+        annotation = conn.execute(
+            "INSERT INTO labeling_annotation (project_id, item_id, reviewer_id, lease_id, taxonomy_version_id, labels, "
+            "comment, lead_time_ms, selection_reason, selection_score, inclusion_probability, model_version, "
+            "suggestion_shown, gold_correct, idempotency_key, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, '', 1500, %s, %s, %s, %s, %s, NULL, %s, %s) RETURNING id",
+            [lease[9], item[0], self.reviewer_id, lease_id, self.dataset.version_id, Jsonb([label]), lease[4],
+             lease[5], lease[6], lease[7], Jsonb(lease[8]) if lease[8] is not None else None,
+             secrets.token_hex(8), now]).fetchone()
+        assert annotation is not None
+        conn.execute("UPDATE labeling_lease SET state = 'submitted', closed_at = %s WHERE id = %s", [now, lease_id])
+        conn.execute("UPDATE labeling_item SET n_done = n_done + 1 WHERE id = %s", [item[0]])
+        conn.execute(
+            "INSERT INTO labeling_auditevent (project_id, actor_id, action, object_type, object_id, data, created_at) "
+            "VALUES (%s, %s, 'annotation.submit', 'annotation', %s, %s, %s)",
+            [lease[9], self.reviewer_id, str(annotation[0]),
+             Jsonb({"lease_id": lease_id, "item_id": item[0], "labels": [label], "taxonomy_version": lease[10]}), now])
+        conn.commit()
+
+    def cycle(self) -> tuple[float, float] | None:
+        t0 = time.perf_counter()
+        lease_id = self.checkout()
+        t1 = time.perf_counter()
+        if lease_id is None:
+            return None
+        self.submit(lease_id, "spam")
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1000, (t2 - t1) * 1000
+
+
+# --- the server -------------------------------------------------------------------------------------------------
+
+
+# Each worker, once the app is loaded: import every view now (Django loads the URLconf, and with it every API
+# module and their libraries, on the first request: seconds on this box), so the first measured requests are not
+# cold starts. Optionally stub out the learning side's retrain signal to attribute its cost.
+GUNICORN_CONFIG = """
+STUB_RETRAIN = {stub}
+
+
+def post_worker_init(worker):
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns
+    if STUB_RETRAIN:
+        import learning.scheduling
+
+        learning.scheduling.request_retrain = lambda *, project_id: None
+"""
+
+
+def start_server(args: argparse.Namespace, secret: str, token: str) -> subprocess.Popen[bytes]:
+    command = [str(ROOT / ".venv/bin/gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
+               "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
+               "--keep-alive", "75", "--backlog", "2048", "--log-level", "warning"]
+    config = Path(tempfile.mkdtemp()) / "gunicorn_bench.py"
+    config.write_text(GUNICORN_CONFIG.format(stub=bool(args.no_retrain_signal)))
+    command += ["--config", str(config)]
+    server = subprocess.Popen(command, cwd=ROOT, env=server_env(args, secret), start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {server.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=5)
+            conn.request("GET", "/api/projects/", headers={"Authorization": f"Token {token}"})
+            if conn.getresponse().status == 200:
+                conn.close()
+                return server
+        except OSError:
+            pass
+        time.sleep(0.3)
+    stop_server(server)
+    raise SystemExit("gunicorn did not answer within 60 s")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+# --- figures ----------------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Figures:
+    name: str
+    next_ms: list[float]
+    submit_ms: list[float]
+    cycles_per_s: float
+    errors: list[str]
+
+    def row(self, which: str) -> str:
+        values = self.next_ms if which == "next" else self.submit_ms
+        return (f"{self.name:<8} {which:<7} p50 {percentile(values, 50):7.1f}  p95 {percentile(values, 95):7.1f}  "
+                f"p99 {percentile(values, 99):7.1f} ms   (n={len(values)})")
+
+
+def summarise(name: str, results: list[ClientResult], duration: float) -> Figures:
+    samples = [s for r in results for s in r.samples]
+    return Figures(name, [s.next_ms for s in samples], [s.submit_ms for s in samples], len(samples) / duration,
+                   [e for r in results for e in r.errors])
+
+
+def check_invariants(project_id: int) -> tuple[int, int]:
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        overfull = conn.execute(
+            "SELECT count(*) FROM labeling_item i WHERE i.project_id = %s AND i.n_done > 0 AND i.n_done + "
+            "(SELECT count(*) FROM labeling_lease l WHERE l.item_id = i.id AND l.state = 'active' "
+            "AND l.expires_at > now()) > i.n_required", [project_id]).fetchone()
+        doubles = conn.execute(
+            "SELECT count(*) FROM (SELECT item_id, reviewer_id FROM labeling_annotation WHERE project_id = %s "
+            "GROUP BY item_id, reviewer_id HAVING count(*) > 1) d", [project_id]).fetchone()
+    assert overfull is not None and doubles is not None
+    return int(overfull[0]), int(doubles[0])
+
+
+def main() -> None:
+    args = parse_args()
+    secret = secrets.token_urlsafe(50)
+    if not args.reuse or not database_exists(args.database_url):
+        recreate_database(args.database_url)
+    setup_django(args, secret)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    dataset = dataset_matches(args.items, args.clients) if args.reuse else None
+    if dataset is None:
+        if args.reuse:
+            print("no matching dataset to reuse; building one")
+            from django.db import connection
+
+            connection.close()
+            recreate_database(args.database_url)
+            call_command("migrate", verbosity=0)
+        dataset = build_dataset(args.items, args.clients, args.overlap)
+    else:
+        print(f"reusing the {args.items:,}-item dataset in {db_name(args.database_url)}")
+    reset_state(dataset)
+    print_plans(dataset, when="empty queue state")
+    from labeling.models import Project
+
+    lease_seconds = Project.objects.get(pk=dataset.project_id).lease_seconds
+
+    print(f"\n{args.clients} clients offering {args.rate:g} cycles/s for {args.duration:g}s "
+          f"(+{args.warmup:g}s warm-up); gunicorn {args.workers} workers x {args.threads} threads"
+          + ("; retrain signal stubbed out" if args.no_retrain_signal else ""))
+    server = start_server(args, secret, dataset.reviewers[0][1])
+    try:
+        counter = [0]
+        clients = [HttpClient(args.port, token) for _, token in dataset.reviewers]
+        results, duration = paced_run([api_cycle(c, counter) for c in clients], rate=args.rate, warmup=args.warmup,
+                                      duration=args.duration)
+        api = summarise("api", results, duration)
+    finally:
+        stop_server(server)
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("ANALYZE labeling_lease, labeling_annotation")
+    print_plans(dataset, when="after the API phase")
+
+    floors: dict[str, float] = {}
+    lock = threading.Lock()
+    raws = [RawQueue(args.database_url, dataset, user_id, lease_seconds, floors, lock)
+            for user_id, _ in dataset.reviewers]
+    results, duration = paced_run([raw.cycle for raw in raws], rate=args.rate, warmup=args.warmup,
+                                  duration=args.duration)
+    raw = summarise("raw sql", results, duration)
+    for queue in raws:
+        queue.conn.close()
+
+    overfull, doubles = check_invariants(dataset.project_id)
+    print(f"\nresults on {args.items:,} items, overlap {args.overlap}, {args.clients} clients:")
+    for figures in (api, raw):
+        print(figures.row("next"))
+        print(figures.row("submit"))
+        print(f"{figures.name:<8} cycles/s {figures.cycles_per_s:7.1f} (offered {args.rate:g})"
+              + (f"   errors: {len(figures.errors)} e.g. {figures.errors[0]}" if figures.errors else ""))
+    ratios = {q: percentile(api.next_ms, q) / percentile(raw.next_ms, q) for q in (50, 95, 99)}
+    submit_ratios = {q: percentile(api.submit_ms, q) / percentile(raw.submit_ms, q) for q in (50, 99)}
+    print("api / raw   next: " + "  ".join(f"p{q} {r:.2f}x" for q, r in ratios.items())
+          + "   submit: " + "  ".join(f"p{q} {r:.2f}x" for q, r in submit_ratios.items()))
+    next_p99 = percentile(api.next_ms, 99)
+    print(f"goal next p99 <= 50 ms at {args.rate:g} cycles/s: {next_p99:.1f} ms at {api.cycles_per_s:.0f} cycles/s"
+          f" -> {'met' if next_p99 <= 50 and api.cycles_per_s >= 0.95 * args.rate else 'NOT met'}")
+    print(f"goal API <= 3x raw SQL (next p99): {ratios[99]:.2f}x -> {'met' if ratios[99] <= 3 else 'NOT met'}")
+    print("Label Studio reference: next-task p99 6 s with 8 annotators, 39 s with 32.")
+    print(f"invariants after the run: over-held items {overfull}, duplicate (item, reviewer) annotations {doubles}")
+    if overfull or doubles or api.errors or raw.errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Request and response shapes of the reviewer queue (CONTRACT.md, "HTTP API").
+
+Responses are built as plain dicts by the ``*_payload`` functions (the hot path skips serializer machinery);
+the serializers below describe the same shapes for the OpenAPI schema, and tests check the two agree.
+Nothing here ever exposes ``Item.is_gold`` or ``Item.gold_labels``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from labeling.models import Annotation, Lease, SelectionReason
+
+# --- requests ---------------------------------------------------------------------------------------------------
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "minItems": 1,
+                      "description": "Label keys of the lease's taxonomy version."})
+class LabelKeysField(serializers.JSONField):
+    """Passed through untouched: the service validates it against the taxonomy and names the bad label."""
+
+
+class SubmitRequestSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    labels = LabelKeysField()
+    idempotency_key = serializers.CharField(
+        max_length=128, required=False, allow_null=True, allow_blank=False,
+        help_text="Client-chosen key; replaying a submit with the same key returns the first answer (200).",
+    )
+    lead_time_ms = serializers.IntegerField(min_value=0, max_value=2_147_483_647, required=False, allow_null=True,
+                                            help_text="Time the reviewer spent on the item.")
+    comment = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="",
+                                    trim_whitespace=False)
+
+
+# --- responses --------------------------------------------------------------------------------------------------
+
+
+class QueueErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False)
+
+
+class LeaseRefSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
+class QueueItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    text = serializers.CharField(help_text="Plain text: render it as text, never as HTML.")
+    meta = serializers.DictField()
+
+
+class SelectionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    reason = serializers.ChoiceField(choices=SelectionReason.choices)
+    score = serializers.FloatField(allow_null=True)
+    model_version = serializers.IntegerField(allow_null=True, help_text="The ranking version the pick came from.")
+    inclusion_probability = serializers.FloatField(allow_null=True)
+
+
+class SuggestionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    # The metaclass moves declared fields off the class, so this does not clash with Field.label at runtime.
+    label = serializers.CharField()  # type: ignore[assignment]
+    confidence = serializers.FloatField(allow_null=True)
+
+
+class QueueNextResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    lease = LeaseRefSerializer()
+    item = QueueItemSerializer()
+    selection = SelectionSerializer()
+    suggestion = SuggestionSerializer(allow_null=True)
+    taxonomy_version = serializers.IntegerField(help_text="Number of the taxonomy version to label against.")
+
+
+class SubmitResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    annotation_id = serializers.IntegerField()
+    lease_id = serializers.IntegerField()
+    item_id = serializers.IntegerField()
+    labels = serializers.ListField(child=serializers.CharField())
+    taxonomy_version = serializers.IntegerField(help_text="The version the labels were given in (the lease's).")
+    taxonomy_changed = serializers.BooleanField(help_text="A newer taxonomy version was published meanwhile.")
+    current_taxonomy_version = serializers.IntegerField(allow_null=True)
+    undo_until = serializers.DateTimeField()
+
+
+class SkipResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    lease = LeaseRefSerializer()
+    state = serializers.CharField()
+
+
+class RenewResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    lease = LeaseRefSerializer()
+
+
+class QueueProgressSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    total = serializers.IntegerField()
+    finished = serializers.IntegerField()
+    open = serializers.IntegerField()
+    mine_today = serializers.IntegerField()
+    mine_total = serializers.IntegerField()
+
+
+# --- payload builders -------------------------------------------------------------------------------------------
+
+
+def _public_selection(lease: Lease) -> dict[str, Any]:
+    # A gold check must look like any other item, or reviewers learn to take extra care only on those.
+    # Whoever adds gold mixing decides its disguise; until then it is shown as a plain random pick.
+    if lease.selection_reason == SelectionReason.GOLD:
+        return {"reason": SelectionReason.FALLBACK_RANDOM.value, "score": None, "model_version": None,
+                "inclusion_probability": None}
+    return {
+        "reason": lease.selection_reason,
+        "score": lease.selection_score,
+        "model_version": lease.model_version,
+        "inclusion_probability": lease.inclusion_probability,
+    }
+
+
+def checkout_payload(lease: Lease, *, taxonomy_version: int | None) -> dict[str, Any]:
+    """The queue/next (and undo) body for ``lease``, whose ``item`` is loaded."""
+    item = lease.item
+    return {
+        "lease": {"id": lease.pk, "expires_at": lease.expires_at},
+        "item": {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta},
+        "selection": _public_selection(lease),
+        "suggestion": lease.suggestion,
+        "taxonomy_version": taxonomy_version,
+    }
+
+
+def submit_payload(annotation: Annotation, *, current_version_id: int | None,
+                   current_version_number: int | None) -> dict[str, Any]:
+    return {
+        "annotation_id": annotation.pk,
+        "lease_id": annotation.lease_id,
+        "item_id": annotation.item_id,
+        "labels": annotation.labels,
+        "taxonomy_version": annotation.taxonomy_version.number,
+        "taxonomy_changed": annotation.taxonomy_version_id != current_version_id,
+        "current_taxonomy_version": current_version_number,
+        "undo_until": annotation.created_at + timedelta(seconds=int(settings.SIFT_UNDO_SECONDS)),
+    }
+
+
+def lease_payload(lease: Lease) -> dict[str, Any]:
+    return {"id": lease.pk, "expires_at": lease.expires_at}

@@ -1,0 +1,326 @@
+"""What a reviewer does with a lease: submit labels, skip, renew, and undo a submit.
+
+Each function re-reads and locks the rows it changes (item, then lease: the lock order of
+labeling/services/queues.py, whose essay states the invariant these keep: n_done + holding <= n_required).
+Every error is raised before anything is written, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F, Subquery
+from django.utils import timezone
+
+from labeling.models import Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
+from labeling.services.audit import audit_record
+from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from labeling.services.queues import queue_rank_floor_reset
+from learning import scheduling
+
+MAX_LISTED_KEYS = 20
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Label validation against one (immutable, published) taxonomy version.
+
+
+@dataclass(frozen=True, slots=True)
+class _LabelFacts:
+    is_leaf: bool
+    deprecated: bool
+    children: tuple[str, ...]
+
+
+def _label_facts(version: TaxonomyVersion) -> dict[str, _LabelFacts]:
+    if version.is_published and version.published_at is not None:
+        return _published_label_facts(version.pk, version.published_at)
+    return _read_label_facts(version.pk)
+
+
+# A published version and its labels never change (labeling/models/taxonomy.py), so each process keeps the facts
+# of the versions it has seen. published_at is in the key so a reused primary key (a restored database) misses.
+@functools.lru_cache(maxsize=256)
+def _published_label_facts(version_id: int, published_at: datetime) -> dict[str, _LabelFacts]:
+    return _read_label_facts(version_id)
+
+
+def _read_label_facts(version_id: int) -> dict[str, _LabelFacts]:
+    rows = list(Label.objects.filter(version_id=version_id).values_list("id", "key", "parent_id", "deprecated"))
+    key_of = {label_id: key for label_id, key, _parent, _dep in rows}
+    children: dict[str, list[str]] = {}
+    for _label_id, key, parent_id, _dep in rows:
+        if parent_id is not None:
+            children.setdefault(key_of[parent_id], []).append(key)
+    return {
+        key: _LabelFacts(is_leaf=key not in children, deprecated=deprecated, children=tuple(children.get(key, ())))
+        for _label_id, key, _parent, deprecated in rows
+    }
+
+
+def _quoted(keys: list[str]) -> str:
+    return ", ".join(repr(key) for key in keys)
+
+
+def labels_validate(*, version: TaxonomyVersion, labels: Any) -> list[str]:
+    """The cleaned label list (duplicates removed, order kept), or a 400 naming what is wrong."""
+    if not isinstance(labels, list) or not labels or not all(isinstance(key, str) and key for key in labels):
+        raise ValidationFailed("labels: must be a non-empty list of label keys", field="labels")
+    cleaned = list(dict.fromkeys(labels))
+    facts = _label_facts(version)
+    unknown = [key for key in cleaned if key not in facts]
+    if unknown:
+        known = sorted(key for key, fact in facts.items() if not fact.deprecated)
+        listed = ", ".join(known[:MAX_LISTED_KEYS]) + (", ..." if len(known) > MAX_LISTED_KEYS else "")
+        noun = "label" if len(unknown) == 1 else "labels"
+        raise ValidationFailed(
+            f"unknown {noun} {_quoted(unknown)} in taxonomy version {version.number}; valid labels: {listed}",
+            field="labels", labels=unknown,
+        )
+    deprecated = [key for key in cleaned if facts[key].deprecated]
+    if deprecated:
+        noun = "label" if len(deprecated) == 1 else "labels"
+        raise ValidationFailed(
+            f"deprecated {noun} {_quoted(deprecated)} in taxonomy version {version.number}; choose a current label",
+            field="labels", labels=deprecated,
+        )
+    if not version.allow_non_leaf:
+        inner = [key for key in cleaned if not facts[key].is_leaf]
+        if inner:
+            key = inner[0]
+            raise ValidationFailed(
+                f"label {key!r} is not a leaf; choose one of its children ({_quoted(list(facts[key].children))})",
+                field="labels", labels=inner,
+            )
+    if not version.multi_label and len(cleaned) > 1:
+        raise ValidationFailed(
+            f"this taxonomy takes exactly one label; got {len(cleaned)}: {_quoted(cleaned)}",
+            field="labels", labels=cleaned,
+        )
+    return cleaned
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lease access.
+
+
+def _lease_of(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
+    """The lease, if it is ``reviewer``'s (the API has already hidden leases of projects they are not in)."""
+    lease: Lease | None = Lease.objects.select_related("taxonomy_version", "project").filter(pk=lease_id).first()
+    if lease is None:
+        raise NotFound(f"no lease {lease_id}")
+    if lease.reviewer_id != reviewer.pk:
+        raise PermissionDenied(f"lease {lease_id} belongs to another reviewer")
+    return lease
+
+
+def _lock(*, lease_id: int, reviewer: AbstractBaseUser) -> tuple[Item, Lease]:
+    """Lock the lease's item row, then the lease row (the queue's lock order); fresh copies of both.
+
+    Inside the caller's transaction. The item is found through the lease in the same statement (a lease's item
+    never changes), so the whole thing is two round trips. 404 / 403 before anything is written.
+    """
+    item = (Item.objects.select_for_update(no_key=True)
+            .filter(pk=Subquery(Lease.objects.filter(pk=lease_id).values("item_id")[:1])).first())
+    if item is None:
+        raise NotFound(f"no lease {lease_id}")
+    lease = (Lease.objects.select_for_update(no_key=True, of=("self",))
+             .select_related("taxonomy_version", "project").get(pk=lease_id))
+    if lease.reviewer_id != reviewer.pk:
+        raise PermissionDenied(f"lease {lease_id} belongs to another reviewer")
+    return item, lease
+
+
+def _refuse_unless_holding(lease: Lease, now: datetime) -> None:
+    if lease.state != Lease.State.ACTIVE:
+        raise Conflict(f"lease {lease.pk} was already {lease.state}; take the next item", state=lease.state)
+    if lease.expires_at <= now:
+        raise Conflict(f"lease expired at {_when(lease.expires_at)}; take the next item", state="expired")
+
+
+def _gold_correct(item: Item, labels: list[str]) -> bool | None:
+    if not item.is_gold or item.gold_labels is None:
+        return None
+    expected = item.gold_labels if isinstance(item.gold_labels, list) else [item.gold_labels]
+    return set(labels) == {str(key) for key in expected}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Submit.
+
+
+def _replay(*, reviewer: AbstractBaseUser, lease_id: int, idempotency_key: str) -> Annotation | None:
+    """The annotation an earlier request with this key created, or None; a key reused on another lease is 409."""
+    earlier = (Annotation.objects.select_related("taxonomy_version")
+               .filter(reviewer_id=reviewer.pk, idempotency_key=idempotency_key).first())
+    if earlier is None:
+        return None
+    if earlier.lease_id != lease_id:
+        raise Conflict(
+            f"idempotency_key {idempotency_key!r} was already used for annotation {earlier.pk} on another lease; "
+            "use a new key for each submit", annotation_id=earlier.pk,
+        )
+    return earlier
+
+
+def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any, idempotency_key: str | None = None,
+                      lead_time_ms: int | None = None, comment: str = "") -> tuple[Annotation, bool]:
+    """Record ``reviewer``'s labels for the item of ``lease_id``; returns (annotation, created).
+
+    A replay with the same ``idempotency_key`` returns the first answer with created=False. The labels are
+    validated against the lease's taxonomy version (the one the reviewer saw), even if a newer one was published
+    since; the API reports that as ``taxonomy_changed``. Requests a retrain once the submit commits.
+
+    Idempotency is decided under the lease lock rather than by a look-up first (one round trip less on the
+    hottest write): a replay finds its lease already submitted and gets the annotation that submit made; a key
+    reused on another lease trips the (reviewer, idempotency_key) constraint and becomes a 409.
+    """
+    lease: Lease | None = None
+    try:
+        with transaction.atomic():
+            item, lease = _lock(lease_id=lease_id, reviewer=reviewer)
+            if lease.state == Lease.State.SUBMITTED:
+                if idempotency_key:
+                    # A replay (or a concurrent twin that held the lock first and has committed): same answer.
+                    earlier = _replay(reviewer=reviewer, lease_id=lease_id, idempotency_key=idempotency_key)
+                    if earlier is not None:
+                        return earlier, False
+                done = Annotation.objects.filter(lease_id=lease.pk).values_list("id", flat=True).first()
+                raise Conflict("lease already submitted", annotation_id=done, state=lease.state)
+            now = timezone.now()
+            _refuse_unless_holding(lease, now)
+            if lease.taxonomy_version is None:
+                raise Conflict("this lease has no taxonomy version; take the next item")
+            # The version is published and immutable: validating under the lock costs no extra query.
+            cleaned = labels_validate(version=lease.taxonomy_version, labels=labels)
+            annotation = Annotation.objects.create(
+                project_id=lease.project_id, item=item, reviewer_id=reviewer.pk, lease=lease,
+                taxonomy_version=lease.taxonomy_version, labels=cleaned, comment=comment,
+                lead_time_ms=lead_time_ms, selection_reason=lease.selection_reason,
+                selection_score=lease.selection_score, inclusion_probability=lease.inclusion_probability,
+                model_version=lease.model_version, suggestion_shown=lease.suggestion,
+                gold_correct=_gold_correct(item, cleaned), idempotency_key=idempotency_key or None,
+            )
+            Lease.objects.filter(pk=lease.pk).update(state=Lease.State.SUBMITTED, closed_at=now)
+            Item.objects.filter(pk=item.pk).update(n_done=F("n_done") + 1)
+            audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
+                         data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
+                               "taxonomy_version": lease.taxonomy_version.number})
+            # on_commit inside: a rolled-back submit never triggers a retrain.
+            scheduling.request_retrain(project_id=lease.project_id)
+    except IntegrityError as exc:
+        # The unique constraints caught a race the locks did not cover (e.g. the same key on two leases at once).
+        assert lease is not None  # the INSERT comes after the lease was read
+        return _after_integrity_error(exc, reviewer=reviewer, lease=lease, idempotency_key=idempotency_key)
+    return annotation, True
+
+
+def _after_integrity_error(exc: IntegrityError, *, reviewer: AbstractBaseUser, lease: Lease,
+                           idempotency_key: str | None) -> tuple[Annotation, bool]:
+    if idempotency_key:
+        earlier = _replay(reviewer=reviewer, lease_id=lease.pk, idempotency_key=idempotency_key)
+        if earlier is not None:
+            return earlier, False
+    existing = Annotation.objects.filter(item_id=lease.item_id, reviewer_id=reviewer.pk).values_list(
+        "id", flat=True).first()
+    if existing is not None:
+        raise Conflict("you have already labelled this item; take the next item", annotation_id=existing) from exc
+    raise Conflict("this submit collided with a concurrent change; retry it") from exc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Skip, renew, undo.
+
+
+def lease_skip(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
+    """Give the item back; this reviewer never gets it again, and the skip does not count toward n_done.
+
+    An ACTIVE lease that has already expired may still be skipped: it holds nothing either way, and the skip
+    records the reviewer's wish not to see the item again.
+    """
+    with transaction.atomic():
+        # Lowering ``holding`` cannot break the invariant, so the lease row lock is enough here.
+        lease: Lease | None = (Lease.objects.select_for_update(no_key=True, of=("self",)).select_related("project")
+                               .filter(pk=lease_id).first())
+        if lease is None:
+            raise NotFound(f"no lease {lease_id}")
+        if lease.reviewer_id != reviewer.pk:
+            raise PermissionDenied(f"lease {lease_id} belongs to another reviewer")
+        if lease.state != Lease.State.ACTIVE:
+            raise Conflict(f"lease {lease.pk} was already {lease.state}; nothing to skip", state=lease.state)
+        now = timezone.now()
+        Lease.objects.filter(pk=lease.pk).update(state=Lease.State.SKIPPED, closed_at=now)
+        lease.state, lease.closed_at = Lease.State.SKIPPED, now
+        audit_record(actor=reviewer, action="lease.skip", obj=lease, project=lease.project,  # type: ignore[arg-type]
+                     data={"item_id": lease.item_id})
+    return lease
+
+
+def lease_renew(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
+    """Keep holding the item: the lease runs for another ``project.lease_seconds`` from now.
+
+    Restarting the period (rather than adding to the old expiry) means repeated renewals cannot stockpile time.
+    Takes the item lock: a renewal racing a lease's expiry must not revive it after another reviewer was given
+    the slot it freed. Not audited: it is a heartbeat, and ``renewals`` counts it on the lease.
+    """
+    with transaction.atomic():
+        _item, lease = _lock(lease_id=lease_id, reviewer=reviewer)
+        now = timezone.now()
+        _refuse_unless_holding(lease, now)
+        expires_at = now + timedelta(seconds=lease.project.lease_seconds)
+        Lease.objects.filter(pk=lease.pk).update(expires_at=expires_at, renewals=F("renewals") + 1)
+        lease.expires_at, lease.renewals = expires_at, lease.renewals + 1
+    return lease
+
+
+def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
+    """Take back a submit within ``settings.SIFT_UNDO_SECONDS``: the annotation is deleted (its labels kept in the
+    audit log), ``n_done`` drops by one and the SAME lease is active again, with a fresh expiry, so the page can
+    show the item again. Any other lease the reviewer holds in the project is released (one lease per reviewer).
+
+    The slot count is unchanged: the lease moves from ``n_done`` back to ``holding``, so no one else can have
+    taken its place in the meantime.
+    """
+    lease = _lease_of(lease_id=lease_id, reviewer=reviewer)
+    window = int(settings.SIFT_UNDO_SECONDS)
+    with transaction.atomic():
+        # Lock order membership -> item -> lease, as in checkout: undo also changes which lease the reviewer holds.
+        Membership.objects.select_for_update(no_key=True).filter(
+            project_id=lease.project_id, user_id=reviewer.pk).exists()
+        item, lease = _lock(lease_id=lease_id, reviewer=reviewer)
+        if lease.state != Lease.State.SUBMITTED:
+            raise Conflict(f"only a submitted lease can be undone; lease {lease.pk} is {lease.state}",
+                           state=lease.state)
+        annotation = Annotation.objects.filter(lease=lease, reviewer_id=reviewer.pk).first()
+        if annotation is None:
+            raise Conflict(f"lease {lease.pk} has no annotation to undo")
+        now = timezone.now()
+        deadline = annotation.created_at + timedelta(seconds=window)
+        if now > deadline:
+            raise Conflict(f"the {window} s undo window closed at {_when(deadline)}", state=lease.state)
+        audit_record(actor=reviewer, action="annotation.undo", obj=annotation, project=lease.project,  # type: ignore[arg-type]
+                     data={"lease_id": lease.pk, "item_id": item.pk, "labels": annotation.labels,
+                           "taxonomy_version": lease.taxonomy_version.number if lease.taxonomy_version else None,
+                           "submitted_at": annotation.created_at.isoformat()})
+        annotation.delete()
+        Item.objects.filter(pk=item.pk).update(n_done=F("n_done") - 1)
+        Lease.objects.filter(project_id=lease.project_id, reviewer_id=reviewer.pk, state=Lease.State.ACTIVE).update(
+            state=Lease.State.RELEASED, closed_at=now)
+        expires_at = now + timedelta(seconds=lease.project.lease_seconds)
+        Lease.objects.filter(pk=lease.pk).update(state=Lease.State.ACTIVE, expires_at=expires_at, closed_at=None)
+        lease.state, lease.expires_at, lease.closed_at = Lease.State.ACTIVE, expires_at, None
+        scheduling.request_retrain(project_id=lease.project_id)
+        project: Project = lease.project
+        transaction.on_commit(lambda: queue_rank_floor_reset(project=project))
+    lease.item = Item.objects.only("id", "project_id", "external_id", "text", "meta").get(pk=lease.item_id)
+    return lease

@@ -1,0 +1,401 @@
+"""The reviewer queue: which item a reviewer gets next, and the claim that keeps overlap exact.
+
+The invariant
+-------------
+For every item, at every moment::
+
+    n_done + holding <= n_required
+
+where ``holding`` counts the item's leases that are ACTIVE and unexpired. So no item is ever in front of more
+reviewers than it still needs, and (with the reviewer exclusions below) no reviewer sees an item twice. Every
+write that can *raise* the left-hand side (a claim here, a renewal, an undo) happens while the writer holds the
+item's row lock and re-reads the counts in a statement issued *after* the lock was granted. A submit moves one
+unit from ``holding`` to ``n_done`` under the same lock, so the sum is unchanged. Skips and expiry only lower it,
+so they need no lock; an expired lease simply stops counting the instant it expires, which is how abandoned
+items return to the queue lazily, with no cron and no sweeper (``Lease.objects.holding()``).
+
+Why a lock alone is not enough (PostgreSQL)
+-------------------------------------------
+The candidate scan is one statement with ``FOR NO KEY UPDATE OF item SKIP LOCKED``. Under READ COMMITTED that
+statement reads from a snapshot taken when it *started*. Suppose reviewer B claims item X (B locks X, inserts
+its lease, commits) while A's scan is already running. A's scan reaches X after B committed, so X is no longer
+locked and A gets the lock, and PostgreSQL's re-check of the locked row sees nothing new (B did not update the
+item row; it inserted a lease row). But the scan's "how many leases hold X?" sub-query was evaluated against
+A's old snapshot, which does not contain B's lease. Trusting it would put X in front of one reviewer too many.
+So after the lock is granted we ask again in a NEW statement (``_RECHECK_SQL``): READ COMMITTED gives each
+statement a fresh snapshot, which now includes every claim committed before we got the lock, and any later
+claimer must wait for (or, with SKIP LOCKED, skip) our lock. Claims on one item are thereby serialised and each
+sees all the ones before it. If the re-check fails we move on to the next candidate.
+
+SQLite
+------
+SQLite has one writer at a time. Settings open every transaction with ``BEGIN IMMEDIATE``, so the whole
+checkout runs while holding the database's write lock from its first statement: nobody can commit a lease in
+between our scan and our insert. ``select_for_update`` is a no-op there and SKIP LOCKED does not exist, so the
+same code runs without the locking clause; the re-check is then redundant but harmless. Both backends share
+one code path; only the locking suffix differs (``_lock_suffix``).
+
+A reviewer holds at most one lease per project
+----------------------------------------------
+Checkout first locks the caller's ``Membership`` row, then looks for a lease they already hold and returns it
+(a page refresh, or a second tab, gets the same item back). The membership lock serialises one reviewer's own
+checkouts, so two tabs cannot both miss the existing lease and claim two items. Lock order everywhere is
+membership -> item -> lease, so these locks cannot deadlock.
+
+Candidate order (also in queues.md)
+-----------------------------------
+1. boosted open items (``Item.boost > 0``), by ``-boost, id`` (re-queued after a taxonomy change);
+2. the active ranking: ``RankingEntry`` rows of ``(project, Project.active_ranking_version)`` by ``rank``;
+3. fallback, when there is no active ranking or it has nothing left for this reviewer: open items by
+   ``Item.random_key``, a uniform random permutation, recorded as ``fallback_random``.
+In every stage an item is skipped when it is finished, fully held by others, or this reviewer already has a
+submitted/skipped lease, an unexpired active lease, or an annotation on it.
+
+The rank floor (why the ranking walk stays O(1) at 1M items)
+-----------------------------------------------------------
+A ranking is written once and consumed from the top, so between retrains its head fills up with finished items
+that every walk would step over again. We remember, per (project, ranking version), the first rank whose item
+was still open (the cache key ``_floor_key``, refreshed at most every ``RANK_FLOOR_REFRESH`` seconds) and start
+walks there. Only *finished* items are ever stepped over, and an item only stops being finished through
+``annotation_undo``, which forgets the floor. The floor is a hint: it expires after ``RANK_FLOOR_TTL`` seconds,
+and an item that reopened below it anyway (another area changing ``n_required``) is still served, by the
+fallback stage, which walks all open items.
+
+Keep the transaction short: everything slow (model scoring, rankings) happens elsewhere; checkout does a few
+index probes, one INSERT, and no audit row (it is the hottest path; submits, skips and undos are audited).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
+
+from labeling.models import Annotation, Item, Lease, Membership, Project, RankingEntry, SelectionReason
+from labeling.services.errors import Conflict, PermissionDenied
+
+# Candidates locked per scan. Small: every extra row we lock is one the other reviewers must skip past.
+CLAIM_BATCH = 3
+# Re-scans per stage after lost races before moving on; each round sees a newer snapshot, so this is rarely hit.
+MAX_SCAN_ROUNDS = 25
+RANK_FLOOR_TTL = 300
+RANK_FLOOR_REFRESH = 2
+
+logger = logging.getLogger(__name__)
+_system_random = random.SystemRandom()
+
+
+@functools.cache
+def _tables() -> dict[str, str]:
+    return {
+        "item": Item._meta.db_table,
+        "lease": Lease._meta.db_table,
+        "ranking": RankingEntry._meta.db_table,
+        "annotation": Annotation._meta.db_table,
+    }
+
+
+# "Still needs a reviewer, and not this one": shared by every stage's scan, for item alias ``i``.
+# Index use on PostgreSQL: ``mine`` probes lease_reviewer_item (reviewer_id, item_id); ``done`` probes the unique
+# (item_id, reviewer_id) index of annotations; ``held`` probes the partial index lease_item_active.
+_AVAILABLE = """
+    i.n_done < i.n_required
+    AND NOT EXISTS (
+        SELECT 1 FROM {lease} mine
+        WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
+          AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
+    AND NOT EXISTS (
+        SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id = %(reviewer)s)
+    AND (SELECT COUNT(*) FROM {lease} held
+         WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
+        < i.n_required - i.n_done
+"""
+
+# Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
+BOOST_SCAN_SQL = """
+SELECT i.id FROM {item} i
+WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}
+ORDER BY i.boost DESC, i.id
+LIMIT %(batch)s {lock}
+"""
+
+# Stage 2. Walks the unique (project_id, ranking_version, rank) index in order from the floor; LIMIT stops it early.
+RANKING_SCAN_SQL = """
+SELECT i.id, r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
+FROM {ranking} r JOIN {item} i ON i.id = r.item_id
+WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
+  AND i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}
+ORDER BY r.rank
+LIMIT %(batch)s {lock}
+"""
+
+# Stage 3. The WHERE implies the predicate of the partial index item_open_random (project, random_key).
+FALLBACK_SCAN_SQL = """
+SELECT i.id FROM {item} i
+WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}
+ORDER BY i.random_key
+LIMIT %(batch)s {lock}
+"""
+
+# The first rank whose item is still open: where ranking walks start (see "The rank floor" above).
+FIRST_OPEN_RANK_SQL = """
+SELECT r.rank FROM {ranking} r JOIN {item} i ON i.id = r.item_id
+WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
+  AND i.n_done < i.n_required
+ORDER BY r.rank
+LIMIT 1
+"""
+
+# Issued after the scan granted the row lock: a fresh snapshot that sees every claim committed before ours.
+RECHECK_SQL = """
+SELECT
+  i.n_required - i.n_done - (
+      SELECT COUNT(*) FROM {lease} held
+      WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s) AS free,
+  CASE WHEN EXISTS (
+      SELECT 1 FROM {lease} mine
+      WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
+        AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
+    OR EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id = %(reviewer)s)
+  THEN 1 ELSE 0 END AS excluded,
+  i.external_id, i.text, i.meta
+FROM {item} i
+WHERE i.id = %(item)s
+"""
+
+
+def _lock_suffix() -> str:
+    # NO KEY UPDATE rather than UPDATE: it excludes other claimers and submitters just the same, but lets
+    # foreign-key checks (FOR KEY SHARE, e.g. the learning side inserting ranking rows) pass without waiting.
+    if connection.vendor == "postgresql":
+        return "FOR NO KEY UPDATE OF i SKIP LOCKED"
+    return ""
+
+
+def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dict[str, int]]:
+    """Fill in table names, the exclusion list of already-rejected candidates and the locking clause.
+
+    Public so that bench/queue_latency.py replays exactly these statements as its raw-SQL floor.
+    """
+    names = {f"rejected_{n}": item_id for n, item_id in enumerate(rejected)}
+    clause = ("AND i.id NOT IN (" + ", ".join(f"%({name})s" for name in names) + ")") if names else ""
+    return template.format(rejected=clause, lock=_lock_suffix(), **_tables()), names
+
+
+def _fetch(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+@dataclass(frozen=True, slots=True)
+class _Pick:
+    """A candidate and the selection facts a lease on it will record."""
+
+    item_id: int
+    reason: str
+    score: float | None = None
+    model_version: int | None = None
+    inclusion_probability: float | None = None
+    suggested_label: str = ""
+    suggested_confidence: float | None = None
+
+
+def _floor_key(project: Project, version: int) -> str:
+    # created_at disambiguates a reused primary key (a restored database, SQLite test runs).
+    return f"sift:queue:rank-floor:{project.pk}:{project.created_at.timestamp():.6f}:{version}"
+
+
+def queue_rank_floor_reset(*, project: Project) -> None:
+    """Forget where the active ranking's open items start. Call after anything that reopens a finished item."""
+    if project.active_ranking_version is not None:
+        key = _floor_key(project, project.active_ranking_version)
+        try:
+            cache.delete_many([key, key + ":fresh"])
+        except Exception:
+            logger.warning("queue rank floor: cache unavailable; floor not reset", exc_info=True)
+
+
+# The cached floor is an int (the cache stores ints natively, nothing is pickled): a rank r >= 0 means "open items
+# may start at r"; -(r + 1) means "everything ranked is finished; the walk would start at r".
+def _decode_floor(value: int) -> tuple[int, bool]:
+    return (-value - 1, True) if value < 0 else (value, False)
+
+
+def _rank_floor(project: Project, version: int) -> int | None:
+    """Where this checkout's ranking walk starts, or None when every ranked item is finished.
+
+    Read outside the checkout transaction: it is a hint. The first-open-rank query runs at most every
+    ``RANK_FLOOR_REFRESH`` seconds per project (the ``:fresh`` marker); in between, walks start at the cached floor
+    and step over the few items finished since, which the scan filters out anyway.
+    """
+    key, fresh_key = _floor_key(project, version), _floor_key(project, version) + ":fresh"
+    try:
+        cached = cache.get_many([key, fresh_key])
+    except Exception:
+        logger.warning("queue rank floor: cache unavailable; walking the ranking from its top", exc_info=True)
+        cached = {}
+    known, exhausted = _decode_floor(int(cached.get(key, 0)))
+    if fresh_key in cached:
+        return None if exhausted else known
+    sql, _ = render_sql(FIRST_OPEN_RANK_SQL)
+    rows = _fetch(sql, {"project": project.pk, "version": version, "floor": known})
+    if rows:
+        floor: int | None = int(rows[0][0])
+        value = int(rows[0][0])
+    else:
+        # Everything from the floor on is finished: park the floor past the last rank.
+        last = (RankingEntry.objects.filter(project_id=project.pk, ranking_version=version)
+                .order_by("-rank").values_list("rank", flat=True).first())
+        floor, value = None, -(max(known, (last or 0) + 1) + 1)
+    try:
+        cache.set(key, value, RANK_FLOOR_TTL)
+        cache.set(fresh_key, 1, RANK_FLOOR_REFRESH)
+    except Exception:
+        logger.warning("queue rank floor: cache unavailable; floor not saved", exc_info=True)
+    return floor
+
+
+class _Scanner:
+    """Runs one checkout's stages inside its transaction, remembering candidates that lost their race."""
+
+    def __init__(self, *, project: Project, reviewer_id: int, floor: int | None, rng: random.Random) -> None:
+        self.project = project
+        self.reviewer_id = reviewer_id
+        self.floor = floor
+        self.rng = rng
+        self.rejected: list[int] = []
+
+    def _params(self, now: datetime) -> dict[str, Any]:
+        return {
+            "project": self.project.pk,
+            "reviewer": self.reviewer_id,
+            "now": connection.ops.adapt_datetimefield_value(now),
+            "batch": CLAIM_BATCH,
+        }
+
+    def _stage(self, template: str, extra: dict[str, Any], to_pick: Any) -> Lease | None:
+        for _ in range(MAX_SCAN_ROUNDS):
+            sql, names = render_sql(template, rejected=self.rejected)
+            rows = _fetch(sql, {**self._params(timezone.now()), **extra, **names})
+            if not rows:
+                return None
+            for row in rows:
+                pick: _Pick = to_pick(row)
+                lease = self._claim(pick)
+                if lease is not None:
+                    return lease
+                self.rejected.append(pick.item_id)
+        return None
+
+    def _claim(self, pick: _Pick) -> Lease | None:
+        """Re-check the candidate under its row lock, in a fresh statement, and lease it if it still fits."""
+        now = timezone.now()
+        sql, _ = render_sql(RECHECK_SQL)
+        rows = _fetch(sql, {"item": pick.item_id, "reviewer": self.reviewer_id,
+                            "now": connection.ops.adapt_datetimefield_value(now)})
+        if not rows or rows[0][0] <= 0 or rows[0][1]:
+            return None
+        _free, _excluded, external_id, text, meta = rows[0]
+        lease = _lease_create(project=self.project, reviewer_id=self.reviewer_id, pick=pick, now=now, rng=self.rng)
+        # The page's fields came with the re-check; the rest of the item stays deferred (loaded if ever touched),
+        # so gold fields are not even read on this path.
+        meta_field: Any = Item._meta.get_field("meta")
+        lease.item = Item.from_db(
+            connection.alias, ["id", "project_id", "external_id", "text", "meta"],
+            [pick.item_id, self.project.pk, external_id, text, meta_field.from_db_value(meta, None, connection)],
+        )
+        return lease
+
+    def boosted(self) -> Lease | None:
+        return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(item_id=row[0], reason=SelectionReason.RELABEL))
+
+    def ranked(self) -> Lease | None:
+        version = self.project.active_ranking_version
+        if version is None or self.floor is None:
+            return None
+
+        def to_pick(row: tuple[Any, ...]) -> _Pick:
+            item_id, _rank, score, reason, inclusion, label, confidence = row
+            return _Pick(item_id=item_id, reason=reason, score=score, model_version=version,
+                         inclusion_probability=inclusion, suggested_label=label or "",
+                         suggested_confidence=confidence)
+
+        return self._stage(RANKING_SCAN_SQL, {"version": version, "floor": self.floor}, to_pick)
+
+    def fallback(self) -> Lease | None:
+        return self._stage(FALLBACK_SCAN_SQL, {},
+                           lambda row: _Pick(item_id=row[0], reason=SelectionReason.FALLBACK_RANDOM))
+
+
+def _lease_create(*, project: Project, reviewer_id: int, pick: _Pick, now: datetime,
+                  rng: random.Random) -> Lease:
+    suggestion: dict[str, Any] | None = None
+    hidden = False
+    if pick.suggested_label and project.show_suggestions:
+        # One independent draw per lease: a suggestion_holdout_rate share of suggestions is withheld on purpose
+        # (and recorded) so automation bias can be measured against leases that showed one.
+        if rng.random() < project.suggestion_holdout_rate:
+            hidden = True
+        else:
+            suggestion = {"label": pick.suggested_label, "confidence": pick.suggested_confidence}
+    return Lease.objects.create(
+        project=project, item_id=pick.item_id, reviewer_id=reviewer_id, state=Lease.State.ACTIVE,
+        expires_at=now + timedelta(seconds=project.lease_seconds),
+        taxonomy_version_id=project.current_taxonomy_version_id,
+        selection_reason=pick.reason, selection_score=pick.score, model_version=pick.model_version,
+        inclusion_probability=pick.inclusion_probability, suggestion=suggestion, suggestion_hidden=hidden,
+    )
+
+
+# One round trip for the two questions every checkout asks first: does the reviewer already hold a lease here
+# (lease_active_expiry: the project's unexpired active leases), and is any boosted item open (item_open_boosted)?
+HELD_AND_BOOSTED_SQL = """
+SELECT
+  (SELECT l.id FROM {lease} l
+   WHERE l.project_id = %(project)s AND l.reviewer_id = %(reviewer)s AND l.state = 'active' AND l.expires_at > %(now)s
+   ORDER BY l.id DESC LIMIT 1) AS held,
+  CASE WHEN EXISTS (SELECT 1 FROM {item} i WHERE i.project_id = %(project)s AND i.boost > 0
+                    AND i.n_done < i.n_required) THEN 1 ELSE 0 END AS boosted
+"""
+
+
+def _held_and_boosted(*, project: Project, reviewer_id: int) -> tuple[Lease | None, bool]:
+    sql, _ = render_sql(HELD_AND_BOOSTED_SQL)
+    held_id, boosted = _fetch(sql, {"project": project.pk, "reviewer": reviewer_id,
+                                    "now": connection.ops.adapt_datetimefield_value(timezone.now())})[0]
+    if held_id is None:
+        return None, bool(boosted)
+    return Lease.objects.select_related("item", "taxonomy_version").get(pk=held_id), bool(boosted)
+
+
+def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
+                        rng: random.Random | None = None) -> Lease | None:
+    """Lease the next item for ``reviewer`` in ``project``, or return the lease they already hold.
+
+    Returns None when nothing is left for this reviewer. The lease comes back with ``item`` loaded (only the
+    fields the page shows). ``rng`` only decides the suggestion hold-out draw; tests pass a seeded one.
+    """
+    if project.current_taxonomy_version_id is None:
+        raise Conflict("this project has no published taxonomy yet; publish one before labelling")
+    reviewer_id: int = reviewer.pk
+    version = project.active_ranking_version
+    floor = _rank_floor(project, version) if version is not None else None
+    scanner = _Scanner(project=project, reviewer_id=reviewer_id, floor=floor, rng=rng or _system_random)
+    with transaction.atomic():
+        # Serialises this reviewer's own checkouts (two tabs), and only theirs.
+        if not Membership.objects.select_for_update(no_key=True).filter(project=project, user_id=reviewer_id).exists():
+            raise PermissionDenied("you are not a member of this project")
+        held, boosted = _held_and_boosted(project=project, reviewer_id=reviewer_id)
+        if held is not None:
+            return held
+        return (boosted and scanner.boosted()) or scanner.ranked() or scanner.fallback()
