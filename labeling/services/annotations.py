@@ -22,6 +22,7 @@ from labeling.models import Annotation, Item, Label, Lease, Membership, Project,
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.queues import queue_rank_floor_reset
+from labeling.services.taxonomy_migrations import annotation_map_forward
 from learning import scheduling
 
 MAX_LISTED_KEYS = 20
@@ -213,6 +214,9 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             )
             Lease.objects.filter(pk=lease.pk).update(state=Lease.State.SUBMITTED, closed_at=now)
             Item.objects.filter(pk=item.pk).update(n_done=F("n_done") + 1)
+            # A lease taken before a publish: map the answer onto the current version now (or re-queue the
+            # item when a split/deprecation makes it ambiguous), so it is never left for the next publish.
+            annotation_map_forward(annotation=annotation)
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})

@@ -539,3 +539,25 @@ def test_a_submit_racing_a_publish_is_mapped_not_lost(postgres_only: None, world
     late = Annotation.objects.get(item=its["b"], reviewer=r1)
     assert mapped(late) == (None, 2)
     assert state(project) == {"a": (6, 2, 1), "b": (6, 2, 1)}
+
+
+def test_submit_on_a_lease_taken_before_a_publish_is_mapped_at_once(world: dict[str, Any]) -> None:
+    """The submit path calls annotation_map_forward: the answer is valid under the lease's version and is
+    mapped onto the new one in the same transaction, not left for the next publish."""
+    from labeling.services.annotations import annotation_submit
+    from labeling.services.queues import queue_checkout_next
+
+    project, reviewer = world["project"], world["reviewers"][0]
+    items(project, "only")
+    lease = queue_checkout_next(project=project, reviewer=reviewer)
+    assert lease is not None
+    publish(world, doc(lab("ok"), lab("junk"), lab("scam"), lab("hate"), lab("other")),
+            [{"kind": "rename", "sources": ["spam"], "targets": ["junk"]}])
+
+    annotation, created = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["spam"])
+
+    assert created is True
+    annotation.refresh_from_db()
+    assert annotation.labels == ["spam"]
+    assert annotation.taxonomy_version.number == 1
+    assert mapped(annotation) == (["junk"], 2)
