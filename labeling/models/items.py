@@ -67,6 +67,8 @@ class Item(models.Model):
                 fields=["project", "-boost", "id"], name="item_open_boosted",
                 condition=Q(boost__gt=0) & Q(n_done__lt=F("n_required")),
             ),
+            # Gold mixing (labeling/services/gold.py) draws a random gold item without scanning the pool.
+            models.Index(fields=["project", "random_key"], name="item_gold_random", condition=Q(is_gold=True)),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,107 @@
+"""Quality pages: the project dashboard (charts) and the adjudication queue.
+
+- ``/projects/<slug>/dashboard/`` a server-rendered shell; frontend/static/frontend/dashboard.js fetches the
+  same JSON the API exposes (``/api/projects/<slug>/stats/...`` and ``/models/``) with the session cookie and
+  draws the charts with Chart.js in the browser. VIEW_STATS only: reviewers get 403, outsiders 404.
+- ``/projects/<slug>/adjudication/`` the pending adjudications with every answer and comment, one form per
+  item; the POST calls ``adjudication_decide`` and redirects back (post/redirect/get). ADJUDICATE only.
+
+No user text is ever rendered as HTML: templates auto-escape, and the dashboard script writes with
+``textContent`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from labeling import selectors_quality
+from labeling.models import Capability, Label, Project, role_allows
+from labeling.services.adjudication import adjudication_decide
+from labeling.services.errors import ServiceError
+
+PAGE_SIZE = 25
+
+
+def _project(request: HttpRequest, slug: str, capability: str) -> Project:
+    project: Project = Project.objects.select_related("current_taxonomy_version").get_for(
+        request.user, slug, capability)
+    return project
+
+
+def _links(project: Project) -> dict[str, str]:
+    role = getattr(project, "caller_role", "")
+    links = {"home": reverse("home"), "dashboard": reverse("dashboard", args=[project.slug])}
+    if role_allows(role, Capability.ADJUDICATE):
+        links["adjudication"] = reverse("adjudication", args=[project.slug])
+    if role_allows(role, Capability.LABEL):
+        links["label"] = reverse("label", args=[project.slug])
+    return links
+
+
+@login_required
+def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug, Capability.VIEW_STATS)
+    api = f"/api/projects/{project.slug}"
+    config = {
+        "slug": project.slug,
+        "urls": {
+            "summary": f"{api}/stats/", "agreement": f"{api}/stats/agreement", "reviewers": f"{api}/stats/reviewers",
+            "prevalence": f"{api}/stats/prevalence", "queue": f"{api}/stats/queue-health",
+            "timeline": f"{api}/stats/timeline", "models": f"{api}/models/",
+            "adjudication": _links(project).get("adjudication"),
+        },
+    }
+    return render(request, "frontend/dashboard.html",
+                  {"project": project, "config": config, "links": _links(project)})
+
+
+def _choices(project: Project) -> list[dict[str, Any]]:
+    """The labels a decision may use: the current version's non-deprecated leaves (or all, if allowed)."""
+    version = project.current_taxonomy_version
+    if version is None:
+        return []
+    rows = list(Label.objects.filter(version=version, deprecated=False).order_by("position", "id")
+                .values("id", "key", "name", "parent_id", "severity"))
+    parents = {row["parent_id"] for row in rows if row["parent_id"]}
+    names = {row["id"]: row["name"] for row in rows}
+    return [
+        {"key": row["key"], "name": row["name"], "parent": names.get(row["parent_id"], ""), "severity": row["severity"]}
+        for row in rows if version.allow_non_leaf or row["id"] not in parents
+    ]
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def adjudication(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug, Capability.ADJUDICATE)
+    here = reverse("adjudication", args=[project.slug])
+    if request.method == "POST":
+        try:
+            adjudication_id = int(request.POST.get("adjudication", ""))
+        except ValueError:
+            messages.error(request, "That form did not name an adjudication.")
+            return HttpResponseRedirect(here)
+        try:
+            outcome = adjudication_decide(
+                actor=request.user, project=project, adjudication_id=adjudication_id,  # type: ignore[arg-type]
+                labels=request.POST.getlist("labels"), note=request.POST.get("note", ""),
+                revise=request.POST.get("revise") == "1")
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Decided {outcome.item.external_id}: {', '.join(outcome.labels or [])}.")
+        return HttpResponseRedirect(here)
+    pending = selectors_quality.adjudication_list(project, state="pending", limit=PAGE_SIZE)
+    decided = selectors_quality.adjudication_list(project, state="decided", limit=10)
+    version = project.current_taxonomy_version
+    return render(request, "frontend/adjudication.html", {
+        "project": project, "links": _links(project), "pending": pending, "decided": decided,
+        "choices": _choices(project), "multi_label": bool(version and version.multi_label),
+    })

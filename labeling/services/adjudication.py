@@ -1,0 +1,183 @@
+"""Adjudication: items whose reviewers disagree, or whose answer is severe, go to a policy lead, whose decision
+is final (exports and training use it over any aggregate of the reviewers' answers).
+
+Flow:
+- ``adjudication_sync_for_item`` runs inside the submit transaction once an item has all the answers it
+  needs (``n_done >= n_required``). It opens a pending adjudication when the answers differ, or when any
+  answer carries a label whose ``severity`` is at least ``settings.SIFT_ADJUDICATION_SEVERITY`` (default
+  4). It is idempotent: the one-to-one ``Adjudication.item`` makes a second opening impossible, even
+  under a race, and a call for an item that needs nothing does nothing.
+- ``adjudication_open`` lets a lead send any item to adjudication by hand.
+- ``adjudication_decide`` records the lead's labels (validated against the project's current taxonomy
+  version, so exports can read them), who decided and when. Deciding twice needs ``revise=True``; the
+  previous answer is kept in the audit log. Every opening and decision writes an audit event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from labeling.models import Adjudication, Annotation, Capability, Item, Label, Membership, Project, role_allows
+from labeling.services.audit import Actor, acting_user, audit_record
+from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from learning import scheduling
+
+DEFAULT_SEVERITY_THRESHOLD = 4
+MAX_NOTE_CHARS = 10_000
+
+
+def severity_threshold() -> int:
+    """Labels at or above this severity send their items to a lead (0 = none, so the floor is 1)."""
+    return max(1, int(getattr(settings, "SIFT_ADJUDICATION_SEVERITY", DEFAULT_SEVERITY_THRESHOLD)))
+
+
+def adjudication_reason(*, answers: list[tuple[int, tuple[str, ...]]],
+                        severity: dict[tuple[int, str], int], threshold: int) -> str | None:
+    """Why an item with these answers needs a lead, or None. Pure: the rule in one place.
+
+    ``answers`` are (taxonomy version id, label keys) per annotation; ``severity`` maps (version id, key)
+    to the label's severity. Disagreement wins over severity as the recorded reason (it says more).
+    """
+    distinct = {(version, frozenset(keys)) for version, keys in answers}
+    if len(distinct) > 1:
+        return Adjudication.Reason.DISAGREEMENT.value
+    if any(severity.get((version, key), 0) >= threshold for version, keys in answers for key in keys):
+        return Adjudication.Reason.SEVERE.value
+    return None
+
+
+def _read_in_current(row: tuple[Any, ...], current_id: int | None) -> tuple[int, tuple[str, ...]]:
+    """An answer in the current taxonomy version where one is known, else as given (same rule as exports)."""
+    labels, version_id, mapped, mapped_version_id = row
+    if mapped is not None and mapped_version_id == current_id and version_id != current_id:
+        return mapped_version_id, tuple(sorted(mapped))
+    return version_id, tuple(sorted(labels))
+
+
+def _create(*, item: Item, reason: str, actor: Actor, note: str, answers: list[dict[str, Any]]) -> Adjudication:
+    try:
+        # A savepoint: losing the race to a concurrent opener must not poison the caller's transaction.
+        with transaction.atomic():
+            adjudication = Adjudication.objects.create(project_id=item.project_id, item=item, reason=reason,
+                                                       note=note)
+    except IntegrityError:
+        return Adjudication.objects.get(item_id=item.pk)
+    audit_record(actor=actor, action="adjudication.open", obj=adjudication, project=item.project,
+                 data={"item_id": item.pk, "external_id": item.external_id, "reason": reason, "answers": answers})
+    return adjudication
+
+
+def adjudication_sync_for_item(*, item_id: int, actor: Actor = None) -> Adjudication | None:
+    """Open a pending adjudication for ``item_id`` if its complete set of answers calls for one.
+
+    Call it after a submit has raised ``n_done``, in the same transaction (annotation_submit). Returns the
+    item's adjudication (new or existing), or None when it needs none. Gold items never go to a lead:
+    their answer is known.
+    """
+    with transaction.atomic():
+        item = Item.objects.select_related("project").filter(pk=item_id).first()
+        if item is None:
+            raise NotFound(f"no item {item_id}")
+        existing = Adjudication.objects.filter(item_id=item_id).first()
+        if existing is not None:
+            return existing
+        if item.is_gold or item.n_done < item.n_required:
+            return None
+        current_id = item.project.current_taxonomy_version_id
+        rows = list(Annotation.objects.filter(item_id=item_id).order_by("id").values_list(
+            "labels", "taxonomy_version_id", "mapped_labels", "mapped_taxonomy_version_id", "reviewer_id"))
+        if not rows:
+            return None
+        answers = [_read_in_current(row[:4], current_id) for row in rows]
+        versions = {version for version, _keys in answers}
+        severity = {(version_id, key): level for version_id, key, level in Label.objects.filter(
+            version_id__in=versions, severity__gt=0).values_list("version_id", "key", "severity")}
+        reason = adjudication_reason(answers=answers, severity=severity, threshold=severity_threshold())
+        if reason is None:
+            return None
+        summary = [{"reviewer_id": row[4], "labels": list(keys)} for row, (_v, keys) in zip(rows, answers, strict=True)]
+        return _create(item=item, reason=reason, actor=actor, note="", answers=summary)
+
+
+def _require_lead(*, actor: User, project: Project) -> None:
+    # The API has checked already; services check again so a command or a future caller cannot skip it.
+    role = Membership.objects.filter(project=project, user_id=actor.pk).values_list("role", flat=True).first()
+    if role is None or not role_allows(role, Capability.ADJUDICATE):
+        raise PermissionDenied("only policy leads and admins may adjudicate in this project")
+
+
+def _clean_note(note: Any) -> str:
+    if not isinstance(note, str):
+        raise ValidationFailed("note: must be a string", field="note")
+    if len(note) > MAX_NOTE_CHARS:
+        raise ValidationFailed(f"note: longer than {MAX_NOTE_CHARS} characters", field="note")
+    return note
+
+
+def adjudication_open(*, actor: User, project: Project, external_id: str,
+                      note: str = "") -> tuple[Adjudication, bool]:
+    """Send an item to adjudication by hand; returns (adjudication, created). An existing one is returned as is."""
+    _require_lead(actor=actor, project=project)
+    note = _clean_note(note)
+    item = Item.objects.select_related("project").filter(project=project, external_id=external_id).first()
+    if item is None:
+        raise NotFound(f"no item {external_id!r} in project {project.slug!r}", field="external_id")
+    if item.is_gold:
+        raise ValidationFailed(f"item {external_id!r} is a gold item: its answer is already known", field="external_id")
+    with transaction.atomic():
+        existing = Adjudication.objects.filter(item=item).first()
+        if existing is not None:
+            return existing, False
+        answers = [{"reviewer_id": reviewer_id, "labels": labels} for reviewer_id, labels in
+                   Annotation.objects.filter(item=item).order_by("id").values_list("reviewer_id", "labels")]
+        adjudication = _create(item=item, reason=Adjudication.Reason.MANUAL.value, actor=actor, note=note,
+                               answers=answers)
+    return adjudication, True
+
+
+def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, labels: Any,
+                        note: str = "", revise: bool = False) -> Adjudication:
+    """Record the lead's final answer for one adjudication of ``project``."""
+    # Imported here: annotations.py calls adjudication_sync_for_item, so a module-level import would be circular.
+    from labeling.services.annotations import labels_validate
+
+    _require_lead(actor=actor, project=project)
+    note = _clean_note(note)
+    version = project.current_taxonomy_version
+    if version is None:
+        raise Conflict("this project has no published taxonomy to decide against")
+    cleaned = labels_validate(version=version, labels=labels)
+    with transaction.atomic():
+        adjudication = (Adjudication.objects.select_for_update().select_related("item")
+                        .filter(pk=adjudication_id, project=project).first())
+        if adjudication is None:
+            # Another project's adjudication is reported exactly like a missing one (no IDOR).
+            raise NotFound(f"no adjudication {adjudication_id} in project {project.slug!r}")
+        previous = {"state": adjudication.state, "labels": adjudication.labels, "note": adjudication.note,
+                    "decided_by": adjudication.decided_by_id}
+        if adjudication.state == Adjudication.State.DECIDED and not revise:
+            raise Conflict(
+                f"adjudication {adjudication.pk} was already decided ({', '.join(adjudication.labels or [])}); "
+                "send revise=true to change the decision", state=adjudication.state,
+            )
+        now = timezone.now()
+        adjudication.state = Adjudication.State.DECIDED
+        adjudication.labels = cleaned
+        adjudication.taxonomy_version = version
+        adjudication.note = note
+        adjudication.decided_by = acting_user(actor)
+        adjudication.decided_at = now
+        adjudication.save(update_fields=["state", "labels", "taxonomy_version", "note", "decided_by", "decided_at"])
+        audit_record(actor=actor, action="adjudication.revise" if previous["state"] == "decided"
+                     else "adjudication.decide", obj=adjudication, project=project,
+                     data={"item_id": adjudication.item_id, "external_id": adjudication.item.external_id,
+                           "labels": cleaned, "taxonomy_version": version.number, "reason": adjudication.reason,
+                           "note": note, "previous": previous})
+        # The decision is a training label: the learning side folds decided adjudications into its fingerprint.
+        scheduling.request_retrain(project_id=project.pk)
+    return adjudication
