@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling.models import Annotation, Lease, SelectionReason
+from labeling.services.gold import gold_public_selection
 
 # --- requests ---------------------------------------------------------------------------------------------------
 
@@ -111,10 +112,9 @@ class QueueProgressSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 def _public_selection(lease: Lease) -> dict[str, Any]:
     # A gold check must look like any other item, or reviewers learn to take extra care only on those.
-    # Whoever adds gold mixing decides its disguise; until then it is shown as a plain random pick.
+    # The lease carries the selection facts of a real random pick (labeling/services/gold.py), shown instead.
     if lease.selection_reason == SelectionReason.GOLD:
-        return {"reason": SelectionReason.FALLBACK_RANDOM.value, "score": None, "model_version": None,
-                "inclusion_probability": None}
+        return gold_public_selection(lease)
     return {
         "reason": lease.selection_reason,
         "score": lease.selection_score,
@@ -130,7 +130,7 @@ def checkout_payload(lease: Lease, *, taxonomy_version: int | None) -> dict[str,
         "lease": {"id": lease.pk, "expires_at": lease.expires_at},
         "item": {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta},
         "selection": _public_selection(lease),
-        "suggestion": lease.suggestion,
+        "suggestion": None if lease.suggestion_hidden else lease.suggestion,
         "taxonomy_version": taxonomy_version,
     }
 

@@ -19,6 +19,7 @@ from django.db.models import F, Subquery
 from django.utils import timezone
 
 from labeling.models import Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
+from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.queues import queue_rank_floor_reset
@@ -209,7 +210,8 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
                 taxonomy_version=lease.taxonomy_version, labels=cleaned, comment=comment,
                 lead_time_ms=lead_time_ms, selection_reason=lease.selection_reason,
                 selection_score=lease.selection_score, inclusion_probability=lease.inclusion_probability,
-                model_version=lease.model_version, suggestion_shown=lease.suggestion,
+                model_version=lease.model_version,
+                suggestion_shown=None if lease.suggestion_hidden else lease.suggestion,
                 gold_correct=_gold_correct(item, cleaned), idempotency_key=idempotency_key or None,
             )
             Lease.objects.filter(pk=lease.pk).update(state=Lease.State.SUBMITTED, closed_at=now)
@@ -217,6 +219,8 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             # A lease taken before a publish: map the answer onto the current version now (or re-queue the
             # item when a split/deprecation makes it ambiguous), so it is never left for the next publish.
             annotation_map_forward(annotation=annotation)
+            # Disagreement or a severe label sends a finished item to the leads' adjudication queue.
+            adjudication_sync_for_item(item_id=item.pk)
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})

@@ -82,6 +82,7 @@ from django.utils import timezone
 
 from labeling.models import Annotation, Item, Lease, Membership, Project, RankingEntry, SelectionReason
 from labeling.services.errors import Conflict, PermissionDenied
+from labeling.services.gold import gold_pick
 
 # Candidates locked per scan. Small: every extra row we lock is one the other reviewers must skip past.
 CLAIM_BATCH = 3
@@ -105,10 +106,12 @@ def _tables() -> dict[str, str]:
 
 
 # "Still needs a reviewer, and not this one": shared by every stage's scan, for item alias ``i``.
+# Gold items never come through these scans: they are mixed in at the project's gold_rate by gold_pick.
 # Index use on PostgreSQL: ``mine`` probes lease_reviewer_item (reviewer_id, item_id); ``done`` probes the unique
 # (item_id, reviewer_id) index of annotations; ``held`` probes the partial index lease_item_active.
 _AVAILABLE = """
     i.n_done < i.n_required
+    AND NOT i.is_gold
     AND NOT EXISTS (
         SELECT 1 FROM {lease} mine
         WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
@@ -344,10 +347,10 @@ def _lease_create(*, project: Project, reviewer_id: int, pick: _Pick, now: datet
     if pick.suggested_label and project.show_suggestions:
         # One independent draw per lease: a suggestion_holdout_rate share of suggestions is withheld on purpose
         # (and recorded) so automation bias can be measured against leases that showed one.
-        if rng.random() < project.suggestion_holdout_rate:
-            hidden = True
-        else:
-            suggestion = {"label": pick.suggested_label, "confidence": pick.suggested_confidence}
+        # The withheld suggestion is still stored (with suggestion_hidden) so the stats can compare what the
+        # reviewer chose against what the model would have said; the API and the annotation never show it.
+        hidden = rng.random() < project.suggestion_holdout_rate
+        suggestion = {"label": pick.suggested_label, "confidence": pick.suggested_confidence}
     return Lease.objects.create(
         project=project, item_id=pick.item_id, reviewer_id=reviewer_id, state=Lease.State.ACTIVE,
         expires_at=now + timedelta(seconds=project.lease_seconds),
@@ -398,4 +401,18 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
         held, boosted = _held_and_boosted(project=project, reviewer_id=reviewer_id)
         if held is not None:
             return held
-        return (boosted and scanner.boosted()) or scanner.ranked() or scanner.fallback()
+        return _gold_lease(project=project, reviewer=reviewer, rng=scanner.rng) or (
+            (boosted and scanner.boosted()) or scanner.ranked() or scanner.fallback())
+
+
+def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Random) -> Lease | None:
+    """At the project's gold_rate, a gold item the reviewer has not seen, disguised as an ordinary pick."""
+    gold = gold_pick(project=project, reviewer=reviewer, rng=rng)
+    if gold is None:
+        return None
+    pick = _Pick(item_id=gold.item_id, reason=gold.reason, score=gold.score, model_version=gold.model_version,
+                 inclusion_probability=gold.inclusion_probability, suggested_label=gold.suggested_label,
+                 suggested_confidence=gold.suggested_confidence)
+    lease = _lease_create(project=project, reviewer_id=reviewer.pk, pick=pick, now=timezone.now(), rng=rng)
+    lease.item = Item.objects.only("id", "project_id", "external_id", "text", "meta").get(pk=gold.item_id)
+    return lease

@@ -261,7 +261,10 @@ def test_labels_are_checked_against_the_leases_version_after_a_new_publish() -> 
 def test_gold_items_are_scored_against_their_expected_answer(gold: Any, labels: list[str],
                                                              expected: bool | None) -> None:
     project, _target, (reviewer, _) = setup(is_gold=gold is not None, gold_labels=gold)
+    # Gold items are only served by gold mixing; make every checkout a gold draw.
+    project.gold_rate = 1.0
     lease = checkout(project, reviewer)
+    assert (lease.selection_reason == "gold") is (gold is not None)
     annotation, _ = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=labels)
     assert Annotation.objects.get(pk=annotation.pk).gold_correct is expected
 

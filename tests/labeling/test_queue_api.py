@@ -84,11 +84,12 @@ def test_next_is_204_when_nothing_is_left(cast: dict[str, Any], api_as: Any) -> 
 
 def test_gold_items_look_like_any_other(cast: dict[str, Any], sms: Project, api_as: Any) -> None:
     add_item(sms, "g1", is_gold=True, gold_labels=["spam"])
+    Project.objects.filter(pk=sms.pk).update(gold_rate=1.0)  # every checkout draws gold while any is unseen
     response = next_item(api_as(cast["users"]["reviewer"]))
     assert response.status_code == 200
     assert "gold" not in response.content.decode().lower()
     lease_id = response.json()["lease"]["id"]
-    Lease.objects.filter(pk=lease_id).update(selection_reason="gold", selection_score=0.9)
+    assert Lease.objects.get(pk=lease_id).selection_reason == "gold"
     again = take(api_as(cast["users"]["reviewer"]))
     assert again["selection"] == {"reason": "fallback_random", "score": None, "model_version": None,
                                   "inclusion_probability": None}

@@ -10,6 +10,7 @@ import pytest
 from django.core.cache import cache
 from django.db.models import F
 
+from labeling.api.serializers_queue import checkout_payload
 from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry
 from labeling.querysets import RankingRow
 from labeling.services import queues
@@ -138,9 +139,9 @@ def test_lease_expires_after_the_projects_lease_seconds(monkeypatch: pytest.Monk
     ("show", "holdout", "draw", "expected", "hidden"),
     [
         (True, 0.0, 0.0, {"label": "spam", "confidence": 0.6}, False),
-        (True, 0.5, 0.49, None, True),
+        (True, 0.5, 0.49, {"label": "spam", "confidence": 0.6}, True),
         (True, 0.5, 0.5, {"label": "spam", "confidence": 0.6}, False),
-        (True, 1.0, 0.999, None, True),
+        (True, 1.0, 0.999, {"label": "spam", "confidence": 0.6}, True),
         (False, 0.5, 0.1, None, False),
     ],
 )
@@ -153,7 +154,10 @@ def test_suggestion_shown_hidden_or_switched_off(show: bool, holdout: float, dra
     lease = queue_checkout_next(project=project, reviewer=reviewer, rng=FixedRng(draw))
     assert lease is not None
     stored = Lease.objects.get(pk=lease.pk)
+    # A withheld suggestion is stored (the automation-bias stats compare against it) but never shown.
     assert (stored.suggestion, stored.suggestion_hidden) == (expected, hidden)
+    shown = checkout_payload(stored, taxonomy_version=1)["suggestion"]
+    assert shown == (None if hidden else expected)
 
 
 def test_no_suggestion_in_the_entry_means_none_and_not_hidden() -> None:
