@@ -1,0 +1,171 @@
+"""Export endpoints: the streamed training set and named snapshots.
+
+- ``GET  /api/projects/{slug}/export?format=jsonl|csv|parquet&...`` streams the rows of the ``export``
+  command (StreamingHttpResponse; Parquet goes out row group by row group).
+- ``GET  /api/projects/{slug}/exports/`` lists snapshots, newest first; ``POST`` creates one from
+  ``{name, format, ...parameters}`` (synchronously; 409 if the name is taken).
+- ``GET  /api/projects/{slug}/exports/{name}/`` the snapshot with its dataset card (JSON and Markdown).
+- ``GET  /api/projects/{slug}/exports/{name}/download`` the file, with ``X-Checksum-SHA256``.
+
+All need Capability.EXPORT: reviewers get 403 and outsiders 404, before anything is read or written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.models import Capability, ExportSnapshot, Project
+from labeling.services.audit import audit_record
+from labeling.services.errors import NotFound
+from labeling.services.exports import (
+    AGGREGATIONS,
+    CONTENT_TYPES,
+    EXTENSIONS,
+    FORMATS,
+    GOLD_MODES,
+    export_card_markdown,
+    export_params_parse,
+    export_prepare,
+    export_snapshot_create,
+    export_snapshot_path,
+    export_stream,
+)
+
+
+class FormatIsAParameter(DefaultContentNegotiation):
+    """``?format=`` names the export format here, not a DRF renderer: always answer errors as JSON."""
+
+    def select_renderer(self, request: Any, renderers: Any, format_suffix: Any = None) -> Any:
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
+def _query_params(request: Request) -> dict[str, Any]:
+    return {key: request.query_params.getlist(key) for key in request.query_params}
+
+
+_EXPORT_PARAMETERS = [
+    OpenApiParameter("format", str, enum=list(FORMATS), description="Default jsonl."),
+    OpenApiParameter("aggregation", str, enum=list(AGGREGATIONS), description="Default majority."),
+    OpenApiParameter("split", str, description="train,validation,test fractions, e.g. 0.8,0.1,0.1; assigns "
+                                               "splits to items that have none (never changes one)."),
+    OpenApiParameter("seed", int, description="Seed of the split order (default 0)."),
+    OpenApiParameter("raw", bool, description="Include each annotator's raw answers."),
+    OpenApiParameter("gold", str, enum=list(GOLD_MODES), description="Flag (default) or exclude gold items."),
+    OpenApiParameter("taxonomy_version", int, description="Only answers given under this version."),
+    OpenApiParameter("since", str, description="Answers created at/after (ISO date or datetime)."),
+    OpenApiParameter("until", str, description="Answers created before (a date includes the day)."),
+    OpenApiParameter("reviewer", str, many=True, description="Only these reviewers' answers."),
+    OpenApiParameter("min_agreement", float),
+    OpenApiParameter("min_annotators", int),
+    OpenApiParameter("label", str, many=True, description="Only items whose labels include one of these."),
+]
+
+
+class ExportView(APIView):
+    content_negotiation_class = FormatIsAParameter
+
+    @extend_schema(parameters=_EXPORT_PARAMETERS,
+                   responses={200: OpenApiResponse(OpenApiTypes.BINARY, description="The rows, streamed."),
+                              400: OpenApiResponse(description="Bad parameter (named)."),
+                              403: OpenApiResponse(description="Role may not export.")})
+    def get(self, request: Request, slug: str) -> StreamingHttpResponse:
+        project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
+        params = export_params_parse(_query_params(request))
+        prepared = export_prepare(project=project, params=params, actor=request.user)
+        response = StreamingHttpResponse(export_stream(prepared), content_type=CONTENT_TYPES[params.format])
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}.{EXTENSIONS[params.format]}"'
+        # Let a reverse proxy pass chunks on as they come instead of buffering the whole download.
+        response["X-Accel-Buffering"] = "no"
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class SnapshotSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
+    created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(slug_field="username",
+                                                                                 read_only=True)
+
+    class Meta:
+        model = ExportSnapshot
+        fields = ["name", "format", "params", "sha256", "size_bytes", "row_count", "created_by", "created_at"]
+        read_only_fields = fields
+
+
+class SnapshotDetailSerializer(SnapshotSerializer):
+    card_markdown = serializers.SerializerMethodField()
+
+    class Meta(SnapshotSerializer.Meta):
+        fields = [*SnapshotSerializer.Meta.fields, "card", "card_markdown"]
+        read_only_fields = fields
+
+    def get_card_markdown(self, snapshot: ExportSnapshot) -> str:
+        return export_card_markdown(snapshot.card)
+
+
+class SnapshotCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    name = serializers.SlugField(max_length=100)
+    format = serializers.ChoiceField(choices=list(FORMATS), default="jsonl")
+    # Any other export parameter (split, seed, aggregation, raw, gold, filters) goes alongside.
+
+
+class SnapshotListView(APIView):
+    @extend_schema(responses={200: SnapshotSerializer(many=True)})
+    def get(self, request: Request, slug: str) -> Response:
+        project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
+        snapshots = ExportSnapshot.objects.filter(project=project).select_related("created_by").order_by("-id")
+        return Response(SnapshotSerializer(snapshots, many=True).data)
+
+    @extend_schema(request=SnapshotCreateSerializer, responses={201: SnapshotDetailSerializer,
+                                                                409: OpenApiResponse(description="Name taken.")})
+    def post(self, request: Request, slug: str) -> Response:
+        project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
+        body = request.data if isinstance(request.data, dict) else {}
+        head = SnapshotCreateSerializer(data=body)
+        head.is_valid(raise_exception=True)
+        params = export_params_parse(body, ignore=("name",))
+        snapshot = export_snapshot_create(project=project, actor=request.user, name=head.validated_data["name"],
+                                          params=params)
+        return Response(SnapshotDetailSerializer(snapshot).data, status=status.HTTP_201_CREATED)
+
+
+def _snapshot(request: Request, slug: str, name: str) -> tuple[Project, ExportSnapshot]:
+    project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
+    snapshot = ExportSnapshot.objects.filter(project=project, name=name).select_related("created_by").first()
+    if snapshot is None:
+        raise NotFound(f"no snapshot named {name!r}")
+    return project, snapshot
+
+
+class SnapshotDetailView(APIView):
+    @extend_schema(responses={200: SnapshotDetailSerializer})
+    def get(self, request: Request, slug: str, name: str) -> Response:
+        _project, snapshot = _snapshot(request, slug, name)
+        return Response(SnapshotDetailSerializer(snapshot).data)
+
+
+class SnapshotDownloadView(APIView):
+    content_negotiation_class = FormatIsAParameter
+
+    @extend_schema(responses={200: OpenApiResponse(OpenApiTypes.BINARY,
+                                                   description="The file; X-Checksum-SHA256 carries its checksum.")})
+    def get(self, request: Request, slug: str, name: str) -> FileResponse:
+        project, snapshot = _snapshot(request, slug, name)
+        path = export_snapshot_path(snapshot)
+        audit_record(actor=request.user, action="export.snapshot_download", obj=snapshot, project=project,
+                     data={"name": snapshot.name, "sha256": snapshot.sha256})
+        response = FileResponse(path.open("rb"), as_attachment=True,
+                                filename=f"{project.slug}-{snapshot.name}.{EXTENSIONS.get(snapshot.format, 'bin')}",
+                                content_type=CONTENT_TYPES.get(snapshot.format, "application/octet-stream"))
+        response["X-Checksum-SHA256"] = snapshot.sha256
+        response["ETag"] = f'"{snapshot.sha256}"'
+        response["Cache-Control"] = "no-store"
+        return response

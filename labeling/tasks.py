@@ -1,0 +1,29 @@
+"""Celery tasks of the human side: thin, named, ids in, one service call each.
+
+Names are stable (``sift.labeling.*``) so queued messages survive a deploy; unknown keyword arguments
+are accepted and ignored. Only transient database errors are retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from labeling.services.exports import export_snapshot_ensure
+
+TRANSIENT = (OperationalError, InterfaceError)
+RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 120, "retry_jitter": True,
+         "max_retries": 3}
+
+
+@shared_task(name="sift.labeling.export_snapshot", **RETRY)  # type: ignore[untyped-decorator]
+def export_snapshot(project_id: int, name: str, params: dict[str, Any], actor_id: int | None = None,
+                    **_ignored: Any) -> dict[str, Any] | None:
+    """Write snapshot ``name`` of the project; idempotent by (project, name): a second run is a no-op."""
+    snapshot = export_snapshot_ensure(project_id=int(project_id), name=str(name), params=params,
+                                      actor_id=int(actor_id) if actor_id is not None else None)
+    if snapshot is None:
+        return None
+    return {"name": snapshot.name, "sha256": snapshot.sha256, "rows": snapshot.row_count}

@@ -1,0 +1,36 @@
+"""The ``sift.labeling.export_snapshot`` task: ids in, call twice, effect once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labeling.models import AuditEvent, ExportSnapshot
+from labeling.tasks import export_snapshot
+from tests.labeling.test_export_roundtrip import EXPECTED, build_world
+
+pytestmark = pytest.mark.django_db
+
+
+def test_call_twice_effect_once(settings: Any, tmp_path: Path) -> None:
+    settings.EXPORT_ROOT = tmp_path
+    world = build_world()
+    engineer = world.users["alice"].__class__.objects.get(username="engineer")
+    params = {"format": "parquet", "split": [0.5, 0.25, 0.25], "seed": 2, "reviewers": [], "labels": []}
+    first = export_snapshot.apply(args=[world.project.pk, "nightly", params, engineer.pk]).get()
+    second = export_snapshot.apply(args=[world.project.pk, "nightly", params, engineer.pk],
+                                   kwargs={"from_a_newer_producer": True}).get()
+    assert first == second == {"name": "nightly", "sha256": first["sha256"], "rows": len(EXPECTED)}
+    snapshot = ExportSnapshot.objects.get()
+    assert (snapshot.name, snapshot.created_by, snapshot.params["split"]) == ("nightly", engineer, [0.5, 0.25, 0.25])
+    assert AuditEvent.objects.filter(action="export.snapshot").count() == 1
+    assert len(list((tmp_path / f"project-{world.project.pk}").iterdir())) == 1
+    assert export_snapshot.name == "sift.labeling.export_snapshot"
+
+
+def test_a_deleted_project_is_a_no_op(settings: Any, tmp_path: Path) -> None:
+    settings.EXPORT_ROOT = tmp_path
+    assert export_snapshot.apply(args=[987654, "nightly", {"format": "csv"}]).get() is None
+    assert ExportSnapshot.objects.count() == 0
