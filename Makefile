@@ -49,7 +49,7 @@ lint: install
 	$(BIN)/lint-imports
 
 unit: install
-	$(BIN)/python -m pytest tests/learning/core -q -p no:django
+	$(BIN)/python -m pytest tests/learning/core -q
 
 test: install assets browser lint
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,340 @@
+"""Active-learning curves on real data: the evidence behind DEFAULT_STRATEGY (results in docs/al_curves.md).
+
+For each dataset and seed it runs learning.core.simulation.run_simulation -- the same loop and ranking code as
+``python -m learning.simulate`` and the retrain worker -- for every strategy variant, with the real MiniLM
+embedder (vectors cached under .cache/embeddings), and prints per dataset:
+
+- labels needed to reach 95% of the full-pool model's macro-F1 and AP (median over seeds; ">B" = not within
+  the budget for most seeds). Random's figure comes from a long passive run up to the whole pool;
+- the area under the learning curve (mean height over the budget) for macro-F1 and AP;
+- positives found and AP at 200 labels (binary sets), and the worst gap to random at any budget >= 200;
+- the goals for the default strategy, checked against these numbers.
+
+Usage:
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/al_curves.py            # full run, 5 seeds (~15 min CPU)
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/al_curves.py --quick    # 1 seed, SMS 2% + BBC, smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from learning.core.embedders import get_embedder  # noqa: E402
+from learning.core.metrics import area_under_curve, labels_to_reach  # noqa: E402
+from learning.core.simulation import (  # noqa: E402
+    Items,
+    SimulationData,
+    embed_seed_queries,
+    full_pool_scores,
+    load_items,
+    prepare_items,
+    run_simulation,
+    subset,
+)
+from learning.core.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategySpec  # noqa: E402
+
+DATA = Path(os.environ.get("SIFT_DATA_DIR", ROOT.parent / "shared" / "data"))
+if not DATA.exists():
+    DATA = Path("/work/shared/data")
+
+# What a policy lead would type as seed queries: descriptions of the abuse, not examples copied from the data.
+SEED_QUERIES = {
+    "sms": [
+        "Congratulations, you have won a cash prize, call this number now to claim",
+        "Free entry to our weekly competition, text WIN to enter",
+        "Your mobile has been selected for a free reward, reply to claim before it expires",
+    ],
+    "spamassassin": [
+        "Make money fast working from home, limited time offer",
+        "Buy cheap medication online without a prescription",
+        "You have been approved for a low interest mortgage, click here",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    key: str
+    file: str
+    positive: str | None
+    budget: int
+    spam_share: float | None = None  # subsample the positive class to this share of the rows
+    seeds_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A strategy as run in the bench: a StrategySpec plus classifier parameters and seed-query use."""
+
+    name: str
+    spec: StrategySpec
+    classifier: dict[str, Any] = field(default_factory=dict)
+    seed_queries: bool = False
+    binary_only: bool = False
+    multiclass_only: bool = False
+
+
+DATASETS = {
+    "sms": Dataset("sms", "sms_spam.jsonl.gz", "spam", 500, seeds_key="sms"),
+    "sms2": Dataset("sms2", "sms_spam.jsonl.gz", "spam", 500, spam_share=0.02, seeds_key="sms"),
+    "spamassassin": Dataset("spamassassin", "spamassassin.jsonl.gz", "spam", 500, seeds_key="spamassassin"),
+    "bbc": Dataset("bbc", "bbc_news.jsonl.gz", None, 300),
+}
+
+PLAIN = dict(exploration_rate=0.0, cold_start="random")
+DEFAULT = STRATEGIES[DEFAULT_STRATEGY]
+VARIANTS = [
+    Variant("random", STRATEGIES["random"]),
+    # The baseline to beat: textbook margin sampling, random initial set, no exploration.
+    Variant("margin_plain", StrategySpec("margin_plain", "margin", **PLAIN)),  # type: ignore[arg-type]
+    Variant("lc_plain", StrategySpec("lc_plain", "least_confidence", **PLAIN), multiclass_only=True),  # type: ignore[arg-type]
+    Variant("entropy_plain", StrategySpec("entropy_plain", "entropy", **PLAIN), multiclass_only=True),  # type: ignore[arg-type]
+    # Registry "margin": diverse cold start + 10% exploration, what a project set to margin runs.
+    Variant("margin", STRATEGIES["margin"]),
+    Variant("margin+div", StrategySpec("margin+div", "margin", diversity_threshold=0.9)),
+    Variant("margin+exploit.3", StrategySpec("margin+exploit.3", "margin", exploitation_share=0.3)),
+    Variant("DEFAULT", DEFAULT),
+    Variant("DEFAULT-unweighted", DEFAULT, classifier={"class_weight": None}, binary_only=True),
+    Variant("DEFAULT+seeds", DEFAULT, seed_queries=True, binary_only=True),
+]
+
+QUICK_VARIANTS = {"random", "margin_plain", "lc_plain", "margin", "DEFAULT"}
+
+# The full run spends its CPU where the questions are: every ablation on the rare-positive set, the multi-class
+# baselines on BBC, and the baseline comparison only on the other two (the 2-core box is shared).
+FULL_VARIANTS = {
+    "sms2": {
+        "random",
+        "margin_plain",
+        "margin",
+        "margin+div",
+        "margin+exploit.3",
+        "DEFAULT",
+        "DEFAULT-unweighted",
+        "DEFAULT+seeds",
+    },
+    "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "margin", "DEFAULT"},
+    "sms": {"random", "margin_plain", "DEFAULT"},
+    "spamassassin": {"random", "margin_plain", "DEFAULT"},
+}
+
+
+def load_dataset(ds: Dataset) -> Items:
+    items = load_items(DATA / ds.file)
+    if ds.spam_share is None or ds.positive is None:
+        return items
+    # Keep every negative, and a fixed (seed 0) random subset of positives making up spam_share of the rows.
+    labels = np.asarray(items.labels, dtype=object)
+    pos = np.flatnonzero(labels == ds.positive)
+    neg = np.flatnonzero(labels != ds.positive)
+    n_pos = round(ds.spam_share * len(neg) / (1.0 - ds.spam_share))
+    keep = np.sort(np.concatenate([neg, np.random.default_rng(0).choice(pos, size=n_pos, replace=False)]))
+    return subset(items, keep)
+
+
+def reach(curves: list[dict[str, Any]], full: list[dict[str, float]], metric: str, target: float) -> list[int | None]:
+    """Per seed: labels needed to reach target x that seed's full-pool score."""
+    return [labels_to_reach(c["labels"], c[metric], target * f[metric]) for c, f in zip(curves, full, strict=True)]
+
+
+def median_reach(values: Sequence[int | None], budget: int) -> str:
+    """Median of per-seed labels-to-reach, treating 'never' as infinity."""
+    finite = sorted(float("inf") if v is None else float(v) for v in values)
+    med = float(np.median(finite)) if finite else float("inf")
+    return f">{budget}" if med == float("inf") else f"{med:.0f}"
+
+
+def median_value(values: Sequence[int | None]) -> float:
+    finite = sorted(float("inf") if v is None else float(v) for v in values)
+    return float(np.median(finite))
+
+
+def at_labels(curve: dict[str, Any], key: str, n: int) -> float:
+    labels = curve["labels"]
+    i = int(np.searchsorted(labels, n))
+    return float(curve[key][min(i, len(labels) - 1)])
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    embedder = get_embedder(args.embedder)
+    results: dict[str, Any] = {"config": vars(args) | {"data": str(DATA)}, "datasets": {}}
+    t_all = time.process_time()
+    for key in args.datasets:
+        ds = DATASETS[key]
+        budget = args.budget or ds.budget
+        items = load_dataset(ds)
+        binary = len(set(items.labels)) == 2
+        variants = [
+            v for v in VARIANTS
+            if v.name in (args.variants or (QUICK_VARIANTS if args.quick else FULL_VARIANTS[key]))
+            and not (v.binary_only and not binary) and not (v.multiclass_only and binary)
+        ]  # fmt: skip
+        seed_vectors = None
+        if ds.seeds_key:
+            seed_vectors = embed_seed_queries(SEED_QUERIES[ds.seeds_key], embedder, args.cache)
+        per: dict[str, Any] = {"n_items": len(items.labels), "variants": {}, "full": [], "random_long": []}
+        for seed in range(args.seeds):
+            data: SimulationData = prepare_items(items, embedder=embedder, seed=seed, cache_dir=args.cache)
+            f1_full, ap_full = full_pool_scores(data, seed=seed, positive=ds.positive)
+            per["full"].append({"macro_f1": f1_full, "average_precision": ap_full})
+            per["n_pool"] = len(data.pool.labels)
+            # Random needs far more labels than the budget on rare data: its labels-to-reach comes from one long
+            # passive run to the whole pool in steps of 100.
+            long = run_simulation(
+                data,
+                strategy="random",
+                seed=seed,
+                initial=100,
+                batch_size=100,
+                budget=len(data.pool.labels),
+                positive=ds.positive,
+            )
+            per["random_long"].append(long)
+            for v in variants:
+                t0 = time.process_time()
+                curve = run_simulation(
+                    data, strategy=v.spec, seed=seed, initial=args.initial, batch_size=args.batch_size,
+                    budget=budget, positive=ds.positive, classifier_params=v.classifier,
+                    seed_vectors=seed_vectors if v.seed_queries else None,
+                )  # fmt: skip
+                curve["cpu_s"] = time.process_time() - t0
+                per["variants"].setdefault(v.name, []).append(curve)
+            print(f"[{key}] seed {seed} done, cpu so far {time.process_time() - t_all:.0f}s", file=sys.stderr)
+        per["budget"] = budget
+        per["positive"] = ds.positive
+        results["datasets"][key] = per
+    results["cpu_s"] = time.process_time() - t_all
+    return results
+
+
+def summarise(results: dict[str, Any], target: float) -> str:
+    lines: list[str] = []
+    goals: list[str] = []
+    for key, per in results["datasets"].items():
+        budget = per["budget"]
+        positive = per["positive"]
+        full = per["full"]
+        f1_full = float(np.mean([f["macro_f1"] for f in full]))
+        ap_full = float(np.mean([f["average_precision"] for f in full]))
+        lines.append(
+            f"\n### {key}: {per['n_items']} items, pool {per['n_pool']}, budget {budget}, "
+            f"{len(full)} seed(s); full-pool macro-F1 {f1_full:.3f}, AP {ap_full:.3f}\n"
+        )
+        head = "| strategy | labels to 95% F1 | labels to 95% AP | AULC F1 | AULC AP |"
+        sep = "|---|---:|---:|---:|---:|"
+        if positive:
+            head += " positives @200 | AP @200 |"
+            sep += "---:|---:|"
+        head += " worst gap to random, >=200 (pts) | cpu s/run |"
+        sep += "---:|---:|"
+        lines += [head, sep]
+
+        rnd = per["variants"].get("random")
+        rnd_f1 = np.mean([c["macro_f1"] for c in rnd], axis=0) if rnd else None
+        stats: dict[str, dict[str, float]] = {}
+        long = per["random_long"]
+        long_f1 = reach(long, full, "macro_f1", target)
+        long_ap = reach(long, full, "average_precision", target)
+        for name, curves in per["variants"].items():
+            r_f1 = long_f1 if name == "random" else reach(curves, full, "macro_f1", target)
+            r_ap = long_ap if name == "random" else reach(curves, full, "average_precision", target)
+            aulc_f1 = float(np.mean([area_under_curve(c["labels"], c["macro_f1"]) for c in curves]))
+            aulc_ap = float(np.mean([area_under_curve(c["labels"], c["average_precision"]) for c in curves]))
+            row = (
+                f"| {name} | {median_reach(r_f1, per['n_pool'] if name == 'random' else budget)} | "
+                f"{median_reach(r_ap, per['n_pool'] if name == 'random' else budget)} | {aulc_f1:.3f} | {aulc_ap:.3f} |"
+            )
+            s: dict[str, float] = {
+                "reach_f1": median_value(r_f1),
+                "reach_ap": median_value(r_ap),
+                "aulc_f1": aulc_f1,
+                "aulc_ap": aulc_ap,
+            }
+            if positive:
+                pos200 = float(np.mean([at_labels(c, "positives_found", 200) for c in curves]))
+                ap200 = float(np.mean([at_labels(c, "average_precision", 200) for c in curves]))
+                row += f" {pos200:.1f} | {ap200:.3f} |"
+                s |= {"pos200": pos200, "ap200": ap200}
+            gap = float("nan")
+            if rnd_f1 is not None:
+                mean_f1 = np.mean([c["macro_f1"] for c in curves], axis=0)
+                labels = np.asarray(curves[0]["labels"])
+                mask = labels >= 200
+                gap = float(np.min(mean_f1[mask] - rnd_f1[mask]) * 100) if mask.any() else float("nan")
+            s["gap"] = gap
+            cpu = float(np.mean([c.get("cpu_s", 0.0) for c in curves]))
+            row += f" {gap:+.1f} | {cpu:.1f} |"
+            lines.append(row)
+            stats[name] = s
+        d, r = stats.get("DEFAULT"), stats.get("random")
+        if d and r:
+            goals.append(
+                f"- {key}: DEFAULT labels/random labels to 95% F1 = {d['reach_f1']:.0f}/{r['reach_f1']:.0f}"
+                f" = {d['reach_f1'] / r['reach_f1']:.2f}; to 95% AP = {d['reach_ap']:.0f}/{r['reach_ap']:.0f}"
+                f" = {d['reach_ap'] / r['reach_ap']:.2f}; worst F1 gap to random at >=200: {d['gap']:+.1f} pts"
+            )
+            mp = stats.get("margin_plain")
+            if positive and mp:
+                goals.append(
+                    f"  positives @200 DEFAULT/plain margin(=least-confidence) = {d['pos200']:.1f}/"
+                    f"{mp['pos200']:.1f} = {d['pos200'] / max(mp['pos200'], 1e-9):.2f}x; AP @200 "
+                    f"{d['ap200']:.3f} vs {mp['ap200']:.3f}"
+                )
+            for base in ("margin_plain", "lc_plain", "entropy_plain"):
+                b = stats.get(base)
+                if b and not positive:
+                    goals.append(
+                        f"  AULC F1 gain over random: DEFAULT {d['aulc_f1'] - r['aulc_f1']:+.4f} vs "
+                        f"{base} {b['aulc_f1'] - r['aulc_f1']:+.4f}"
+                    )
+    lines.append("\n### Goals\n")
+    lines += goals
+    lines.append(f"\ntotal CPU {results['cpu_s']:.0f}s")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, SMS 2%% and BBC, main strategies only")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=None)
+    parser.add_argument("--variants", nargs="+", default=None, help="only these strategy variants")
+    parser.add_argument("--initial", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=None, help="override every dataset's budget")
+    parser.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "embeddings")
+    parser.add_argument("--target", type=float, default=0.95, help="share of the full-pool score to reach")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "al_curves.json.gz")
+    args = parser.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = 1 if args.quick else 5
+    if args.datasets is None:
+        args.datasets = ["sms2", "bbc"] if args.quick else ["sms", "sms2", "spamassassin", "bbc"]
+    results = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(args.out, "wt", encoding="utf-8") as handle:
+        json.dump(results, handle, default=str)
+    print(summarise(results, args.target))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,243 @@
+"""Replay active learning offline with a labelled file as the oracle (behind ``python -m learning.simulate``).
+
+Each round does what the retrain worker does -- apply the cold-start rule, fit a fresh EmbeddingClassifier,
+predict the pool, call ``ranking.rank_pool`` -- and then the simulated reviewers answer the first
+``batch_size`` ranked positions with the file's labels. After every round the same model is scored on the
+held-out test split. Nothing here is a second implementation of a strategy: if the simulation looks good, the
+workers behave the same way.
+
+Single-label files only (one key per row); multi-label simulation is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from learning.core import cold_start
+from learning.core._types import FloatArray
+from learning.core.classifiers import EmbeddingClassifier
+from learning.core.embedders import Embedder
+from learning.core.metrics import average_precision, macro_f1
+from learning.core.ranking import rank_pool
+from learning.core.strategies import StrategySpec, get_strategy
+from learning.core.vector_cache import embed_with_cache
+
+
+@dataclass(frozen=True)
+class Items:
+    """Rows of a labelled file: parallel lists."""
+
+    external_ids: list[str]
+    texts: list[str]
+    labels: list[str]
+
+
+@dataclass(frozen=True)
+class SimulationData:
+    """A pool/test split with vectors; ``classes`` is every label key in the file (sorted)."""
+
+    pool: Items
+    test: Items
+    pool_vectors: FloatArray
+    test_vectors: FloatArray
+    classes: tuple[str, ...]
+
+
+def _open_text(path: Path) -> Any:
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+
+
+def load_items(path: str | Path) -> Items:
+    """Read a labelled JSON Lines file (optionally .gz): {"external_id", "text", "label"} per line."""
+    ids: list[str] = []
+    texts: list[str] = []
+    labels: list[str] = []
+    with _open_text(Path(path)) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            label = row.get("label")
+            if isinstance(label, list):
+                if len(label) != 1:
+                    raise ValueError(f"{path}:{line_no}: simulation needs exactly one label per row, got {label}")
+                label = label[0]
+            if not isinstance(label, str) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{line_no}: needs a string 'text' and a string 'label'")
+            ids.append(str(row.get("external_id", line_no)))
+            texts.append(row["text"])
+            labels.append(label)
+    if not ids:
+        raise ValueError(f"{path}: no rows")
+    return Items(ids, texts, labels)
+
+
+def prepare_data(
+    data_path: str | Path,
+    *,
+    embedder: Embedder,
+    seed: int,
+    test_path: str | Path | None = None,
+    test_fraction: float = 0.3,
+    cache_dir: str | Path | None = None,
+) -> SimulationData:
+    """Read the labelled file (and test file), split and embed: see ``prepare_items``."""
+    test = load_items(test_path) if test_path is not None else None
+    return prepare_items(
+        load_items(data_path),
+        embedder=embedder,
+        seed=seed,
+        test=test,
+        test_fraction=test_fraction,
+        cache_dir=cache_dir,
+    )
+
+
+def prepare_items(
+    items: Items,
+    *,
+    embedder: Embedder,
+    seed: int,
+    test: Items | None = None,
+    test_fraction: float = 0.3,
+    cache_dir: str | Path | None = None,
+) -> SimulationData:
+    """Split ``items`` into pool and test (stratified by label, seeded) unless ``test`` is given, and embed both
+    parts through the vector cache."""
+    if test is not None:
+        pool = items
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        positions = np.arange(len(items.labels))
+        counts = {lab: items.labels.count(lab) for lab in set(items.labels)}
+        stratify = items.labels if min(counts.values()) >= 2 else None
+        pool_pos, test_pos = train_test_split(positions, test_size=test_fraction, random_state=seed, stratify=stratify)
+        pool, test = subset(items, np.sort(pool_pos)), subset(items, np.sort(test_pos))
+    vectors, _ = embed_with_cache(pool.texts + test.texts, embedder, cache_dir)
+    classes = tuple(sorted(set(pool.labels) | set(test.labels)))
+    return SimulationData(pool, test, vectors[: len(pool.texts)], vectors[len(pool.texts) :], classes)
+
+
+def subset(items: Items, rows: Sequence[int] | np.ndarray) -> Items:
+    """The rows of ``items`` at the given positions, in that order."""
+    return Items([items.external_ids[i] for i in rows], [items.texts[i] for i in rows], [items.labels[i] for i in rows])
+
+
+def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | None) -> tuple[float, float]:
+    proba = model.predict_proba(data.test_vectors)
+    predicted = np.asarray(model.classes_)[np.argmax(proba, axis=1)]
+    f1 = macro_f1(data.test.labels, predicted.tolist(), data.classes)
+    ap = average_precision(data.test.labels, proba, list(model.classes_), positive=positive)
+    return f1, ap
+
+
+def full_pool_scores(
+    data: SimulationData,
+    *,
+    seed: int,
+    positive: str | None = None,
+    classifier_params: Mapping[str, Any] | None = None,
+) -> tuple[float, float]:
+    """(macro-F1, AP) of a model trained on the whole labelled pool: the ceiling the curves are compared to."""
+    model = EmbeddingClassifier(classes=data.classes, random_state=seed, **dict(classifier_params or {}))
+    model.fit(data.pool_vectors, data.pool.labels)
+    return _evaluate(model, data, positive)
+
+
+def run_simulation(
+    data: SimulationData,
+    *,
+    strategy: str | StrategySpec,
+    seed: int,
+    initial: int,
+    batch_size: int,
+    budget: int,
+    positive: str | None = None,
+    seed_vectors: FloatArray | None = None,
+    exploration_rate: float | None = None,
+    classifier_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the active-learning loop and return CONTRACT.md's curve JSON (as a dict)."""
+    spec = get_strategy(strategy) if isinstance(strategy, str) else strategy
+    if initial < 1 or batch_size < 1 or budget < initial:
+        raise ValueError("need initial >= 1, batch_size >= 1 and budget >= initial")
+    if positive is not None and positive not in data.classes:
+        raise ValueError(f"--positive {positive!r} is not a label in the data ({', '.join(data.classes)})")
+    n_pool = len(data.pool.labels)
+    budget = min(budget, n_pool)
+    rng = np.random.default_rng(seed)
+    pool_labels = np.asarray(data.pool.labels, dtype=object)
+    class_index = {c: i for i, c in enumerate(data.classes)}
+
+    labelled: list[int] = []
+    out_labels: list[int] = []
+    out_f1: list[float] = []
+    out_ap: list[float] = []
+    out_pos: list[int] = []
+    params = dict(classifier_params or {})
+
+    while True:
+        answers = [data.pool.labels[i] for i in labelled]
+        proba = None
+        counts = None
+        if labelled:
+            model = EmbeddingClassifier(classes=data.classes, random_state=seed, **params)
+            model.fit(data.pool_vectors[labelled], answers)
+            f1, ap = _evaluate(model, data, positive)
+            out_labels.append(len(labelled))
+            out_f1.append(f1)
+            out_ap.append(ap)
+            if positive is not None:
+                out_pos.append(int(np.sum(pool_labels[labelled] == positive)))
+            if cold_start.can_fit(answers):
+                proba = model.predict_proba(data.pool_vectors)
+                counts = np.bincount([class_index[a] for a in answers], minlength=len(data.classes))
+        want = initial if not labelled else batch_size
+        want = min(want, budget - len(labelled))
+        if want <= 0:
+            break
+        ranking = rank_pool(
+            data.pool_vectors,
+            labelled_indices=np.asarray(labelled, dtype=np.int64),
+            strategy=spec,
+            proba=proba,
+            class_counts=counts,
+            seed_vectors=seed_vectors,
+            exploration_rate=exploration_rate,
+            depth=want,
+            random_state=rng,
+        )
+        labelled.extend(int(i) for i in ranking.indices)
+
+    result: dict[str, Any] = {
+        "strategy": spec.name if not isinstance(strategy, str) else strategy,
+        "seed": seed,
+        "n_pool": n_pool,
+        "n_test": len(data.test.labels),
+        "labels": out_labels,
+        "macro_f1": out_f1,
+        "average_precision": out_ap,
+    }
+    if positive is not None:
+        result["positives_found"] = out_pos
+    return result
+
+
+def read_seed_queries(path: str | Path) -> list[str]:
+    """One seed query or seed example per non-blank line."""
+    with Path(path).open(encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def embed_seed_queries(texts: Sequence[str], embedder: Embedder, cache_dir: str | Path | None) -> FloatArray:
+    vectors, _ = embed_with_cache(list(texts), embedder, cache_dir)
+    return vectors
