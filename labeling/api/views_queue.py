@@ -34,7 +34,7 @@ from labeling.models import Capability, Project, TaxonomyVersion, role_allows
 from labeling.selectors import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
 from labeling.services.errors import ValidationFailed
-from labeling.services.queues import queue_checkout_next
+from labeling.services.queues import queue_checkout_next, queue_retry_after
 
 ERRORS = {
     400: OpenApiResponse(QueueErrorSerializer, description="Invalid input; `detail` names what is wrong."),
@@ -93,7 +93,10 @@ class QueueNextView(APIView):
     @extend_schema(
         operation_id="queue_next", request=None,
         responses={200: QueueNextResponseSerializer,
-                   204: OpenApiResponse(description="Nothing is left for you in this project."),
+                   204: OpenApiResponse(description=(
+                       "Nothing is left for you right now. With a Retry-After header, items you could still take "
+                       "are held by other reviewers and may come back (a skip or an expired lease): ask again "
+                       "after that many seconds. Without it, you are done in this project.")),
                    **_errors(403, 404, 409)},
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -101,7 +104,9 @@ class QueueNextView(APIView):
             request.user, slug, Capability.LABEL)
         lease = queue_checkout_next(project=project, reviewer=request.user)  # type: ignore[arg-type]
         if lease is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
+            retry_after = queue_retry_after(project=project, reviewer=request.user)  # type: ignore[arg-type]
+            headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+            return Response(status=status.HTTP_204_NO_CONTENT, headers=headers)
         return Response(checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id)))
 
 

@@ -78,6 +78,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.models import Annotation, Item, Lease, Membership, Project, RankingEntry, SelectionReason
@@ -416,3 +417,27 @@ def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Ran
     lease = _lease_create(project=project, reviewer_id=reviewer.pk, pick=pick, now=timezone.now(), rng=rng)
     lease.item = Item.objects.only("id", "project_id", "external_id", "text", "meta").get(pk=gold.item_id)
     return lease
+
+
+def queue_retry_after(*, project: Project, reviewer: AbstractBaseUser) -> int | None:
+    """When checkout found nothing: seconds after which asking again may succeed, or None if never.
+
+    Nothing may be left for this reviewer *now* while items they could still take are held by others; a holder
+    may skip, or let the lease expire, and the item comes back. Clients should stop only on a 204 without
+    Retry-After. Only the empty path pays for this query.
+    """
+    now = timezone.now()
+    seen_by_reviewer = Lease.objects.filter(item_id=OuterRef("item_id"), reviewer_id=reviewer.pk).exclude(
+        state=Lease.State.ACTIVE, expires_at__lte=now)
+    answered = Annotation.objects.filter(item_id=OuterRef("item_id"), reviewer_id=reviewer.pk)
+    earliest = (
+        Lease.objects.filter(project=project, state=Lease.State.ACTIVE, expires_at__gt=now,
+                             item__is_gold=False, item__n_done__lt=F("item__n_required"))
+        .exclude(reviewer_id=reviewer.pk)
+        .filter(~Exists(seen_by_reviewer), ~Exists(answered))
+        .order_by("expires_at").values_list("expires_at", flat=True).first()
+    )
+    if earliest is None:
+        return None
+    # Holders usually finish well before expiry, so poll at most every 10 s rather than waiting it out.
+    return max(1, min(10, int((earliest - now).total_seconds())))

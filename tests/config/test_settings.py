@@ -14,7 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _production_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIFT_", "PYTEST"))}
+    # A production process inherits none of the test run's switches (the browser tests set
+    # DJANGO_ALLOW_ASYNC_UNSAFE in os.environ, which --deploy rightly rejects).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SIFT_", "PYTEST")) and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env.update({"DJANGO_SETTINGS_MODULE": "config.settings", "SIFT_DATA_DIR": "/tmp/sift-settings-test"})
     env.update(extra)
     return env

@@ -327,3 +327,20 @@ def test_payload_builders_match_their_documented_serializers(cast: dict[str, Any
     assert set(body["lease"]) == set(serializers_queue.LeaseRefSerializer().fields)
     done = submit(client, body["lease"]["id"], labels=["ham"]).json()
     assert set(done) == set(serializers_queue.SubmitResponseSerializer().fields)
+
+
+def test_empty_queue_says_whether_to_come_back(cast: dict[str, Any], sms: Project, api_as: Any) -> None:
+    """204 + Retry-After while the only open item is held by someone else; plain 204 once nothing can come back."""
+    add_item(sms, "only")
+    holder, other = api_as(cast["users"]["reviewer"]), api_as(cast["users"]["policy_lead"])
+    held = take(holder)
+    waiting = next_item(other)
+    assert waiting.status_code == 204
+    assert 1 <= int(waiting["Retry-After"]) <= 10
+    assert holder.post(f"/api/leases/{held['lease']['id']}/skip").status_code == 200
+    taken = take(other)
+    assert taken["item"]["external_id"] == "only"
+    assert submit(other, taken["lease"]["id"], labels=["ham"]).status_code == 201
+    done = next_item(holder)
+    assert done.status_code == 204
+    assert "Retry-After" not in done

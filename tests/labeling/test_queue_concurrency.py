@@ -54,6 +54,7 @@ class Client:
         self.host, self.port = parts.hostname or "localhost", parts.port or 80
         self.headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        self.retry_after: str | None = None
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         payload = json.dumps(body).encode() if body is not None else b""
@@ -62,6 +63,7 @@ class Client:
                 self.conn.request("POST", path, body=payload, headers=self.headers)
                 response = self.conn.getresponse()
                 data = response.read()
+                self.retry_after = response.getheader("Retry-After")
                 return response.status, (json.loads(data) if data else None)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 # The server closed an idle keep-alive connection before our request reached it: nothing was
@@ -92,7 +94,11 @@ def reviewer_loop(url: str, slug: str, token: str, record: Record, start: thread
             status, body = client.post(f"/api/projects/{slug}/queue/next")
             record.statuses[status] += 1
             if status == 204:
-                return
+                if client.retry_after is None:
+                    return  # done in this project
+                # Items are held by others and may come back (e.g. a skip): ask again shortly.
+                time.sleep(0.2)
+                continue
             if status != 200:
                 record.errors.append(f"next -> {status} {body}")
                 return

@@ -125,7 +125,8 @@
     if (response.status !== 204) {
       try { data = await response.json(); } catch (_) { data = null; }
     }
-    return { status: response.status, data: data, date: response.headers.get("Date") };
+    return { status: response.status, data: data, date: response.headers.get("Date"),
+             retryAfter: response.headers.get("Retry-After") };
   }
 
   // Network failures and 502/503/504 are retried with the same request (and so the same
@@ -371,6 +372,12 @@
       renderItem(result.data, result.date);
     } else if (result.status === 204) {
       showDone();
+      // Items are held by other reviewers and may come back (a skip, an expired lease): look again later.
+      if (result.retryAfter) {
+        say("Everything left is being labelled by others; checking again shortly.", "info");
+        clearTimeout(state.waitTimer);
+        state.waitTimer = setTimeout(loadNext, Math.max(1, parseInt(result.retryAfter, 10) || 5) * 1000);
+      }
     } else {
       if (handleAuth(result)) return;
       setBusy(false);
