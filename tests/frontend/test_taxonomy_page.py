@@ -143,6 +143,8 @@ def test_lead_adds_a_child_label_publishes_and_the_labelling_page_shows_it(page:
     page.fill("#changelog", "Phishing gets its own label")
     page.click("#publish")
     page.locator("#messages", has_text="Published v2.").wait_for()  # (wait_for_function would need eval: CSP)
+    # The flash shows on the reloaded page before its draft request returns; wait for the page to be ready.
+    page.wait_for_selector("body.tax-ready")
     assert page.locator("#draft-status").text_content() == \
         "No draft yet: you are editing a copy of v2. Saving creates the draft."
 
