@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate
 from django.db.models import F
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
@@ -31,7 +31,11 @@ class TokenView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
 
-    @extend_schema(request=TokenRequestSerializer, responses={200: TokenResponseSerializer})
+    @extend_schema(request=TokenRequestSerializer, responses={
+        200: TokenResponseSerializer,
+        400: OpenApiResponse(description="Invalid username or password (code `invalid_credentials`)."),
+        429: OpenApiResponse(description="Too many attempts: throttled, or the account is locked out for a while."),
+    })
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -55,7 +59,9 @@ class ProjectListView(APIView):
         )
         return Response(ProjectSerializer(projects, many=True).data)
 
-    @extend_schema(request=ProjectCreateSerializer, responses={201: ProjectSerializer})
+    @extend_schema(request=ProjectCreateSerializer, responses={
+        201: ProjectSerializer, 409: OpenApiResponse(description="A project with this slug already exists."),
+    })
     def post(self, request: Request) -> Response:
         serializer = ProjectCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -33,6 +33,8 @@ from labeling.services import taxonomy as services
 from labeling.services.errors import ValidationFailed
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
+# Room for the multipart envelope around a file of MAX_IMPORT_BYTES (boundaries and part headers).
+MULTIPART_OVERHEAD = 64 * 1024
 TAG = ["taxonomy"]
 
 
@@ -112,6 +114,13 @@ class TaxonomyImportView(APIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         project = _project(request, slug, Capability.EDIT_TAXONOMY)
+        # Refuse an oversized body before touching request.FILES: Django would spool all of it to disk first.
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_IMPORT_BYTES + MULTIPART_OVERHEAD:
+            raise ValidationFailed(f"file: larger than {MAX_IMPORT_BYTES} bytes", path="file")
         upload = request.FILES.get("file")
         if upload is not None:
             if upload.size is not None and upload.size > MAX_IMPORT_BYTES:
