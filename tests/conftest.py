@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from tests.browser import chromium, page, sent_tasks
 from tests.factories import ProjectFactory, UserFactory, member
 
 SMS_TAXONOMY: dict[str, Any] = {
@@ -74,4 +75,4 @@ def api_as() -> Any:
     return make
 
 
-__all__ = ["SMS_TAXONOMY", "UserFactory", "require_service", "using_postgres"]
+__all__ = ["SMS_TAXONOMY", "UserFactory", "chromium", "page", "require_service", "sent_tasks", "using_postgres"]

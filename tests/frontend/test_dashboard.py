@@ -29,8 +29,8 @@ from labeling.services import annotations as annotations_service
 from labeling.services.adjudication import adjudication_decide, adjudication_sync_for_item
 from labeling.services.annotations import annotation_submit, lease_skip
 from labeling.services.queues import queue_checkout_next
+from tests.browser import PASSWORD, log_in, wait_js
 from tests.factories import ItemFactory, ProjectFactory, member
-from tests.frontend.conftest import PASSWORD, log_in, wait_js
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DEMO_DIR = Path(__file__).resolve().parents[2] / "labeling" / "fixtures" / "demo"
@@ -144,8 +144,12 @@ class Reviewer:
 
 
 def demo_truth() -> dict[str, str]:
-    with gzip.open(DEMO_DIR / "sms_items.jsonl.gz", "rt", encoding="utf-8") as handle:
-        return {row["external_id"]: row["label"] for row in map(json.loads, handle)}
+    """The oracle: every demo item's label, gold items included (the queue mixes them in at the gold rate)."""
+    truth: dict[str, str] = {}
+    for name in ("sms_items.jsonl.gz", "sms_gold.jsonl.gz"):
+        with gzip.open(DEMO_DIR / name, "rt", encoding="utf-8") as handle:
+            truth.update({row["external_id"]: row["label"] for row in map(json.loads, handle)})
+    return truth
 
 
 COMMENTS = ["link looks off", "premium-rate number", "sounds like a friend",
@@ -183,10 +187,14 @@ def build_history(project: Project, reviewers: list[Reviewer], lead: Any, *, rou
     model_version_train(project_id=project.pk)
     project.refresh_from_db()
 
-    # Gold: each reviewer meets ten gold checks, recorded as the queue's gold mixing records them.
+    # Gold: each reviewer meets ten gold checks. The queue already mixed some in (the demo's gold_rate); top
+    # up with unseen ones, recorded as the queue's gold mixing records them.
     gold_items = list(Item.objects.filter(project=project, is_gold=True).order_by("id"))
     for reviewer in reviewers:
-        for item in rng.sample(gold_items, 10):
+        seen = set(Lease.objects.filter(project=project, reviewer=reviewer.user, item__is_gold=True)
+                   .values_list("item_id", flat=True))
+        unseen = [item for item in gold_items if item.pk not in seen]
+        for item in rng.sample(unseen, max(0, min(len(unseen), 10 - len(seen)))):
             lease = Lease.objects.create(project=project, item=item, reviewer=reviewer.user,
                                          expires_at=timezone.now() + timedelta(minutes=10),
                                          selection_reason=SelectionReason.GOLD,

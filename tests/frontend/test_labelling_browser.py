@@ -18,8 +18,8 @@ from django.utils import timezone
 
 from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry
 from labeling.querysets import RankingRow
+from tests.browser import log_in, wait_js
 from tests.factories import ItemFactory, ProjectFactory, member
-from tests.frontend.conftest import log_in, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -114,7 +114,7 @@ def test_history_page_shows_versions_diff_and_audit(people: dict[str, Any]) -> N
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_lead_adds_a_child_label_publishes_and_the_labelling_page_shows_it(page: Any) -> None:
-    from tests.frontend.conftest import log_in
+    from tests.browser import log_in
 
     assert os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE") == "true"
     project = ProjectFactory(slug="sms", taxonomy=SMS_TAXONOMY)

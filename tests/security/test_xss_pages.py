@@ -27,7 +27,7 @@ from django.contrib.auth import get_user_model
 
 from labeling.models import Item, Lease
 from labeling.services.taxonomy import taxonomy_draft_save
-from tests.frontend.conftest import log_in, wait_js
+from tests.browser import log_in, wait_js
 from tests.security.support import seed_world
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"

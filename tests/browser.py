@@ -1,4 +1,7 @@
-"""Browser fixtures: Debian's Chromium driven by Playwright against pytest-django's live server.
+"""Browser fixtures and helpers: Debian's Chromium driven by Playwright against pytest-django's live server.
+
+The fixtures are registered once, by tests/conftest.py, so every folder shares ONE session-wide Playwright:
+two sync_playwright instances cannot coexist in one process.
 
 Playwright's sync API runs an event loop in the test thread, which trips Django's
 async-unsafe guard on every ORM call the test makes; the test thread does not share
@@ -14,8 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from tests.conftest import require_service
 
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
@@ -48,6 +49,8 @@ document.addEventListener("DOMContentLoaded", () => {
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     available = os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM) is not None
+    from tests.conftest import require_service  # a top-level import would be circular
+
     require_service("Chromium", available, f"{CHROMIUM} is missing; `make browser` installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
