@@ -146,7 +146,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # JSON, not Django's default pickle: nothing read back from Redis is ever unpickled. The cache holds ints
+    # (the queue's rank floor) and lists of floats (DRF's throttle history), both plain JSON.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"serializer": "django.core.signing.JSONSerializer"}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -171,6 +174,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# The demo and local development serve static files straight from the apps: no collectstatic needed.
+WHITENOISE_USE_FINDERS = DEBUG or DEMO
 MEDIA_ROOT = DATA_DIR / "media"
 EXPORT_ROOT = DATA_DIR / "exports"
 
@@ -228,6 +233,8 @@ AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("SIFT_AXES_ENABLED", True)
+# A locked-out API token request gets the API's JSON error shape, not an HTML page.
+AXES_LOCKOUT_CALLABLE = "labeling.api.errors.axes_lockout_response"
 
 # --- DRF ------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -247,6 +254,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every endpoint's 400/401/403/404 in the API's one error shape (labeling/api/errors.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "labeling.api.errors.document_error_responses",
+    ],
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -256,13 +268,15 @@ if REDIS_URL:
 else:
     # A broker that needs no server: the worker and web process share a folder.
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("in", "processed"):
+    for _sub in ("in", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "in"),
         "data_folder_out": str(_broker_dir / "in"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Broadcast/control messages; kombu's default is ./control in the working directory.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_SERIALIZER = "json"
@@ -280,6 +294,27 @@ CELERY_TASK_ROUTES = {
     "sift.labeling.export_*": {"queue": "export"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The learning loop's safety net (learning/scheduling.py): re-enqueue dirty jobs whose enqueue failed or was lost.
+SIFT_LEARNING_SWEEP_SECONDS = env_int("SIFT_LEARNING_SWEEP_SECONDS", 60)
+CELERY_BEAT_SCHEDULE = {
+    "sift-learning-sweep": {"task": "sift.learning.sweep", "schedule": float(SIFT_LEARNING_SWEEP_SECONDS)},
+}
+
+# --- Learning loop (learning/scheduling.py, learning/services) -----------------
+# A running claim without a heartbeat for this long is presumed dead (a killed worker) and may be taken over.
+SIFT_LEARNING_STALE_SECONDS = env_int("SIFT_LEARNING_STALE_SECONDS", 300)
+# A queued message not consumed for this long is presumed lost; the sweep may enqueue again.
+SIFT_LEARNING_QUEUED_STALE_SECONDS = env_int("SIFT_LEARNING_QUEUED_STALE_SECONDS", 900)
+# Ranked positions written per retrain; past them the queue serves its random fallback (learning/services/retrain.py).
+SIFT_RANKING_MAX_DEPTH = env_int("SIFT_RANKING_MAX_DEPTH", 200_000)
+SIFT_RANKING_WRITE_BATCH = env_int("SIFT_RANKING_WRITE_BATCH", 10_000)
+# Positions of a cold-start ranking (k-means picks cost grows with depth; the random fallback serves past it).
+SIFT_COLD_START_DEPTH = env_int("SIFT_COLD_START_DEPTH", 200)
+SIFT_EMBED_BATCH = env_int("SIFT_EMBED_BATCH", 256)
+# Projects whose pool vectors a worker keeps in memory between retrains (learning/services/pool.py); 0 disables.
+SIFT_POOL_CACHE_PROJECTS = env_int("SIFT_POOL_CACHE_PROJECTS", 2)
+# Test-only: seconds to pause between ranking batches, so the crash test can SIGKILL a worker mid-write.
+SIFT_TEST_RETRAIN_WRITE_PAUSE = float(env_str("SIFT_TEST_RETRAIN_WRITE_PAUSE", "0") or 0)
 
 # --- Sift product defaults ---------------------------------------------------
 SIFT_LEASE_SECONDS = env_int("SIFT_LEASE_SECONDS", 600)

@@ -6,8 +6,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from learning.api import ModelVersionListView
+
 urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # Before the labeling include, so that its project-detail routes cannot shadow it.
+    path("api/projects/<slug:slug>/models/", ModelVersionListView.as_view(), name="api-project-models"),
     path("api/", include("labeling.api.urls")),
     path("admin/", admin.site.urls),
     path("", include("frontend.urls")),

@@ -1,13 +1,261 @@
-"""The ONE entry point the labeling side may call into learning.
+"""The ONE entry point the labeling side may call into learning, and the coalescing that sits behind it.
 
-``request_retrain(project_id)`` must be called inside the transaction that
-committed new labels; it schedules work with ``transaction.on_commit`` so a
-rolled-back submit never triggers a retrain.
+``request_retrain(project_id)`` is called inside the transaction that commits new labels, and
+``request_embedding(project_id)`` inside the one that commits imported items. Both only register a
+``transaction.on_commit`` callback: a rolled-back submit never triggers work, and nothing is enqueued while a
+transaction is open (the worker could otherwise run before the labels it should learn are visible).
+
+THE COALESCING INVARIANT
+========================
+Reviewers submit in bursts: fifty submits in a minute must not become fifty retrains. Per (project, job kind)
+one ``LearningJob`` row carries three things:
+
+- ``dirty``: something happened that no run has started after. Every request sets it (after its commit).
+- ``queued_at``: a message for this job is in the broker. Set by whoever wins the enqueue compare-and-set,
+  cleared by the run that consumes the message.
+- ``running_token``/``running_since``: the running claim and its heartbeat.
+
+The transitions, each one UPDATE with a WHERE clause, so that racing processes cannot both win:
+
+1. request:  ``dirty := true``; then *try to enqueue*.
+2. try to enqueue: ``UPDATE ... SET queued_at = now WHERE dirty AND queued_at IS NULL AND (running_token IS
+   NULL OR running_since < stale)``. Only the process whose UPDATE matched a row sends the message.
+3. run start (claim): ``UPDATE ... SET running_token = T, dirty := false, queued_at := NULL WHERE
+   running_token IS NULL OR running_since < stale``. No row matched: another run is live; this delivery
+   does nothing (the live run will see the flag, below). The run reads the database only AFTER its claim.
+4. run end (release): ``running_token := NULL WHERE running_token = T``; then *try to enqueue* again.
+
+Why no label is ever left unlearned: a label's request sets ``dirty`` after the label committed. If that
+happens before a run's claim (3), the run reads after the claim and sees the label. If it happens after the
+claim, ``dirty`` is true again when the run ends, and (4) enqueues the follow-up. Why at most one run plus one
+follow-up: (2) needs ``queued_at IS NULL`` and no live claim, so while a run is live every request only sets
+the flag, and at most one message waits in the broker at any time.
+
+What can still go wrong, and what catches it:
+
+- the broker is down: the send fails, we log it, put ``queued_at`` back to NULL and leave ``dirty`` set.
+  Nothing ever falls back to running synchronously inside a web request. The periodic ``sift.learning.sweep``
+  (and the next request) retries the enqueue.
+- a worker dies mid-run (SIGKILL, OOM): its claim goes stale after ``SIFT_LEARNING_STALE_SECONDS`` without a
+  heartbeat; the next request or the sweep can enqueue again, and the next run takes the claim over. The
+  dead run's half-written ranking was never activated (learning/services/retrain.py).
+- a process dies between the commit and the on_commit callback: the label is committed but nobody set the
+  flag. The sweep compares each project's newest annotation with the newest model attempt's and sets the flag.
+- a message is lost in the broker: ``queued_at`` goes stale after ``SIFT_LEARNING_QUEUED_STALE_SECONDS``.
+
+A duplicate delivery (broker redelivery, a retry, a sweep racing a request) is harmless: either it finds a
+live claim and stops, or it runs and the retrain's fingerprint makes it a no-op.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from labeling.models import Project
+from learning.models import LearningJob
+
+logger = logging.getLogger(__name__)
+
+TASK_NAMES: dict[str, str] = {
+    LearningJob.Kind.EMBED: "sift.learning.embed_project",
+    LearningJob.Kind.RETRAIN: "sift.learning.retrain_project",
+}
+
 
 def request_retrain(*, project_id: int) -> None:
-    """Placeholder wiring point: replaced by the coalescing scheduler of the learning worker."""
-    del project_id
+    """Ask for a retrain of ``project_id`` once the current transaction commits (coalesced)."""
+    _request(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
+
+
+def request_embedding(*, project_id: int) -> None:
+    """Ask for the project's new items to be embedded once the current transaction commits (coalesced)."""
+    _request(kind=LearningJob.Kind.EMBED, project_id=project_id)
+
+
+def _request(*, kind: str, project_id: int) -> None:
+    # robust: the caller's data is already committed when this runs; a failure here must be logged, not turned
+    # into an error response for a submit that succeeded.
+    transaction.on_commit(partial(signal, kind=kind, project_id=project_id), robust=True)
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=getattr(settings, "SIFT_LEARNING_STALE_SECONDS", 300))
+
+
+def queued_stale_after() -> timedelta:
+    return timedelta(seconds=getattr(settings, "SIFT_LEARNING_QUEUED_STALE_SECONDS", 900))
+
+
+def _job(kind: str, project_id: int) -> Q:
+    return Q(project_id=project_id, kind=kind)
+
+
+def _free(now: object) -> Q:
+    return Q(running_token__isnull=True) | Q(running_since__lt=now - stale_after())  # type: ignore[operator]
+
+
+def signal(*, kind: str, project_id: int) -> bool:
+    """Transition 1: set the dirty flag, then try to enqueue. True when this call sent the message."""
+    if not _set_dirty(kind=kind, project_id=project_id):
+        logger.warning("learning request for unknown project %s ignored", project_id)
+        return False
+    return try_enqueue(kind=kind, project_id=project_id)
+
+
+def _set_dirty(*, kind: str, project_id: int) -> bool:
+    now = timezone.now()
+    if LearningJob.objects.filter(_job(kind, project_id)).update(dirty=True, requested_at=now):
+        return True
+    # Foreign keys are checked at commit on PostgreSQL (deferred), so an unknown id must be caught here.
+    if not Project.objects.filter(pk=project_id).exists():
+        return False
+    try:
+        with transaction.atomic():
+            LearningJob.objects.create(project_id=project_id, kind=kind, dirty=True, requested_at=now)
+        return True
+    except IntegrityError:
+        # Either a concurrent request created the row first (set the flag on it), or the project is gone.
+        return bool(LearningJob.objects.filter(_job(kind, project_id)).update(dirty=True, requested_at=now))
+
+
+def try_enqueue(*, kind: str, project_id: int) -> bool:
+    """Transition 2: the compare-and-set that lets exactly one process send the message."""
+    now = timezone.now()
+    won = LearningJob.objects.filter(
+        _job(kind, project_id),
+        Q(dirty=True),
+        Q(queued_at__isnull=True) | Q(queued_at__lt=now - queued_stale_after()),
+        _free(now),
+    ).update(queued_at=now)
+    if not won:
+        return False
+    try:
+        send(kind=kind, project_id=project_id)
+    except Exception:  # the broker's errors are many (kombu, redis, OSError); each means "not sent"
+        # Never run it here instead: leave the flag set for the next request or the sweep.
+        logger.exception("could not enqueue %s for project %s; left dirty for the sweep", kind, project_id)
+        LearningJob.objects.filter(_job(kind, project_id), queued_at=now).update(queued_at=None)
+        return False
+    return True
+
+
+def send(*, kind: str, project_id: int) -> None:
+    """Publish the task by name: the web process never imports the tasks (numpy, torch) to enqueue them."""
+    from celery import current_app
+
+    current_app.send_task(
+        TASK_NAMES[kind],
+        args=[project_id],
+        # A down broker should fail fast (a submit is waiting on this callback), not retry for seconds.
+        retry=True,
+        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
+    )
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str
+    project_id: int
+    token: str
+    # The flag as the claim found it: this run was requested (not a bare redelivery or a manual call).
+    requested: bool
+
+
+def claim(*, kind: str, project_id: int) -> Claim | None:
+    """Transition 3: take the running claim and clear the flag.
+
+    None when another run holds a live claim, or the project does not exist (nothing to do either way).
+    """
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    fields = {
+        "running_token": token, "running_since": now, "run_requested": F("dirty"), "dirty": False,
+        "queued_at": None, "last_started_at": now, "runs": F("runs") + 1,
+    }
+    # run_requested = dirty reads the old value: SET expressions see the row as it was before the UPDATE.
+    if not LearningJob.objects.filter(_job(kind, project_id), _free(now)).update(**fields):
+        if LearningJob.objects.filter(_job(kind, project_id)).exists():
+            return None
+        if not Project.objects.filter(pk=project_id).exists():
+            return None
+        try:
+            with transaction.atomic():
+                LearningJob.objects.create(
+                    project_id=project_id, kind=kind, running_token=token, running_since=now,
+                    last_started_at=now, runs=1,
+                )
+        except IntegrityError:
+            return None  # a concurrent first run created the row and holds the claim
+        return Claim(kind=kind, project_id=project_id, token=token, requested=False)
+    requested = LearningJob.objects.filter(_job(kind, project_id)).values_list("run_requested", flat=True).first()
+    return Claim(kind=kind, project_id=project_id, token=token, requested=bool(requested))
+
+
+def heartbeat(claim_: Claim) -> bool:
+    """Refresh the claim's timestamp. False when the claim was lost (taken over as stale): stop working."""
+    return bool(
+        LearningJob.objects.filter(_job(claim_.kind, claim_.project_id), running_token=claim_.token)
+        .update(running_since=timezone.now())
+    )
+
+
+def release(claim_: Claim, *, error: str = "", completed: bool = False) -> bool:
+    """Transition 4: drop the claim, then enqueue the follow-up if requests arrived during the run.
+
+    ``completed`` counts a finished pass in ``generation``. Returns True when a follow-up was sent.
+    """
+    fields: dict[str, object] = {
+        "running_token": None, "running_since": None, "last_finished_at": timezone.now(), "last_error": error[:4000],
+    }
+    if completed:
+        fields["generation"] = F("generation") + 1
+    LearningJob.objects.filter(_job(claim_.kind, claim_.project_id), running_token=claim_.token).update(**fields)
+    return try_enqueue(kind=claim_.kind, project_id=claim_.project_id)
+
+
+def sweep() -> dict[str, int]:
+    """The safety net run by beat: re-flag lost signals and retry enqueues that failed or were lost.
+
+    Returns counts: {"flagged": projects whose labels are newer than their newest model attempt and that had
+    no flag and no live run, "enqueued": messages sent}.
+    """
+    from django.db.models import OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    from labeling.models import Annotation
+    from learning.models import ModelVersion
+
+    # Both subqueries walk an index backwards and stop at one row: (project, id) and (project, version).
+    newest_label = Annotation.objects.filter(project=OuterRef("pk")).order_by("-id").values("id")[:1]
+    newest_seen = (
+        ModelVersion.objects.filter(project=OuterRef("pk")).order_by("-version").values("max_annotation_id")[:1]
+    )
+    lagging = list(
+        Project.objects.annotate(newest_label=Subquery(newest_label), newest_seen=Coalesce(Subquery(newest_seen), 0))
+        .filter(newest_label__gt=F("newest_seen"))
+        .values_list("pk", flat=True)
+    )
+    now = timezone.now()
+    # A flagged project is handled below; a live run will learn the labels or flag its own follow-up.
+    busy = set(
+        LearningJob.objects.filter(kind=LearningJob.Kind.RETRAIN, project_id__in=lagging)
+        .filter(Q(dirty=True) | Q(running_token__isnull=False, running_since__gte=now - stale_after()))
+        .values_list("project_id", flat=True)
+    )
+    flagged = 0
+    for project_id in lagging:
+        if project_id not in busy and _set_dirty(kind=LearningJob.Kind.RETRAIN, project_id=project_id):
+            flagged += 1
+    enqueued = 0
+    for kind, project_id in LearningJob.objects.filter(dirty=True).values_list("kind", "project_id"):
+        enqueued += int(try_enqueue(kind=kind, project_id=project_id))
+    return {"flagged": flagged, "enqueued": enqueued}

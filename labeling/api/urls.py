@@ -4,10 +4,54 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling.api import views_projects
+from labeling.api import views_export, views_items, views_projects, views_quality, views_queue, views_taxonomy
 
 urlpatterns = [
     path("auth/token/", views_projects.TokenView.as_view(), name="api-token"),
     path("projects/", views_projects.ProjectListView.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", views_projects.ProjectDetailView.as_view(), name="api-project"),
+    path("projects/<slug:slug>/items/import", views_items.ItemImportView.as_view(), name="api-items-import"),
+    # Taxonomy: versions, diff, draft editing and publishing (labeling/api/views_taxonomy.py).
+    path("projects/<slug:slug>/taxonomy/", views_taxonomy.TaxonomyCurrentView.as_view(), name="api-taxonomy"),
+    path("projects/<slug:slug>/taxonomy/versions/", views_taxonomy.TaxonomyVersionListView.as_view(),
+         name="api-taxonomy-versions"),
+    path("projects/<slug:slug>/taxonomy/versions/<int:number>/", views_taxonomy.TaxonomyVersionDetailView.as_view(),
+         name="api-taxonomy-version"),
+    path("projects/<slug:slug>/taxonomy/diff", views_taxonomy.TaxonomyDiffView.as_view(), name="api-taxonomy-diff"),
+    path("projects/<slug:slug>/taxonomy/export", views_taxonomy.TaxonomyExportView.as_view(),
+         name="api-taxonomy-export"),
+    path("projects/<slug:slug>/taxonomy/import", views_taxonomy.TaxonomyImportView.as_view(),
+         name="api-taxonomy-import"),
+    path("projects/<slug:slug>/taxonomy/draft", views_taxonomy.TaxonomyDraftView.as_view(), name="api-taxonomy-draft"),
+    path("projects/<slug:slug>/taxonomy/draft/preview", views_taxonomy.TaxonomyDraftPreviewView.as_view(),
+         name="api-taxonomy-draft-preview"),
+    path("projects/<slug:slug>/taxonomy/draft/publish", views_taxonomy.TaxonomyDraftPublishView.as_view(),
+         name="api-taxonomy-draft-publish"),
+    # The reviewer queue: leases, submit, skip, renew, undo, progress (labeling/api/views_queue.py).
+    path("projects/<slug:slug>/queue/next", views_queue.QueueNextView.as_view(), name="api-queue-next"),
+    path("projects/<slug:slug>/progress", views_queue.ProgressView.as_view(), name="api-progress"),
+    path("leases/<int:lease_id>/submit", views_queue.LeaseSubmitView.as_view(), name="api-lease-submit"),
+    path("leases/<int:lease_id>/skip", views_queue.LeaseSkipView.as_view(), name="api-lease-skip"),
+    path("leases/<int:lease_id>/renew", views_queue.LeaseRenewView.as_view(), name="api-lease-renew"),
+    path("leases/<int:lease_id>/undo", views_queue.LeaseUndoView.as_view(), name="api-lease-undo"),
+    # Exports: the streamed training set and named snapshots (labeling/api/views_export.py).
+    path("projects/<slug:slug>/export", views_export.ExportView.as_view(), name="api-export"),
+    path("projects/<slug:slug>/exports/", views_export.SnapshotListView.as_view(), name="api-export-snapshots"),
+    path("projects/<slug:slug>/exports/<slug:name>/", views_export.SnapshotDetailView.as_view(),
+         name="api-export-snapshot"),
+    path("projects/<slug:slug>/exports/<slug:name>/download", views_export.SnapshotDownloadView.as_view(),
+         name="api-export-snapshot-download"),
+    # Quality: stats for the dashboard and the adjudication queue (labeling/api/views_quality.py).
+    path("projects/<slug:slug>/stats/", views_quality.StatsSummaryView.as_view(), name="api-stats"),
+    path("projects/<slug:slug>/stats/agreement", views_quality.AgreementView.as_view(), name="api-stats-agreement"),
+    path("projects/<slug:slug>/stats/reviewers", views_quality.ReviewerStatsView.as_view(), name="api-stats-reviewers"),
+    path("projects/<slug:slug>/stats/prevalence", views_quality.PrevalenceView.as_view(), name="api-stats-prevalence"),
+    path("projects/<slug:slug>/stats/queue-health", views_quality.QueueHealthView.as_view(),
+         name="api-stats-queue-health"),
+    path("projects/<slug:slug>/stats/timeline", views_quality.TimelineView.as_view(), name="api-stats-timeline"),
+    path("projects/<slug:slug>/adjudications/", views_quality.AdjudicationListView.as_view(), name="api-adjudications"),
+    path("projects/<slug:slug>/adjudications/<int:adjudication_id>/", views_quality.AdjudicationDetailView.as_view(),
+         name="api-adjudication"),
+    path("projects/<slug:slug>/adjudications/<int:adjudication_id>/decide",
+         views_quality.AdjudicationDecideView.as_view(), name="api-adjudication-decide"),
 ]

@@ -28,10 +28,17 @@ class SelectionReason(models.TextChoices):
 
 
 class RankingEntry(models.Model):
-    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No database-level foreign keys (db_constraint=False): rankings are derived rows, rewritten by every retrain
+    # (up to 200k per version) and always read joined to their item. PostgreSQL checks each inserted row's two
+    # foreign keys at commit, which measured ~70% of a 100k-row ranking write (bench/retrain_loop.py). The ORM
+    # still cascades deletes; a stray row can only point at a deleted item, which the queue's join drops and
+    # the next prune removes.
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     ranking_version = models.PositiveIntegerField()
     rank = models.PositiveIntegerField()
-    item = models.ForeignKey("labeling.Item", on_delete=models.CASCADE, related_name="+", db_index=False)
+    item = models.ForeignKey("labeling.Item", on_delete=models.CASCADE, related_name="+", db_index=False,
+                             db_constraint=False)
     score = models.FloatField(null=True)
     reason = models.CharField(max_length=32, choices=SelectionReason.choices)
     inclusion_probability = models.FloatField(null=True)

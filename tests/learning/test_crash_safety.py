@@ -1,0 +1,143 @@
+"""Crash safety: SIGKILL a real worker in the middle of writing a ranking; no half-written ranking is ever active.
+
+A monitor thread checks the ranking invariant (learning/services/retrain.py) in one statement, i.e. one
+snapshot, every few milliseconds for the whole test: the version the project points at holds exactly the
+``n_ranked`` rows its model version promises. The worker pauses between batches
+(``SIFT_TEST_RETRAIN_WRITE_PAUSE``) so the kill reliably lands mid-write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+from labeling.models import Project, RankingEntry
+from learning import scheduling
+from learning.models import LearningJob, ModelVersion
+from tests.conftest import SMS_TAXONOMY, require_service
+from tests.factories import ProjectFactory, UserFactory
+from tests.learning.support import add_items, annotate, embed_items, sms_rows
+from tests.learning.worker_harness import Worker, purge_broker, redis_available, wait_until
+
+pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.slow]
+
+STALE_SECONDS = 8
+WORKER_ENV = {
+    "SIFT_TEST_RETRAIN_WRITE_PAUSE": "0.3",
+    "SIFT_RANKING_WRITE_BATCH": "50",
+    "SIFT_LEARNING_STALE_SECONDS": str(STALE_SECONDS),
+}
+
+INVARIANT_SQL = """
+SELECT p.active_ranking_version, mv.n_ranked, mv.status,
+       (SELECT COUNT(*) FROM labeling_rankingentry r
+         WHERE r.project_id = p.id AND r.ranking_version = p.active_ranking_version)
+FROM labeling_project p
+LEFT JOIN learning_modelversion mv ON mv.project_id = p.id AND mv.version = p.active_ranking_version
+WHERE p.id = %s
+"""
+
+
+class Monitor(threading.Thread):
+    """Checks, in one snapshot per query, that the active pointer only ever names a complete version."""
+
+    def __init__(self, project_id: int) -> None:
+        super().__init__(daemon=True)
+        self.project_id = project_id
+        self.stop = threading.Event()
+        self.violations: list[tuple[Any, ...]] = []
+        self.checks = 0
+        self.seen: set[int] = set()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                with connection.cursor() as cursor:
+                    cursor.execute(INVARIANT_SQL, [self.project_id])
+                    active, n_ranked, status, rows = cursor.fetchone()
+                self.checks += 1
+                if active is not None:
+                    self.seen.add(active)
+                    if status != "active" or rows != n_ranked:
+                        self.violations.append((active, status, n_ranked, rows))
+                time.sleep(0.005)
+        finally:
+            connections.close_all()
+
+
+@pytest.fixture
+def broker(postgres_only: None, transactional_db: Any) -> Any:
+    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    purge_broker()
+    yield
+    purge_broker()
+
+
+def test_sigkill_mid_write_never_activates_a_partial_ranking(broker: None, settings: Any) -> None:
+    settings.SIFT_LEARNING_STALE_SECONDS = STALE_SECONDS  # this process's requests judge staleness too
+    project = ProjectFactory(slug="crash", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    rows = sms_rows(600)
+    items = add_items(project, [r["text"] for r in rows])
+    embed_items(items)
+    reviewer = UserFactory(username="oracle")
+    labels = [r["label"] for r in rows]
+    spam = [i for i, label in enumerate(labels) if label == "spam"][:5]
+    ham = [i for i, label in enumerate(labels) if label == "ham"][:15]
+    for i in spam + ham:
+        annotate(items[i], reviewer, [labels[i]])
+    monitor = Monitor(project.pk)
+    monitor.start()
+    first = Worker(**WORKER_ENV)
+    try:
+        # v1 completes: 580 open items in 12 batches.
+        scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
+        v1 = wait_until(lambda: ModelVersion.objects.filter(project=project, version=1, status="active").first(),
+                        timeout=180, what="v1 to activate", worker=first)
+        assert v1.n_ranked == 580
+
+        # New labels; v2 starts writing and is killed half-way.
+        extra = [i for i in range(600) if i not in set(spam + ham)][:10]
+        for i in extra:
+            annotate(items[i], reviewer, [labels[i]])
+        scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
+        wait_until(lambda: RankingEntry.objects.filter(project=project, ranking_version=2).count() >= 150,
+                   timeout=180, what="v2 to be half-written", worker=first)
+        first.kill()
+        # The dead run's claim is still fresh: a request now only raises the flag (no message, no second run).
+        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is False
+        assert LearningJob.objects.get(project=project, kind=LearningJob.Kind.RETRAIN).dirty is True
+    finally:
+        first.stop()
+
+    partial = RankingEntry.objects.filter(project=project, ranking_version=2).count()
+    assert 150 <= partial < 570
+    assert ModelVersion.objects.get(project=project, version=2).status == ModelVersion.Status.TRAINING
+    assert Project.objects.get(pk=project.pk).active_ranking_version == 1
+    assert RankingEntry.objects.filter(project=project, ranking_version=1).count() == 580
+
+    # Once the claim is stale, the next request enqueues and a new worker takes over.
+    second = Worker(**WORKER_ENV)
+    try:
+        annotate(items[next(i for i in range(600) if i not in set(spam + ham + extra))], reviewer, ["ham"])
+        time.sleep(STALE_SECONDS + 1)
+        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
+        v3 = wait_until(lambda: ModelVersion.objects.filter(project=project, version=3, status="active").first(),
+                        timeout=180, what="v3 to activate", worker=second)
+    finally:
+        second.stop()
+        monitor.stop.set()
+        monitor.join(timeout=10)
+
+    v2 = ModelVersion.objects.get(project=project, version=2)
+    assert v2.status == ModelVersion.Status.FAILED and v2.error.startswith("abandoned")
+    assert v3.n_labels == 31 and v3.n_ranked == 569
+    counts = {v: RankingEntry.objects.filter(project=project, ranking_version=v).count() for v in (1, 2, 3)}
+    assert counts == {1: 580, 2: 0, 3: 569}  # the orphan is pruned, the previous complete version kept
+    assert Project.objects.get(pk=project.pk).active_ranking_version == 3
+    assert monitor.checks > 100
+    assert monitor.seen == {1, 3}
+    assert monitor.violations == []
