@@ -71,7 +71,8 @@ def test_unknown_label_and_empty_fit_are_errors() -> None:
 
 
 def test_multi_class() -> None:
-    X3 = np.vstack([X, [[0, 0, 1, 0], [0, 0.1, 0.9, 0], [0, 0, 1, 0.1]]]).astype(np.float32)
+    extra = np.array([[0, 0, 1, 0], [0, 0.1, 0.9, 0], [0, 0, 1, 0.1]], dtype=np.float32)
+    X3 = np.vstack([X, extra]).astype(np.float32)
     y3 = [*Y, "c", "c", "c"]
     model = EmbeddingClassifier(random_state=0).fit(X3, y3)
     proba = model.predict_proba(X3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pytest
 
@@ -33,7 +35,7 @@ def test_two_class_measures_rank_identically() -> None:
     # Random, not symmetric around 0.5: p and 1 - p tie exactly and float rounding may order ties differently.
     p = np.random.default_rng(0).random(25).astype(np.float32)
     proba = np.c_[1 - p, p]
-    measures = ("least_confidence", "margin", "entropy")
+    measures: tuple[Literal["least_confidence", "margin", "entropy"], ...] = ("least_confidence", "margin", "entropy")
     orders = {tuple(np.argsort(-uncertainty_scores(proba, m), kind="stable").tolist()) for m in measures}
     assert len(orders) == 1
 
