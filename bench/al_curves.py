@@ -50,7 +50,7 @@ from learning.core.simulation import (  # noqa: E402
 )
 from learning.core.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategySpec  # noqa: E402
 
-DATA = Path(os.environ.get("SIFT_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("SIFT_DATASETS_DIR", ROOT.parent / "shared" / "data"))
 if not DATA.exists():
     DATA = Path("/work/shared/data")
 

@@ -7,6 +7,7 @@ instead of skipping: see ``require_service``.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,17 @@ SMS_TAXONOMY: dict[str, Any] = {
         {"key": "spam", "name": "Spam", "description": "Unsolicited commercial or fraudulent message."},
     ],
 }
+
+
+def shared_datasets() -> Path:
+    """../shared/data beside the checkout (as CI lays it out), else the workplace's copy."""
+    for candidate in (Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")):
+        if candidate.is_dir():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+SHARED_DATA = shared_datasets()
 
 
 def require_service(name: str, available: bool, why: str) -> None:

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import zlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +19,10 @@ from hypothesis import strategies as st
 from labeling.models import AuditEvent, Item, Project
 from labeling.services import items_import as importer
 from labeling.services.items_import import COPY_COLUMNS, item_content_hash, items_import
-from tests.conftest import SMS_TAXONOMY, using_postgres
+from tests.conftest import SHARED_DATA, SMS_TAXONOMY, using_postgres
 from tests.factories import ProjectFactory
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 
 
 def run(project: Project, data: bytes | str, filename: str = "items.jsonl", **kwargs: Any) -> dict[str, Any]:

@@ -6,14 +6,14 @@ import gzip
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from labeling.models import Annotation, Item, Project
 from learning.core import HashingEmbedder
 from learning.services.embedding import store_vectors
+from tests.conftest import SHARED_DATA
 
-SMS_DATA = Path("/work/shared/data/sms_spam.jsonl.gz")
+SMS_DATA = SHARED_DATA / "sms_spam.jsonl.gz"
 
 
 def sms_rows(n: int) -> list[dict[str, Any]]:
