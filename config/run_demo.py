@@ -24,11 +24,18 @@ STOP_GRACE_SECONDS = 15
 USERS = "admin, lead (policy lead), reviewer1, reviewer2 (reviewers), engineer (ML engineer)"
 
 
+def settings_data_dir() -> Path:
+    """var/ (or $SIFT_DATA_DIR): beat's schedule file belongs there, not in the working tree."""
+    return Path(os.environ.get("SIFT_DATA_DIR", Path(__file__).resolve().parent.parent / "var"))
+
+
 def _commands(port: int) -> dict[str, list[str]]:
     python = sys.executable
     return {
-        "worker": [python, "-m", "celery", "-A", "config", "worker", "-Q", QUEUES, "--concurrency", "1",
-                   "--pool", "solo", "--loglevel", "INFO"],
+        # -B embeds celery beat: the learning sweep re-enqueues any retrain whose signal was lost.
+        "worker": [python, "-m", "celery", "-A", "config", "worker", "-B", "-Q", QUEUES, "--concurrency", "1",
+                   "--pool", "solo", "--loglevel", "INFO",
+                   "--schedule", str(settings_data_dir() / "celerybeat-schedule")],
         "web": [python, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2",
                 "--threads", "4", "--access-logfile", "-"],
     }
