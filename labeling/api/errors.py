@@ -20,11 +20,12 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import serializers
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from labeling.services.errors import ServiceError
+from labeling.services.errors import ServiceError, ValidationFailed
 
 ERROR_COMPONENT = "ApiError"
 _ERROR_SCHEMA: dict[str, Any] = {
@@ -134,3 +135,13 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                 if code.isdigit() and int(code) >= 400 and not response.get("content"):
                     response["content"] = _error_response("400")["content"]
     return result
+
+
+def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:  # type: ignore[type-arg]
+    """Validate a request body; the first problem becomes a 400 in the API's one error shape, naming the field."""
+    serializer = serializer_class(data=data)
+    if not serializer.is_valid():
+        field, problems = next(iter(serializer.errors.items()))
+        problem = problems[0] if isinstance(problems, list) and problems else problems
+        raise ValidationFailed(f"{field}: {problem}", field=field)
+    return dict(serializer.validated_data)

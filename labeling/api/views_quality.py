@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import selectors_quality as quality
+from labeling.api.errors import validated as _validated
 from labeling.api.serializers_quality import (
     AdjudicationDecideSerializer,
     AdjudicationListQuerySerializer,
@@ -32,7 +33,7 @@ from labeling.api.serializers_quality import (
 )
 from labeling.models import Adjudication, Capability, Project
 from labeling.services.adjudication import adjudication_decide, adjudication_open
-from labeling.services.errors import NotFound, ValidationFailed
+from labeling.services.errors import NotFound
 
 
 class _ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -52,14 +53,6 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: ERRORS[code] for code in codes}
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:  # type: ignore[type-arg]
-    """Validate input; the first problem becomes a 400 in the API's one error shape, naming the field."""
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        field, problems = next(iter(serializer.errors.items()))
-        problem = problems[0] if isinstance(problems, list) and problems else problems
-        raise ValidationFailed(f"{field}: {problem}", field=field)
-    return dict(serializer.validated_data)
 
 
 def _project(request: Request, slug: str, capability: str) -> Project:

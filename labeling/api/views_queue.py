@@ -7,17 +7,16 @@ The services decide everything else, including "this lease is another reviewer's
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from labeling.api.errors import validated as _validated
 from labeling.api.serializers_queue import (
     QueueErrorSerializer,
     QueueNextResponseSerializer,
@@ -33,7 +32,6 @@ from labeling.api.serializers_queue import (
 from labeling.models import Capability, Project, TaxonomyVersion, role_allows
 from labeling.selectors import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
-from labeling.services.errors import ValidationFailed
 from labeling.services.queues import queue_checkout_next, queue_retry_after
 
 ERRORS = {
@@ -49,14 +47,6 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: ERRORS[code] for code in codes}
 
 
-def _validated(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:  # type: ignore[type-arg]
-    """Validate a request body; the first problem becomes a 400 in the API's one error shape."""
-    serializer = serializer_class(data=data)
-    if not serializer.is_valid():
-        field, problems = next(iter(serializer.errors.items()))
-        problem = problems[0] if isinstance(problems, list) and problems else problems
-        raise ValidationFailed(f"{field}: {problem}", field=field)
-    return dict(serializer.validated_data)
 
 
 def _lease_project(request: Request, lease_id: int) -> Project:
