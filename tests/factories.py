@@ -44,7 +44,7 @@ class ProjectFactory(factory.Factory):
 
     @classmethod
     def _build(cls, model_class: Any, *args: Any, **kwargs: Any) -> Project:
-        raise NotImplementedError("ProjectFactory only creates (projects need their taxonomy rows)")
+        raise TypeError("ProjectFactory.build() is unsupported: a project needs its taxonomy rows, so only create()")
 
 
 class ItemFactory(factory.django.DjangoModelFactory):
