@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditEvent
+from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
 from labeling.models.items import Item, Split
 from labeling.models.projects import (
@@ -28,6 +29,8 @@ __all__ = [
     "ExportSnapshot",
     "ImmutableVersionError",
     "Item",
+    "ItemCount",
+    "ItemCounts",
     "Label",
     "LabelMigration",
     "Lease",
