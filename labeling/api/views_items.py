@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from labeling.models import Capability, Project
 from labeling.services.errors import ValidationFailed
 from labeling.services.items_import import items_import
+from labeling.services.items_upload import items_upload_check
 
 
 class RequestBody:
@@ -120,7 +121,10 @@ class ItemImportView(APIView):
                 "(code `invalid_rows`). Or no file / a bad flag (code `invalid`, with `field`).")),
             403: OpenApiResponse(description="Your role may not import into this project."),
             404: OpenApiResponse(description="No such project among yours."),
-            413: OpenApiResponse(description="The upload is larger than SIFT_MAX_UPLOAD_BYTES."),
+            413: OpenApiResponse(ImportFailedSerializer, description=(
+                "The upload is larger than SIFT_MAX_UPLOAD_BYTES, or it is gzip and inflates to more than "
+                "SIFT_MAX_DECOMPRESSED_BYTES (then the body also carries a zero summary and the line where the cap "
+                "was reached). Nothing was imported.")),
         },
         examples=[OpenApiExample("summary", response_only=True, status_codes=["200"], value={
             "created": 2, "updated": 0, "unchanged": 1,
@@ -139,7 +143,9 @@ class ItemImportView(APIView):
             return _too_large()
         data = request.data
         if isinstance(data, RequestBody):
-            summary = items_import(actor=request.user, project=project, source=data.stream,
+            # A gzip over the decompressed cap is refused (413) here, before the import commits a row.
+            source = items_upload_check(source=data.stream, rewindable=False)
+            summary = items_import(actor=request.user, project=project, source=source,
                                    filename="request body", file_format="jsonl", gold=gold, atomic=atomic)
         else:
             upload = request.FILES.get("file")
@@ -148,7 +154,8 @@ class ItemImportView(APIView):
                                        field="file")
             if upload.size is not None and upload.size > settings.SIFT_MAX_UPLOAD_BYTES:
                 return _too_large()
-            summary = items_import(actor=request.user, project=project, source=upload,
+            summary = items_import(actor=request.user, project=project,
+                                   source=items_upload_check(source=upload, rewindable=True),
                                    filename=upload.name or "", gold=gold, atomic=atomic)
         body = summary.as_dict()
         if atomic and not summary.ok:

@@ -146,23 +146,68 @@ def test_gzip_bomb_stops_at_the_decompressed_cap_with_bounded_memory(world: Worl
     response, peak = _import_measured(client, bomb)
     # Reading stopped at the cap: memory stayed far below the 64 MB the bomb inflates to.
     assert peak < 16 * 1_048_576, f"peak {peak:,} bytes while importing a gzip bomb"
+    assert response.status_code == 413
     body = response.json()
+    assert body["code"] == "too_large"
     assert body["created"] == body["updated"] == body["unchanged"] == 0
-    assert body["errors"][-1]["error"].startswith("the decompressed data is larger than the limit of 1,000,000 bytes")
+    assert body["errors"] == [{"line": 1, "error": "the decompressed data is larger than the limit of 1,000,000 "
+                                                   "bytes: nothing was imported"}]
     counts = table_fingerprint()["counts"]
     assert counts["labeling.Item"] == before["counts"]["labeling.Item"]
 
 
-@pytest.mark.xfail(strict=True, reason="finding U1: a decompressed-size cap violation answers 200 (rows before the "
-                                       "cap imported); the issue asks for a clear 4xx and nothing imported")
 def test_gzip_bomb_is_a_4xx_and_imports_nothing(world: World, settings: Any) -> None:
+    """Finding U1: valid rows all the way, so only the cap stops it; nothing before the cap is kept either."""
     settings.SIFT_MAX_DECOMPRESSED_BYTES = 1_000_000
     bomb = gzip_bomb(64 * 1_048_576, ROW)  # valid rows all the way: the cap is the only thing that stops it
     before = _items_state()
     response, peak = _import_measured(_client(world, "ml_engineer"), bomb)
     assert peak < 32 * 1_048_576
-    assert response.status_code in (400, 413), response.content[:300]
-    assert _items_state()[0] == before[0]
+    assert response.status_code == 413, response.content[:300]
+    # The cap falls inside line 1,000,000 // len(ROW) + 1: the rows before it were whole and valid, yet not kept.
+    line = 1_000_000 // len(ROW) + 1
+    assert response.json() == {
+        "detail": f"the decompressed data is larger than the limit of 1,000,000 bytes (reached at line {line:,}): "
+                  "nothing was imported",
+        "code": "too_large", "created": 0, "updated": 0, "unchanged": 0,
+        "errors": [{"line": line, "error": "the decompressed data is larger than the limit of 1,000,000 bytes: "
+                                           "nothing was imported"}],
+    }
+    assert _items_state() == before  # no item, and no import audit event: the import never started
+
+
+def test_multipart_gzip_over_the_decompressed_cap_is_413_and_imports_nothing(world: World, settings: Any) -> None:
+    settings.SIFT_MAX_DECOMPRESSED_BYTES = 1_000_000
+    upload = io.BytesIO(gzip_bomb(8 * 1_048_576, ROW))
+    upload.name = "items.jsonl.gz"
+    client = _client(world, "ml_engineer")
+    before = table_fingerprint()
+    response = client.post("/api/projects/sms/items/import", {"file": upload}, format="multipart")
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large"
+    assert response.json()["created"] == 0
+    assert table_fingerprint() == before
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_gzip_exactly_at_the_decompressed_cap_is_imported(world: World, settings: Any, multipart: bool) -> None:
+    """The check refuses only what is over the cap: a body that inflates to exactly the cap imports in full."""
+    rows = b"".join(b'{"external_id": "at-cap-%04d", "text": "row %04d"}\n' % (n, n) for n in range(500))
+    settings.SIFT_MAX_DECOMPRESSED_BYTES = len(rows)
+    body = gzip.compress(rows)
+    client = _client(world, "ml_engineer")
+    if multipart:
+        upload = io.BytesIO(body)
+        upload.name = "items.jsonl.gz"
+        response = client.post("/api/projects/sms/items/import", {"file": upload}, format="multipart")
+    else:
+        response = client.post("/api/projects/sms/items/import", data=body, content_type="application/x-ndjson")
+    assert response.status_code == 200, response.content[:300]
+    assert response.json() == {"created": 500, "updated": 0, "unchanged": 0, "errors": []}
+    settings.SIFT_MAX_DECOMPRESSED_BYTES = len(rows) - 1
+    again = client.post("/api/projects/sms/items/import", data=body, content_type="application/x-ndjson")
+    assert again.status_code == 413
+    assert again.json()["errors"][0]["line"] == 500  # the last byte (line 500's newline) is the one over
 
 
 def test_gzip_bomb_with_atomic_imports_nothing(world: World, settings: Any) -> None:
@@ -171,7 +216,7 @@ def test_gzip_bomb_with_atomic_imports_nothing(world: World, settings: Any) -> N
     items_before = Item.objects.count()
     response, peak = _import_measured(_client(world, "ml_engineer"), bomb, query="?atomic=1")
     assert peak < 32 * 1_048_576, f"peak {peak:,} bytes"
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert "decompressed data is larger than the limit" in json.dumps(response.json())
     assert Item.objects.count() == items_before
 
