@@ -26,10 +26,12 @@ per-project counter table) once pools pass a few million.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -37,6 +39,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, F, Max, Min, Q, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -45,7 +49,7 @@ from django.utils import timezone
 from labeling.models import (
     Adjudication,
     Annotation,
-    Item,
+    ItemCount,
     Label,
     Lease,
     Project,
@@ -53,6 +57,7 @@ from labeling.models import (
     SelectionReason,
     TaxonomyVersion,
 )
+from labeling.services.privacy import Masker, masker_for
 from labeling.stats import (
     ESTIMATOR_DESCRIPTION,
     SampleRound,
@@ -74,6 +79,7 @@ GOLD_ALERT_WINDOW = 50
 """The alert looks at each reviewer's latest this-many gold answers, so someone who improves stops being flagged."""
 MAX_TIMELINE_BUCKETS = 60
 ROUND = 4
+logger = logging.getLogger(__name__)
 
 
 def _r(value: float | None) -> float | None:
@@ -224,18 +230,14 @@ def _usernames(ids: Iterable[int]) -> dict[int, str]:
 
 
 def progress(project: Project) -> dict[str, int]:
-    """Item counts in one pass over the project's items, plus answer counts from annotations."""
-    items = Item.objects.filter(project=project).aggregate(
-        total=Count("id"), gold=Count("id", filter=Q(is_gold=True)),
-        finished=Count("id", filter=Q(n_done__gte=F("n_required"), is_gold=False)),
-        labelled=Count("id", filter=Q(n_done__gt=0, is_gold=False)),
-    )
+    """Item counts from the maintained ledger (labeling/models/counters.py: no scan of the pool), plus answer
+    counts from annotations (they grow with the labels, not the pool)."""
+    items = ItemCount.objects.counts([project.pk])[project.pk]
     annotations = Annotation.objects.filter(project=project).aggregate(
         n=Count("id"), reviewers=Count("reviewer_id", distinct=True))
-    pool = items["total"] - items["gold"]
     return {
-        "items": pool, "gold_items": items["gold"], "finished": items["finished"],
-        "open": pool - items["finished"], "labelled": items["labelled"],
+        "items": items.pool, "gold_items": items.gold, "finished": items.pool_finished,
+        "open": items.pool - items.pool_finished, "labelled": items.labelled,
         "annotations": annotations["n"], "reviewers": annotations["reviewers"],
     }
 
@@ -406,7 +408,7 @@ def prevalence_figures(project: Project, *, answers: _Answers | None = None, pop
     answers = answers or _answers(project)
     taxonomy = answers.taxonomy
     if population is None:
-        population = Item.objects.filter(project=project, is_gold=False).count()
+        population = ItemCount.objects.counts([project.pk])[project.pk].pool
     facts = _item_facts(answers)
     # An item whose answers cannot be read in the current version has no known y: leave it out of the
     # population altogether (equivalent to assuming such items are like the rest), and say how many.
@@ -662,12 +664,9 @@ def reviewer_figures(project: Project, *, answers: _Answers | None = None,
 # Queue health.
 
 
-def queue_health(project: Project, *, now: datetime | None = None) -> dict[str, Any]:
-    now = now or timezone.now()
-    counts = progress(project)
-    leases = Lease.objects.filter(project=project, state=Lease.State.ACTIVE).aggregate(
-        holding=Count("id", filter=Q(expires_at__gt=now)), expired=Count("id", filter=Q(expires_at__lte=now)),
-        oldest=Min("created_at", filter=Q(expires_at__gt=now)))
+def _ranking_figures(project: Project) -> dict[str, Any]:
+    """How much of the active ranking is consumed: a join of the ranking (one row per pool item) with the items,
+    so most of a second at 1M; queue_health reads it through the cache."""
     version = project.active_ranking_version
     ranking: dict[str, Any] = {"version": version, "entries": 0, "open_entries": 0, "consumed_share": None,
                                "labels_since_served": None}
@@ -680,6 +679,19 @@ def queue_health(project: Project, *, now: datetime | None = None) -> dict[str, 
         if first_served is not None:
             ranking["labels_since_served"] = Annotation.objects.filter(project=project,
                                                                        created_at__gte=first_served).count()
+    return ranking
+
+
+def queue_health(project: Project, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    counts = progress(project)
+    leases = Lease.objects.filter(project=project, state=Lease.State.ACTIVE).aggregate(
+        holding=Count("id", filter=Q(expires_at__gt=now)), expired=Count("id", filter=Q(expires_at__lte=now)),
+        oldest=Min("created_at", filter=Q(expires_at__gt=now)))
+    # Keyed by what moves its figures (finished items, answers; the version is in every key): exact, and
+    # recomputed only after a write.
+    ranking = _cached(project, "ranking", lambda: _ranking_figures(project),
+                      extra=[counts["finished"], counts["annotations"]], seconds=RANKING_CACHE_SECONDS)
     recent = Annotation.objects.filter(project=project).aggregate(
         last_hour=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1))),
         last_day=Count("id", filter=Q(created_at__gte=now - timedelta(days=1))), newest=Max("created_at"))
@@ -785,6 +797,78 @@ def stats_summary(project: Project) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The stats cache: what the API views serve.
+#
+# At 1M items and 50k answers each figure costs 0.5-4 s of Python over the answers (see "Cost at scale" above),
+# so the API serves them from the cache (Redis, JSON: config/settings.py), keyed by a fingerprint of everything
+# the figures read that can change: the answers (count, newest id), the adjudications (count, decided, newest
+# id and decision), the active leases (count, newest id: a skip or a checkout moves them), the item ledger's
+# counts, the project's taxonomy version, active ranking and gold threshold, and the gold minimum. A write that
+# changes a figure changes the fingerprint, so the next read recomputes: correct invalidation, no stale figure
+# after a submit, an undo, a decision or an import. What the fingerprint does not see is time passing (the
+# "last 7 days" counts) and a lease expiring unnoticed: those are at most ``STATS_CACHE_SECONDS`` old. The
+# fingerprint itself is a few index scans (milliseconds). The project's creation time is in the key, so a
+# recreated database (tests, a restored dump) never meets another project's entry under a reused id.
+
+STATS_CACHE_SECONDS = 300
+RANKING_CACHE_SECONDS = STATS_CACHE_SECONDS
+_CACHE_PREFIX = "sift:stats:v1"
+
+
+def _fingerprint(project: Project) -> list[Any]:
+    answers = Annotation.objects.filter(project=project).aggregate(n=Count("id"), top=Max("id"))
+    adjudications = Adjudication.objects.filter(project=project).aggregate(
+        n=Count("id"), top=Max("id"), decided=Count("id", filter=Q(state=Adjudication.State.DECIDED)),
+        last=Max("decided_at"))
+    leases = Lease.objects.filter(project=project, state=Lease.State.ACTIVE).aggregate(n=Count("id"), top=Max("id"))
+    items = ItemCount.objects.counts([project.pk])[project.pk]
+    return [project.current_taxonomy_version_id, project.active_ranking_version, project.gold_accuracy_threshold,
+            gold_min_answers(), answers, adjudications, leases, items.__dict__]
+
+
+def _plain(data: Any) -> Any:
+    """What the cache stores and what every caller gets back, hit or miss: JSON types only (datetimes as the
+    ISO strings the API renders anyway), so a cached answer and a fresh one are the same bytes."""
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _cached(project: Project, name: str, compute: Callable[[], Any], *, extra: Sequence[Any] | None = None,
+            seconds: int = STATS_CACHE_SECONDS) -> Any:
+    fingerprint = list(extra) if extra is not None else _fingerprint(project)
+    digest = hashlib.sha256(json.dumps([project.created_at, project.active_ranking_version, fingerprint],
+                                       cls=DjangoJSONEncoder).encode()).hexdigest()[:32]
+    key = f"{_CACHE_PREFIX}:{project.pk}:{name}:{digest}"
+    try:
+        found = cache.get(key)
+    except Exception:  # Redis down: figures are still served, only slower
+        logger.warning("stats cache unavailable; computing %s for project %s", name, project.pk, exc_info=True)
+        return _plain(compute())
+    if found is not None:
+        return found
+    data = _plain(compute())
+    try:
+        cache.set(key, data, seconds)
+    except Exception:
+        logger.warning("stats cache unavailable; not storing %s", name, exc_info=True)
+    return data
+
+
+CACHED_FIGURES: dict[str, Callable[[Project], Any]] = {
+    "summary": lambda project: stats_summary(project),
+    "agreement": lambda project: agreement_figures(project),
+    "reviewers": lambda project: reviewer_figures(project),
+    "prevalence": lambda project: prevalence_figures(project),
+    "timeline": lambda project: timeline(project),
+}
+
+
+def cached_figures(project: Project, name: str) -> Any:
+    """The figure ``name`` (a key of ``CACHED_FIGURES``) as the API serves it: from the cache while the
+    fingerprint holds. ``queue_health`` is not in here: it is cheap but for its ranking part, cached on its own."""
+    return _cached(project, name, lambda: CACHED_FIGURES[name](project))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The adjudication queue.
 
 
@@ -800,7 +884,8 @@ def adjudication_list(project: Project, *, state: str | None = None, limit: int 
     order = ("-decided_at", "-id") if state == Adjudication.State.DECIDED else ("-state", "created_at", "id")
     page = list(qs.select_related("item", "decided_by", "taxonomy_version").order_by(*order)[offset:offset + limit])
     answers = adjudication_answers([a.item_id for a in page])
-    results = [adjudication_detail(a, answers=answers.get(a.item_id, [])) for a in page]
+    masker = masker_for(project)
+    results = [adjudication_detail(a, answers=answers.get(a.item_id, []), masker=masker) for a in page]
     return {"count": total, "limit": limit, "offset": offset, "results": results}
 
 
@@ -825,14 +910,21 @@ def adjudication_one(project: Project, adjudication_id: int) -> dict[str, Any] |
     if adjudication is None:
         return None
     return adjudication_detail(adjudication, answers=adjudication_answers([adjudication.item_id]).get(
-        adjudication.item_id, []))
+        adjudication.item_id, []), masker=masker_for(project))
 
 
-def adjudication_detail(adjudication: Adjudication, *, answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def adjudication_detail(adjudication: Adjudication, *, answers: Sequence[dict[str, Any]],
+                        masker: Masker | None) -> dict[str, Any]:
+    """One adjudication as leads see it; with the project's masker, PII in the item and in the reviewers'
+    comments is masked (labeling/services/privacy.py)."""
     item = adjudication.item
+    shown = {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta}
+    if masker is not None:
+        shown = {**shown, "text": masker.text(item.text), "meta": masker.value(item.meta), "masked": True}
+        answers = [{**answer, "comment": masker.text(answer["comment"])} for answer in answers]
     return {
         "id": adjudication.pk, "state": adjudication.state, "reason": adjudication.reason,
-        "item": {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta},
+        "item": shown,
         "answers": list(answers),
         "labels": adjudication.labels,
         "taxonomy_version": adjudication.taxonomy_version.number if adjudication.taxonomy_version else None,

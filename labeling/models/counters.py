@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, models
 from django.db.models import Count, F, Q
@@ -59,6 +60,11 @@ class ItemCounts:
 
 
 _FIELDS = ("items", "gold", "finished", "gold_finished", "labelled")
+COMPACT_SQL = """
+WITH gone AS (DELETE FROM labeling_itemcount WHERE project_id = %s RETURNING *)
+INSERT INTO labeling_itemcount (project_id, items, gold, finished, gold_finished, labelled)
+SELECT project_id, SUM(items), SUM(gold), SUM(finished), SUM(gold_finished), SUM(labelled) FROM gone GROUP BY project_id
+"""
 
 
 class ItemCountManager(models.Manager["ItemCount"]):
@@ -70,8 +76,8 @@ class ItemCountManager(models.Manager["ItemCount"]):
             return out
         if connection.vendor != "postgresql":
             return self._live(ids, out)
-        rows = (self.filter(project_id__in=ids).values("project_id")
-                .annotate(n=Count("id"), **{f: models.Sum(f) for f in _FIELDS}))
+        sums: dict[str, Any] = {f: models.Sum(f) for f in _FIELDS}
+        rows: Any = self.filter(project_id__in=ids).values("project_id").annotate(n=Count("id"), **sums)
         for row in rows:
             out[row["project_id"]] = ItemCounts(**{f: int(row[f] or 0) for f in _FIELDS})
             if row["n"] > COMPACT_AFTER:
@@ -80,13 +86,8 @@ class ItemCountManager(models.Manager["ItemCount"]):
 
     def compact(self, project_id: int) -> None:
         """Fold the project's deltas into one row (safe under concurrent writers and compactions)."""
-        columns = ", ".join(_FIELDS)
-        sums = ", ".join(f"SUM({f})" for f in _FIELDS)
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH gone AS (DELETE FROM labeling_itemcount WHERE project_id = %s RETURNING *) "
-                f"INSERT INTO labeling_itemcount (project_id, {columns}) "
-                f"SELECT project_id, {sums} FROM gone GROUP BY project_id", [project_id])
+            cursor.execute(COMPACT_SQL, [project_id])
 
     @staticmethod
     def _live(ids: list[int], out: dict[int, ItemCounts]) -> dict[int, ItemCounts]:
