@@ -298,6 +298,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 SIFT_LEARNING_SWEEP_SECONDS = env_int("SIFT_LEARNING_SWEEP_SECONDS", 60)
 CELERY_BEAT_SCHEDULE = {
     "sift-learning-sweep": {"task": "sift.learning.sweep", "schedule": float(SIFT_LEARNING_SWEEP_SECONDS)},
+    # Hard-deletes items past their project's retention_days (labeling/services/privacy.py).
+    "sift-privacy-retention": {"task": "sift.labeling.retention_sweep",
+                               "schedule": float(env_int("SIFT_RETENTION_SWEEP_SECONDS", 3600))},
 }
 
 # --- Learning loop (learning/scheduling.py, learning/services) -----------------

@@ -11,6 +11,7 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+from labeling.services import privacy
 from labeling.services.exports import export_snapshot_ensure
 
 TRANSIENT = (OperationalError, InterfaceError)
@@ -27,3 +28,9 @@ def export_snapshot(project_id: int, name: str, params: dict[str, Any], actor_id
     if snapshot is None:
         return None
     return {"name": snapshot.name, "sha256": snapshot.sha256, "rows": snapshot.row_count}
+
+
+@shared_task(name="sift.labeling.retention_sweep", **RETRY)  # type: ignore[untyped-decorator]
+def retention_sweep(**_ignored: Any) -> dict[str, int]:
+    """Hard-delete items past their project's retention (beat, hourly); a second run deletes nothing more."""
+    return privacy.retention_sweep()

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -60,8 +61,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from labeling.models import Project
-from learning.models import LearningJob
+from labeling.models import Item, Project
+from learning.models import Embedding, LearningJob
 
 logger = logging.getLogger(__name__)
 
@@ -259,3 +260,29 @@ def sweep() -> dict[str, int]:
     for kind, project_id in LearningJob.objects.filter(dirty=True).values_list("kind", "project_id"):
         enqueued += int(try_enqueue(kind=kind, project_id=project_id))
     return {"flagged": flagged, "enqueued": enqueued}
+
+
+def forget_content(*, content_hashes: Sequence[str]) -> int:
+    """Delete the cached vectors of these content hashes that no remaining item (of any project) shares.
+
+    Called by hard deletion (labeling/services/privacy.py) inside its transaction, after the items' rows are
+    deleted, so the vectors go exactly when the content goes (and stay if the deletion rolls back). The vector
+    cache is shared across projects, keyed by (embedder, content hash): a hash another item still has keeps its
+    vectors. Returns the number of vectors deleted. An embed run already in flight that read the text before
+    the delete can still write its vector afterwards; the next call for that hash (a repeated request) removes
+    it.
+    """
+    wanted = set(content_hashes)
+    if not wanted:
+        return 0
+    kept = set(Item.objects.filter(content_hash__in=wanted).values_list("content_hash", flat=True))
+    orphans = sorted(wanted - kept)
+    if not orphans:
+        return 0
+    # Per embedder, so each DELETE walks the (embedder, content_hash) unique index instead of scanning vectors.
+    embedders = list(Embedding.objects.values_list("embedder", flat=True).distinct().order_by())
+    deleted = 0
+    for name in embedders:
+        count, _ = Embedding.objects.filter(embedder=name, content_hash__in=orphans).delete()
+        deleted += count
+    return deleted

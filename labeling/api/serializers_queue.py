@@ -56,6 +56,9 @@ class QueueItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     external_id = serializers.CharField()
     text = serializers.CharField(help_text="Plain text: render it as text, never as HTML.")
     meta = serializers.DictField()
+    masked = serializers.BooleanField(required=False, help_text=(
+        "The project masks PII: matches in text and meta read [email], [phone], [url] or [pattern name]. "
+        "Roles that may reveal PII get the raw item from POST /api/projects/{slug}/items/{id}/reveal."))
 
 
 class SelectionSerializer(serializers.Serializer):  # type: ignore[type-arg]

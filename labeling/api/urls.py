@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from django.urls import path
 
-from labeling.api import views_export, views_items, views_projects, views_quality, views_queue, views_taxonomy
+from labeling.api import (
+    views_export,
+    views_items,
+    views_privacy,
+    views_projects,
+    views_quality,
+    views_queue,
+    views_taxonomy,
+)
 
 urlpatterns = [
     path("auth/token/", views_projects.TokenView.as_view(), name="api-token"),
     path("projects/", views_projects.ProjectListView.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", views_projects.ProjectDetailView.as_view(), name="api-project"),
     path("projects/<slug:slug>/items/import", views_items.ItemImportView.as_view(), name="api-items-import"),
+    # Privacy: masking and retention settings, the audited reveal, hard deletion (labeling/api/views_privacy.py).
+    path("projects/<slug:slug>/privacy", views_privacy.PrivacySettingsView.as_view(), name="api-privacy"),
+    path("projects/<slug:slug>/items/<int:item_id>/reveal", views_privacy.ItemRevealView.as_view(),
+         name="api-item-reveal"),
+    path("projects/<slug:slug>/items/delete", views_privacy.ItemDeleteView.as_view(), name="api-items-delete"),
     # Taxonomy: versions, diff, draft editing and publishing (labeling/api/views_taxonomy.py).
     path("projects/<slug:slug>/taxonomy/", views_taxonomy.TaxonomyCurrentView.as_view(), name="api-taxonomy"),
     path("projects/<slug:slug>/taxonomy/versions/", views_taxonomy.TaxonomyVersionListView.as_view(),

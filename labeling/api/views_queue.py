@@ -32,6 +32,7 @@ from labeling.api.serializers_queue import (
 from labeling.models import Capability, Project, TaxonomyVersion, role_allows
 from labeling.selectors import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
+from labeling.services.privacy import masked_item
 from labeling.services.queues import queue_checkout_next, queue_retry_after
 
 ERRORS = {
@@ -97,7 +98,9 @@ class QueueNextView(APIView):
             retry_after = queue_retry_after(project=project, reviewer=request.user)  # type: ignore[arg-type]
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
             return Response(status=status.HTTP_204_NO_CONTENT, headers=headers)
-        return Response(checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id)))
+        payload = checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id))
+        # The reviewer sees the project's PII masked (labeling/services/privacy.py); stored text never changes.
+        return Response({**payload, "item": masked_item(project, payload["item"])})
 
 
 class LeaseSubmitView(APIView):
@@ -154,10 +157,11 @@ class LeaseUndoView(APIView):
     @extend_schema(operation_id="lease_undo", request=None,
                    responses={200: QueueNextResponseSerializer, **_errors(403, 404, 409)})
     def post(self, request: Request, lease_id: int) -> Response:
-        _lease_project(request, lease_id)
+        project = _lease_project(request, lease_id)
         lease = annotation_undo(lease_id=lease_id, reviewer=request.user)  # type: ignore[arg-type]
         number = lease.taxonomy_version.number if lease.taxonomy_version is not None else None
-        return Response(checkout_payload(lease, taxonomy_version=number))
+        payload = checkout_payload(lease, taxonomy_version=number)
+        return Response({**payload, "item": masked_item(project, payload["item"])})
 
 
 class ProgressView(APIView):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labeling.models.annotations import Adjudication, Annotation
-from labeling.models.audit import AppendOnlyError, AuditEvent
+from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
 from labeling.models.items import Item, Split
@@ -24,6 +24,7 @@ __all__ = [
     "Adjudication",
     "Annotation",
     "AppendOnlyError",
+    "AuditChainHead",
     "AuditEvent",
     "Capability",
     "ExportSnapshot",

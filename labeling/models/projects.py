@@ -39,13 +39,16 @@ class Capability(models.TextChoices):
     VIEW_STATS = "view_stats", "See agreement, reviewer and prevalence figures"
     EXPORT = "export", "Export training sets and model lineage"
     MANAGE = "manage", "Change project settings and memberships"
+    REVEAL_PII = "reveal_pii", "Reveal the unmasked text of an item (audited)"
+    DELETE_ITEMS = "delete_items", "Hard-delete items on request (audited tombstone)"
 
 
 # The whole authorisation policy in one table; tests/labeling/api/test_authorisation.py walks it.
 ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     Role.REVIEWER: frozenset({Capability.VIEW, Capability.LABEL}),
+    # Reveal: leads decide policy on the hard cases and sometimes need the identifiers; every reveal is audited.
     Role.POLICY_LEAD: frozenset({Capability.VIEW, Capability.LABEL, Capability.IMPORT, Capability.EDIT_TAXONOMY,
-                                 Capability.ADJUDICATE, Capability.VIEW_STATS}),
+                                 Capability.ADJUDICATE, Capability.VIEW_STATS, Capability.REVEAL_PII}),
     Role.ML_ENGINEER: frozenset({Capability.VIEW, Capability.IMPORT, Capability.VIEW_STATS, Capability.EXPORT}),
     Role.ADMIN: frozenset(Capability.values),
 }
@@ -79,6 +82,17 @@ class Project(models.Model):
     # Share of leases whose suggestion is hidden on purpose, to measure automation bias.
     suggestion_holdout_rate = models.FloatField(
         default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+
+    # Privacy (labeling/services/privacy.py). Masking changes what reviewers see, never what is stored.
+    mask_pii = models.BooleanField(default=False, help_text="Mask PII in item text and meta wherever reviewers see it.")
+    mask_detectors = models.JSONField(default=list, blank=True,
+                                      help_text='Built-in detectors to apply: any of "email", "phone", "url".')
+    mask_patterns = models.JSONField(default=list, blank=True,
+                                     help_text='Project patterns: [{"name": slug, "pattern": RE2 regex}].')
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Hard-delete items this many days old once their labelling is complete; null keeps them.",
     )
 
     # The taxonomy version the queue serves; None until the first publish.

@@ -1,12 +1,25 @@
-"""Writing the audit log. Every service that changes state calls ``audit_record`` in its transaction."""
+"""Writing and verifying the audit log. Every service that changes state calls ``audit_record`` in its transaction.
+
+The chain rule and why concurrent writers cannot fork it are stated in labeling/models/audit.py. The cost on
+the submit path: one ``SELECT ... FOR UPDATE`` of the chain head, the INSERT, one UPDATE of the head. The head
+lock is held from the audit write to the commit, so callers write their audit row LAST in their transaction
+(annotation_submit does): concurrent submits of one project queue only for that short tail, and projects
+never wait for each other (one chain per project).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.db import transaction
+from django.utils import timezone
 
-from labeling.models import AuditEvent, Project
+from labeling.models import AuditChainHead, AuditEvent, Project
+from labeling.models.audit import canonical_json
 
 # Who performs an action: a user, or None for the system (commands, workers).
 Actor = User | AnonymousUser | None
@@ -19,13 +32,128 @@ def acting_user(actor: Actor) -> User | None:
     return actor
 
 
+def _locked_head(chain: int) -> tuple[int, str]:
+    head = AuditChainHead.objects.select_for_update().filter(chain=chain).values_list("seq", "head_hash").first()
+    if head is None:
+        # The chain's first row. Two first writers both insert; the loser's insert waits on the winner's key
+        # and then does nothing, and both go on to queue on the same row lock.
+        AuditChainHead.objects.bulk_create([AuditChainHead(chain=chain)], ignore_conflicts=True)
+        head = AuditChainHead.objects.select_for_update().filter(chain=chain).values_list("seq", "head_hash").get()
+    return head
+
+
 def audit_record(*, actor: Actor, action: str, obj: Any,
                  project: Project | None = None, data: dict[str, Any] | None = None) -> AuditEvent:
-    return AuditEvent.objects.create(
-        project=project,
-        actor=acting_user(actor),
-        action=action,
-        object_type=type(obj)._meta.model_name if hasattr(type(obj), "_meta") else type(obj).__name__,
-        object_id=str(getattr(obj, "pk", "")),
-        data=data or {},
-    )
+    """Append one event to the project's chain, inside the caller's transaction (or a new one)."""
+    # Stored exactly as hashed: a round trip through the canonical form turns tuples into lists and so on.
+    payload = canonical_json(data or {})
+    user = acting_user(actor)
+    chain = project.pk if project is not None else 0
+    with transaction.atomic(savepoint=False):
+        seq, prev_hash = _locked_head(chain)
+        event = AuditEvent(
+            project=project, actor=user, action=action,
+            object_type=type(obj)._meta.model_name if hasattr(type(obj), "_meta") else type(obj).__name__,
+            object_id=str(getattr(obj, "pk", "")), data=json.loads(payload),
+            created_at=timezone.now(), chain=chain, seq=seq + 1, prev_hash=prev_hash,
+        )
+        event.row_hash = event.compute_hash()
+        event.save(force_insert=True)
+        AuditChainHead.objects.filter(chain=chain).update(seq=event.seq, head_hash=event.row_hash)
+    return event
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Verification.
+
+
+@dataclass
+class ChainBreak:
+    chain: int
+    row_id: int | None
+    seq: int | None
+    problem: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"chain": self.chain, "row_id": self.row_id, "seq": self.seq, "problem": self.problem}
+
+
+@dataclass
+class AuditReport:
+    rows: int = 0
+    chains: int = 0
+    heads: dict[int, str] = field(default_factory=dict)
+    breaks: list[ChainBreak] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    @property
+    def first_break(self) -> ChainBreak | None:
+        return self.breaks[0] if self.breaks else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rows": self.rows, "chains": self.chains,
+                "breaks": [b.as_dict() for b in self.breaks],
+                "heads": {str(chain): head for chain, head in sorted(self.heads.items())}}
+
+
+def _rows(chain: int | None) -> Iterator[AuditEvent]:
+    qs = AuditEvent.objects.all() if chain is None else AuditEvent.objects.filter(chain=chain)
+    return qs.order_by("chain", "seq", "id").iterator(chunk_size=2000)
+
+
+def audit_verify(*, project: Project | None = None) -> AuditReport:
+    """Walk every chain (or the project's) and report, per chain, the first row where the chain breaks.
+
+    A row breaks the chain when its ``seq`` is not the next one (a row before it was deleted), its
+    ``prev_hash`` is not the hash of the row before, or its stored ``row_hash`` is not the hash of its own
+    fields (it was changed). A chain whose head points past its last row lost its newest rows. Memory is one
+    chunk of rows; the walk reads the table in (chain, seq) order, the unique index's order.
+    """
+    report = AuditReport()
+    wanted = project.pk if project is not None else None
+    heads = dict(AuditChainHead.objects.filter(**({} if wanted is None else {"chain": wanted}))
+                 .values_list("chain", "seq"))
+    head_hashes = dict(AuditChainHead.objects.filter(**({} if wanted is None else {"chain": wanted}))
+                       .values_list("chain", "head_hash"))
+    current: int | None = None
+    expected_seq, prev_hash, broken, last_id = 0, "", False, None
+    seen: set[int] = set()
+
+    def close(chain: int) -> None:
+        if not broken and heads.get(chain, expected_seq) != expected_seq:
+            report.breaks.append(ChainBreak(chain, last_id, expected_seq, (
+                f"the chain head is at seq {heads[chain]} but the last row is seq {expected_seq}: "
+                "rows after it were deleted")))
+
+    for event in _rows(wanted):
+        report.rows += 1
+        if event.chain != current:
+            if current is not None:
+                close(current)
+            current, expected_seq, prev_hash, broken, last_id = event.chain, 0, "", False, None
+            seen.add(event.chain)
+        if broken:
+            continue
+        problem = None
+        if event.seq != expected_seq + 1:
+            problem = f"seq {event.seq} follows seq {expected_seq}: a row between them is missing"
+        elif event.prev_hash != prev_hash:
+            problem = "prev_hash is not the hash of the row before it"
+        elif event.compute_hash() != event.row_hash:
+            problem = "row_hash does not match the row's contents: the row was changed"
+        if problem is not None:
+            report.breaks.append(ChainBreak(event.chain, event.pk, event.seq, problem))
+            broken = True
+            continue
+        expected_seq, prev_hash, last_id = event.seq, event.row_hash, event.pk
+    if current is not None:
+        close(current)
+    for chain, seq in heads.items():
+        if chain not in seen and seq:
+            report.breaks.append(ChainBreak(chain, None, None, f"the chain head is at seq {seq} but no rows remain"))
+    report.chains = len(seen | {c for c, s in heads.items() if s})
+    report.heads = {chain: head for chain, head in head_hashes.items() if heads.get(chain)}
+    return report

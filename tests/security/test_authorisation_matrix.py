@@ -70,6 +70,12 @@ def _item_without_adjudication(world: World) -> dict[str, Any]:
     return {"body": {"external_id": external_id, "note": "sent by hand"}}
 
 
+def _some_item(world: World) -> dict[str, Any]:
+    item = Item.objects.filter(project=world.project).order_by("id").values("id", "external_id").first()
+    assert item is not None
+    return {"item": item["id"], "body": {"external_ids": [item["external_id"]], "reason": "matrix"}}
+
+
 @dataclass(frozen=True)
 class Row:
     method: str
@@ -104,6 +110,14 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/items/import": [
         Row("POST", Capability.IMPORT, 200, P + "/items/import",
             body='{"external_id": "imported-1", "text": "hello"}\n', content_type="application/x-ndjson")],
+    "api/projects/<slug:slug>/privacy": [
+        Row("GET", Capability.MANAGE, 200, P + "/privacy"),
+        Row("PATCH", Capability.MANAGE, 200, P + "/privacy", body={"mask_pii": True, "mask_detectors": ["email"]})],
+    "api/projects/<slug:slug>/items/<int:item_id>/reveal": [
+        Row("POST", Capability.REVEAL_PII, 200, P + "/items/{item}/reveal", body={"reason": "matrix"},
+            setup=_some_item)],
+    "api/projects/<slug:slug>/items/delete": [
+        Row("POST", Capability.DELETE_ITEMS, 200, P + "/items/delete", setup=_some_item)],
     "api/projects/<slug:slug>/taxonomy/": [Row("GET", Capability.VIEW, 200, P + "/taxonomy/")],
     "api/projects/<slug:slug>/taxonomy/versions/": [Row("GET", Capability.VIEW, 200, P + "/taxonomy/versions/")],
     "api/projects/<slug:slug>/taxonomy/versions/<int:number>/": [
