@@ -19,14 +19,15 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
-from labeling.models import Annotation, Capability, Item, Label, Project, Role, SelectionReason, role_allows
+from labeling.models import Annotation, Capability, ItemCount, Label, Project, Role, SelectionReason, role_allows
 from labeling.selectors_taxonomy import guideline_html
+from learning.api import active_model_staleness
 
 # --- Project list ----------------------------------------------------------------
 
@@ -43,10 +44,29 @@ class ProjectRow:
     total: int = 0
     finished: int = 0
     mine_today: int = 0
+    # Queue staleness: the model serving the queue, the labels it has not learnt yet, and its age.
+    model_version: int | None = None
+    labels_since: int = 0
+    model_age: str = ""
 
     @property
     def open(self) -> int:
         return self.total - self.finished
+
+
+def age_text(seconds: float) -> str:
+    """A model's age as the card shows it: the two largest units, rounded down ("3 min", "2 h 5 min")."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if hours < 1:
+        return f"{minutes} min"
+    if days < 1:
+        rest = minutes % 60
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    rest = hours % 24
+    return f"{days} d {rest} h" if rest else f"{days} d"
 
 
 # The project's other pages, each shown only to roles that may open it (the pages check again).
@@ -69,12 +89,11 @@ def _start_of_today() -> datetime:
 
 
 def project_rows_for(user: Any) -> list[ProjectRow]:
-    """The caller's projects with role and progress, in three queries however many projects there are.
+    """The caller's projects with role, progress and queue staleness, in a few queries and no scan of the pool.
 
-    One grouped aggregate over the items of all the caller's projects (not one COUNT
-    per project) and one over the caller's annotations since midnight. At a million
-    items the item aggregate is still a scan of those projects' rows; when that
-    shows up in profiles the counts belong in a per-project counter table.
+    Item counts come from the maintained ledger (labeling/models/counters.py: a 1M-item project costs what
+    a small one does), the caller's labels today from one grouped aggregate over their annotations since
+    midnight, and staleness from the active models (one index range scan per project over the newer labels).
     """
     projects = list(
         Project.objects.for_user(user)
@@ -94,14 +113,13 @@ def project_rows_for(user: Any) -> list[ProjectRow]:
     }
     if not rows:
         return []
-    item_counts = (
-        Item.objects.filter(project_id__in=rows.keys())
-        .values("project_id")
-        .annotate(total=Count("id"), finished=Count("id", filter=Q(n_done__gte=F("n_required"))))
-    )
-    for entry in item_counts:
-        rows[entry["project_id"]].total = entry["total"]
-        rows[entry["project_id"]].finished = entry["finished"]
+    for project_id, counts in ItemCount.objects.counts(rows.keys()).items():
+        rows[project_id].total = counts.items
+        rows[project_id].finished = counts.finished
+    for project_id, staleness in active_model_staleness(rows.keys()).items():
+        rows[project_id].model_version = staleness.version
+        rows[project_id].labels_since = staleness.labels_since
+        rows[project_id].model_age = age_text(staleness.age_seconds)
     mine = (
         Annotation.objects.filter(project_id__in=rows.keys(), reviewer=user, created_at__gte=_start_of_today())
         .values("project_id")

@@ -21,10 +21,12 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from frontend.views import age_text
 from labeling import selectors_quality
 from labeling.models import Capability, Label, Project, role_allows
 from labeling.services.adjudication import adjudication_decide
 from labeling.services.errors import ServiceError
+from learning.api import active_model_staleness
 
 PAGE_SIZE = 25
 
@@ -58,8 +60,10 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "adjudication": _links(project).get("adjudication"),
         },
     }
-    return render(request, "frontend/dashboard.html",
-                  {"project": project, "config": config, "links": _links(project)})
+    staleness = active_model_staleness([project.pk]).get(project.pk)
+    return render(request, "frontend/dashboard.html", {
+        "project": project, "config": config, "links": _links(project), "staleness": staleness,
+        "model_age": age_text(staleness.age_seconds) if staleness else ""})
 
 
 def _choices(project: Project) -> list[dict[str, Any]]:

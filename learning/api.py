@@ -7,12 +7,17 @@ newest one: how far the model lags behind the reviewers), ``age_seconds`` (since
 ``cold_start``, ``n_pool``, ``n_ranked`` and ``error``.
 
 The project is looked up through ``Project.objects.get_for`` (404 for non-members, 403 without VIEW).
-``?limit=N`` (1-500, default 100) caps the list; ``labels_since`` costs one index range scan over the
-annotation ids newer than the oldest listed model, counted per model in the database.
+``?limit=N`` (1-500, default 100) is the page size and ``?before=V`` the cursor of the next page (a ``Link``
+header with ``rel="next"`` names it; the body is always the plain list). ``labels_since`` costs one index
+range scan over the annotation ids newer than the oldest listed model, counted per model in the database.
+``active_model_staleness`` gives the same two figures for the active model of several projects (the pages).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Q
@@ -56,6 +61,38 @@ _FIELDS = ("version", "created_at", "n_labels", "status", "metrics", "timings", 
            "embedder", "exploration_rate", "cold_start", "n_pool", "n_ranked", "error", "max_annotation_id")
 
 
+@dataclass(frozen=True)
+class Staleness:
+    """How far the model serving a project's queue lags behind its reviewers (issue: queue staleness)."""
+
+    version: int
+    labels_since: int  # annotations newer than the newest one the model learnt from
+    age_seconds: float
+    created_at: datetime
+
+
+def active_model_staleness(project_ids: Iterable[int], *, now: datetime | None = None) -> dict[int, Staleness]:
+    """The active model of each project that has one, with the figures ``/models/`` shows for it.
+
+    Two queries however many projects: the active models, then one grouped count whose WHERE is an OR of
+    (project, id > newest seen) ranges over the ``annotation_project_id`` index, so only the labels newer than
+    each model are read: the pages show this on every project card without counting a project's labels.
+    """
+    now = now or timezone.now()
+    rows = list(ModelVersion.objects.filter(project_id__in=list(project_ids), status=ModelVersion.Status.ACTIVE)
+                .values_list("project_id", "version", "created_at", "max_annotation_id"))
+    newer = Q(pk__in=[])
+    for project_id, _version, _created, newest_seen in rows:
+        newer |= Q(project_id=project_id, id__gt=newest_seen or 0)
+    since = dict(Annotation.objects.filter(newer).values("project_id").annotate(n=Count("id"))
+                 .values_list("project_id", "n")) if rows else {}
+    return {
+        project_id: Staleness(version=version, labels_since=int(since.get(project_id, 0)), created_at=created_at,
+                              age_seconds=round((now - created_at).total_seconds(), 3))
+        for project_id, version, created_at, _seen in rows
+    }
+
+
 def _limit(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
@@ -66,19 +103,48 @@ def _limit(raw: str | None) -> int | None:
     return value if 1 <= value <= MAX_LIMIT else None
 
 
+def _positive(raw: str | None) -> int | bool | None:
+    """None when absent, the integer when a positive one, False when malformed."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return False
+    return value if value >= 1 else False
+
+
+def _bad(field: str, detail: str) -> Response:
+    return Response({"detail": f"{field}: {detail}", "code": "invalid", "field": field}, status=400)
+
+
 class ModelVersionListView(APIView):
+    """Newest first, ``limit`` per page. Pages are keyset cursors on the version number: when older versions
+    remain, the response carries ``Link: <...?limit=N&before=V>; rel="next"``. The body stays CONTRACT.md's
+    plain JSON list, so a client that ignores the header sees exactly the first page it always saw."""
+
     @extend_schema(
         operation_id="project_models_list",
-        parameters=[OpenApiParameter("limit", int, description=f"Newest N versions (1-{MAX_LIMIT}).")],
+        parameters=[OpenApiParameter("limit", int, description=f"Newest N versions (1-{MAX_LIMIT}, default "
+                                                               f"{DEFAULT_LIMIT})."),
+                    OpenApiParameter("before", int, description="Only versions older than this one (the next "
+                                                                "page; see the Link header).")],
         responses=ModelVersionSerializer(many=True),
     )
     def get(self, request: Request, slug: str) -> Response:
         project = Project.objects.get_for(request.user, slug, Capability.VIEW)
         limit = _limit(request.query_params.get("limit"))
         if limit is None:
-            return Response({"detail": f"limit: must be an integer from 1 to {MAX_LIMIT}", "code": "invalid",
-                             "field": "limit"}, status=400)
-        rows = list(ModelVersion.objects.filter(project=project).order_by("-version").values(*_FIELDS)[:limit])
+            return _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+        before = _positive(request.query_params.get("before"))
+        if before is False:
+            return _bad("before", "must be a positive integer (a model version)")
+        versions = ModelVersion.objects.filter(project=project)
+        if before is not None:
+            versions = versions.filter(version__lt=before)
+        rows = list(versions.order_by("-version").values(*_FIELDS)[:limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
         seen = [r["max_annotation_id"] or 0 for r in rows]
         # One pass over the newer annotation ids: COUNT(*) FILTER (WHERE id > t) per distinct threshold.
         thresholds = sorted(set(seen))
@@ -95,4 +161,8 @@ class ModelVersionListView(APIView):
             row["labels_since"] = since[newest_seen]
             row["age_seconds"] = round((now - row["created_at"]).total_seconds(), 3)
             body.append(row)
-        return Response(body)
+        response = Response(body)
+        if more:
+            url = request.build_absolute_uri(request.path) + f"?limit={limit}&before={rows[-1]['version']}"
+            response["Link"] = f'<{url}>; rel="next"'
+        return response

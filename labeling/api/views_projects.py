@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib.auth import authenticate
 from django.db.models import F
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -13,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from labeling.api.errors import validated
 from labeling.api.serializers import (
     ProjectCreateSerializer,
     ProjectSerializer,
@@ -48,16 +51,46 @@ class TokenView(APIView):
         return Response({"token": token.key})
 
 
+PROJECTS_PAGE = 100
+PROJECTS_PAGE_MAX = 500
+
+
+class ProjectListQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    limit = serializers.IntegerField(min_value=1, max_value=PROJECTS_PAGE_MAX, default=PROJECTS_PAGE)
+    after = serializers.SlugField(max_length=64, required=False)
+
+
 class ProjectListView(APIView):
-    @extend_schema(responses={200: ProjectSerializer(many=True)})
+    """The caller's projects by slug, ``limit`` per page (default 100). Pages are keyset cursors on the slug:
+    when more remain, ``Link: <...?limit=N&after=SLUG>; rel="next"`` names the next page. The body stays
+    CONTRACT.md's plain JSON list, so a caller with fewer projects than a page sees what it always saw."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int, description=f"Page size (1-{PROJECTS_PAGE_MAX}, default "
+                                                               f"{PROJECTS_PAGE})."),
+                    OpenApiParameter("after", str, description="Only projects whose slug sorts after this one "
+                                                              "(the next page; see the Link header).")],
+        responses={200: ProjectSerializer(many=True)},
+    )
     def get(self, request: Request) -> Response:
+        query = validated(ProjectListQuerySerializer, request.query_params)
         projects = (
             Project.objects.for_user(request.user)
             .annotate(caller_role=F("memberships__role"))
             .select_related("current_taxonomy_version")
             .order_by("slug")
         )
-        return Response(ProjectSerializer(projects, many=True).data)
+        if "after" in query:
+            projects = projects.filter(slug__gt=query["after"])
+        page = list(projects[:query["limit"] + 1])
+        more = len(page) > query["limit"]
+        page = page[:query["limit"]]
+        response = Response(ProjectSerializer(page, many=True).data)
+        if more:
+            cursor = urlencode({"limit": query["limit"], "after": page[-1].slug})
+            url = request.build_absolute_uri(request.path) + f"?{cursor}"
+            response["Link"] = f'<{url}>; rel="next"'
+        return response
 
     @extend_schema(request=ProjectCreateSerializer, responses={
         201: ProjectSerializer, 409: OpenApiResponse(description="A project with this slug already exists."),

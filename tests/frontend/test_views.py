@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from labeling.models import Annotation, Item, Lease, Project
+from learning.models import ModelVersion
 from tests.factories import ItemFactory, ProjectFactory, UserFactory, member
 
 pytestmark = pytest.mark.django_db
@@ -154,14 +155,17 @@ def test_project_list_query_count_does_not_grow_with_projects(
     reviewer = cast["users"]["reviewer"]
     client = logged_in(reviewer)
     ItemFactory.create_batch(2, project=cast["project"])
-    # session + user, then projects, item aggregate, my-annotations aggregate.
-    with django_assert_num_queries(5):
+    # session + user, then projects, item-count ledger, active models, my-annotations aggregate.
+    with django_assert_num_queries(6):
         client.get("/")
     for n in range(4):
         project = ProjectFactory(slug=f"extra-{n}")
         member(project, username="reviewer", role="reviewer")
         ItemFactory.create_batch(2, project=project)
-    with django_assert_num_queries(5):
+        ModelVersion.objects.create(project=project, version=1, status="active", fingerprint="fp",
+                                    embedder="hashing-v1-384", strategy="margin_exploit")
+    # ... plus one grouped count of the labels newer than each active model.
+    with django_assert_num_queries(7):
         body = client.get("/").content.decode()
     assert len(re.findall(r'data-project="([^"]+)"', body)) == 5
 

@@ -82,4 +82,4 @@ def test_schema_documents_the_route(cast: dict[str, Any], api_as: Any) -> None:
     schema = api_as(cast["users"]["admin"]).get("/api/schema/?format=json").json()
     operation = schema["paths"]["/api/projects/{slug}/models/"]["get"]
     assert operation["operationId"] == "project_models_list"
-    assert [p["name"] for p in operation["parameters"] if p["in"] == "query"] == ["limit"]
+    assert [p["name"] for p in operation["parameters"] if p["in"] == "query"] == ["before", "limit"]
