@@ -79,7 +79,8 @@ logger = logging.getLogger(__name__)
 # Written for RE2 (linear time). Deliberately broad: a false positive costs a reviewer a token, a miss leaks.
 DETECTORS: dict[str, str] = {
     "url": r"(?i)\b(?:https?://|www\.)[^\s<>\"']+",
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    # Letters of any script (RE2's \w is ASCII only): internationalised addresses are addresses too.
+    "email": r"[\pL\pN._%+-]+@[\pL\pN-]+(?:\.[\pL\pN-]+)*\.\pL{2,}",
     # 7 to 20 digits, optionally led by + or (, with up to two separators between digits.
     "phone": r"(?:\+|\(|\b)\d(?:[ .()\-]{0,2}\d){6,19}",
 }
