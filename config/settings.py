@@ -144,12 +144,21 @@ DATABASES = _databases()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# The longest a task may run (hard limit, killed past it), and the broker's redelivery delay, which must exceed it.
+SIFT_TASK_TIME_LIMIT_SECONDS = env_int("SIFT_TASK_TIME_LIMIT_SECONDS", 4 * 3600)
+SIFT_TASK_VISIBILITY_SECONDS = env_int("SIFT_TASK_VISIBILITY_SECONDS", 6 * 3600)
+if SIFT_TASK_VISIBILITY_SECONDS <= SIFT_TASK_TIME_LIMIT_SECONDS:
+    raise ImproperlyConfigured("SIFT_TASK_VISIBILITY_SECONDS must exceed SIFT_TASK_TIME_LIMIT_SECONDS: otherwise "
+                               "the broker redelivers a task that is still running")
 
 if REDIS_URL:
     # JSON, not Django's default pickle: nothing read back from Redis is ever unpickled. The cache holds ints
     # (the queue's rank floor) and lists of floats (DRF's throttle history), both plain JSON.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "OPTIONS": {"serializer": "django.core.signing.JSONSerializer"}}}
+    # The reviewer path must survive Redis being down (issue 9): config/cache.py turns a cache failure into a miss
+    # (logged), and the short socket timeouts keep a dead or hung Redis from stalling a request.
+    CACHES = {"default": {"BACKEND": "config.cache.ResilientRedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"serializer": "django.core.signing.JSONSerializer",
+                                      "socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -264,7 +273,18 @@ SPECTACULAR_SETTINGS = {
 # --- Celery -----------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
+        # An unacknowledged (acks_late) message is handed to another worker after this long. It must exceed the
+        # longest task, or a task still running would be run a second time: the hard time limits below cap every
+        # task at 4 h (embedding 1M items with MiniLM on one CPU core: ~2 h), so 6 h leaves a margin. Recovery
+        # from a killed worker does not wait for it: the sweep re-flags a job whose claim went stale
+        # (learning/scheduling.py), so the visibility timeout only guards against duplicate work.
+        "visibility_timeout": SIFT_TASK_VISIBILITY_SECONDS,
+        # A web process publishing on a dead or unreachable Redis gives up in about a second, not the defaults'
+        # many seconds: a submit is waiting (its on_commit callback), and the sweep re-sends later anyway.
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 5.0,
+    }
 else:
     # A broker that needs no server: the worker and web process share a folder.
     _broker_dir = DATA_DIR / "broker"
@@ -283,10 +303,21 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
-# A killed worker must not lose a task: acknowledge after the work, redeliver on loss.
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# At-least-once delivery is opted into per task (acks_late and reject_on_worker_lost on the decorator, each with
+# the reason it is safe: learning/tasks.py, labeling/tasks.py). The default stays "acknowledge on receipt", so a
+# new task cannot be redelivered (and run twice) before someone has shown it is idempotent.
+CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
+# Hard limits, so "the longest task" is a number the visibility timeout can exceed (see the transport options).
+CELERY_TASK_TIME_LIMIT = SIFT_TASK_TIME_LIMIT_SECONDS
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A web process fails fast on a dead broker (connection attempts during a submit's on_commit); workers and beat
+# keep retrying forever on their own loop, and connect at start-up even if the broker comes up after them.
+CELERY_BROKER_CONNECTION_TIMEOUT = 1.0
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A lost broker connection does not cancel running tasks: each holds its claim in PostgreSQL, so a redelivery of
+# its message finds the live claim and does nothing, and the work it finishes is not wasted.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "sift.learning.embed_*": {"queue": "embedding"},

@@ -6,10 +6,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from config.health import HealthView
 from learning.api import ModelVersionListView
 
 urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/health/", HealthView.as_view(), name="api-health"),
     # Before the labeling include, so that its project-detail routes cannot shadow it.
     path("api/projects/<slug:slug>/models/", ModelVersionListView.as_view(), name="api-project-models"),
     path("api/", include("labeling.api.urls")),

@@ -19,7 +19,10 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 12
          "max_retries": 3}
 
 
-@shared_task(name="sift.labeling.export_snapshot", **RETRY)  # type: ignore[untyped-decorator]
+# Late ack safe: idempotent by (project, name); the file is written under a temporary name and renamed, and the row
+# is created after it, so a run killed half-way leaves no snapshot and the redelivered run writes it whole.
+@shared_task(name="sift.labeling.export_snapshot", acks_late=True, reject_on_worker_lost=True, time_limit=3600,
+             **RETRY)  # type: ignore[untyped-decorator]
 def export_snapshot(project_id: int, name: str, params: dict[str, Any], actor_id: int | None = None,
                     **_ignored: Any) -> dict[str, Any] | None:
     """Write snapshot ``name`` of the project; idempotent by (project, name): a second run is a no-op."""

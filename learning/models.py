@@ -122,3 +122,17 @@ class LearningJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} job of project {self.project_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last time a worker ran the beat-scheduled sweep (learning/tasks.py): read by the health endpoint.
+
+    One row per worker name. A recent row proves the whole loop end to end: beat scheduled the sweep, the broker
+    carried it and a worker ran it against the database.
+    """
+
+    worker = models.CharField(max_length=255, unique=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.worker} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

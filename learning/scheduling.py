@@ -42,6 +42,12 @@ What can still go wrong, and what catches it:
 - a process dies between the commit and the on_commit callback: the label is committed but nobody set the
   flag. The sweep compares each project's newest annotation with the newest model attempt's and sets the flag.
 - a message is lost in the broker: ``queued_at`` goes stale after ``SIFT_LEARNING_QUEUED_STALE_SECONDS``.
+- a worker is killed mid-run and no new request comes: the sweep sets the flag of every job whose claim went
+  stale, so the work is redone without waiting for the broker to redeliver (its visibility timeout is hours).
+- Redis is down during a burst of submits: every submit still commits and answers; the first failed send makes
+  this process skip further sends for ``BROKER_BACKOFF_SECONDS`` (the flag stays set, so nothing is lost), so an
+  outage costs one failed connection attempt per process per few seconds, not one per submit. The sweep ignores
+  the back-off: it is the retry, and it runs on a worker, which can only run it once the broker is back.
 
 A duplicate delivery (broker redelivery, a retry, a sweep racing a request) is harmless: either it finds a
 live claim and stops, or it runs and the retrain's fingerprint makes it a no-op.
@@ -50,6 +56,7 @@ live claim and stops, or it runs and the retrain's fingerprint makes it a no-op.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +69,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from labeling.models import Item, Project
-from learning.models import Embedding, LearningJob
+from learning.models import Embedding, LearningJob, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +135,19 @@ def _set_dirty(*, kind: str, project_id: int) -> bool:
         return bool(LearningJob.objects.filter(_job(kind, project_id)).update(dirty=True, requested_at=now))
 
 
-def try_enqueue(*, kind: str, project_id: int) -> bool:
-    """Transition 2: the compare-and-set that lets exactly one process send the message."""
+# After a failed send, this process skips sends for this long (the flags stay set; the sweep retries).
+BROKER_BACKOFF_SECONDS = 5.0
+_broker_down_until = 0.0
+
+
+def try_enqueue(*, kind: str, project_id: int, force: bool = False) -> bool:
+    """Transition 2: the compare-and-set that lets exactly one process send the message.
+
+    Skipped (False, the flag left set) while this process is backing off a broker failure, unless ``force``.
+    """
+    global _broker_down_until
+    if not force and time.monotonic() < _broker_down_until:
+        return False
     now = timezone.now()
     won = LearningJob.objects.filter(
         _job(kind, project_id),
@@ -145,6 +163,7 @@ def try_enqueue(*, kind: str, project_id: int) -> bool:
         # Never run it here instead: leave the flag set for the next request or the sweep.
         logger.exception("could not enqueue %s for project %s; left dirty for the sweep", kind, project_id)
         LearningJob.objects.filter(_job(kind, project_id), queued_at=now).update(queued_at=None)
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         return False
     return True
 
@@ -246,20 +265,28 @@ def sweep() -> dict[str, int]:
         .values_list("pk", flat=True)
     )
     now = timezone.now()
+    # Claims of runs that died (SIGKILL, OOM) and had no request since: flag them so the work is redone now.
+    flagged = LearningJob.objects.filter(
+        dirty=False, running_token__isnull=False, running_since__lt=now - stale_after(),
+    ).update(dirty=True, requested_at=now)
     # A flagged project is handled below; a live run will learn the labels or flag its own follow-up.
     busy = set(
         LearningJob.objects.filter(kind=LearningJob.Kind.RETRAIN, project_id__in=lagging)
         .filter(Q(dirty=True) | Q(running_token__isnull=False, running_since__gte=now - stale_after()))
         .values_list("project_id", flat=True)
     )
-    flagged = 0
     for project_id in lagging:
         if project_id not in busy and _set_dirty(kind=LearningJob.Kind.RETRAIN, project_id=project_id):
             flagged += 1
     enqueued = 0
     for kind, project_id in LearningJob.objects.filter(dirty=True).values_list("kind", "project_id"):
-        enqueued += int(try_enqueue(kind=kind, project_id=project_id))
+        enqueued += int(try_enqueue(kind=kind, project_id=project_id, force=True))
     return {"flagged": flagged, "enqueued": enqueued}
+
+
+def worker_heartbeat(*, worker: str) -> None:
+    """Record that ``worker`` ran the beat-scheduled sweep now (read by the health endpoint, config/health.py)."""
+    WorkerHeartbeat.objects.update_or_create(worker=worker[:255], defaults={"beat_at": timezone.now()})
 
 
 def forget_content(*, content_hashes: Sequence[str]) -> int:

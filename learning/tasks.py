@@ -6,6 +6,12 @@ ignored. Only transient database errors are retried, with exponential backoff; a
 (the service has already recorded it on the model version and released the job's claim). Every task is
 idempotent: the embed task skips hashes that already have a vector, the retrain task is keyed by its
 fingerprint, and both coalesce through learning/scheduling.py.
+
+Delivery: at-least-once where it is proven safe, per task (the default in config/settings.py is to acknowledge on
+receipt). ``acks_late`` keeps the message in the broker until the task returns, ``reject_on_worker_lost`` puts it
+back when the pool child running it dies. Both need a task that may run twice, or run again after dying half-way,
+with one effect; the reason each task qualifies is next to it. ``time_limit`` bounds each task well inside the
+broker's visibility timeout, so the broker never redelivers a task that is still running.
 """
 
 from __future__ import annotations
@@ -26,18 +32,29 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 12
          "max_retries": 5}
 
 
-@shared_task(name="sift.learning.embed_project", **RETRY)  # type: ignore[untyped-decorator]
+# Late ack safe: batches commit on their own and only look for hashes without a vector, so a rerun after a kill
+# continues where the dead run stopped; a redelivery during a live run finds its claim and does nothing.
+@shared_task(name="sift.learning.embed_project", acks_late=True, reject_on_worker_lost=True,
+             **RETRY)  # type: ignore[untyped-decorator]
 def embed_project(project_id: int, **_ignored: Any) -> dict[str, Any]:
     result = project_embed_items(project_id=int(project_id))
     return {"skipped": result.skipped, "embedded": result.embedded, "batches": result.batches}
 
 
-@shared_task(name="sift.learning.retrain_project", **RETRY)  # type: ignore[untyped-decorator]
+# Late ack safe: keyed by its fingerprint (a second run is a no-op) and claimed in the database; a half-written
+# ranking of a dead run is never activated (learning/services/retrain.py), the next run writes a new version.
+@shared_task(name="sift.learning.retrain_project", acks_late=True, reject_on_worker_lost=True, time_limit=3600,
+             **RETRY)  # type: ignore[untyped-decorator]
 def retrain_project(project_id: int, **_ignored: Any) -> dict[str, Any]:
     result = model_version_train(project_id=int(project_id))
     return {"outcome": result.outcome, "version": result.version, "n_ranked": result.n_ranked}
 
 
-@shared_task(name="sift.learning.sweep", **RETRY)  # type: ignore[untyped-decorator]
-def sweep(**_ignored: Any) -> dict[str, int]:
+# Early ack on purpose: beat sends a fresh sweep every SIFT_LEARNING_SWEEP_SECONDS, so a lost one costs one tick,
+# while a redelivered old one (hours later, after a visibility timeout) would only be noise.
+@shared_task(name="sift.learning.sweep", bind=True, acks_late=False, time_limit=300,
+             **RETRY)  # type: ignore[untyped-decorator]
+def sweep(self: Any, **_ignored: Any) -> dict[str, int]:
+    # The heartbeat the health endpoint reads: beat scheduled this, the broker carried it, a worker ran it.
+    scheduling.worker_heartbeat(worker=str(self.request.hostname or "unknown"))
     return scheduling.sweep()

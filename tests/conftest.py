@@ -52,6 +52,16 @@ def using_postgres() -> bool:
     return engine.endswith("postgresql")
 
 
+@pytest.fixture(autouse=True)
+def _broker_backoff_reset() -> Any:
+    """learning.scheduling backs off sends after a broker failure, per process: never across tests."""
+    from learning import scheduling
+
+    scheduling._broker_down_until = 0.0
+    yield
+    scheduling._broker_down_until = 0.0
+
+
 @pytest.fixture
 def postgres_only() -> None:
     require_service("PostgreSQL", using_postgres(), "set DATABASE_URL=postgres://... (make test does)")

@@ -1,0 +1,84 @@
+"""GET /api/health/: each check's pass and fail, and who sees which figures (anonymous: none)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from learning.models import LearningJob, WorkerHeartbeat
+from learning.scheduling import worker_heartbeat
+from tests.conftest import SMS_TAXONOMY
+from tests.factories import ItemFactory, ProjectFactory, UserFactory
+from tests.learning.support import annotate
+
+
+@pytest.fixture
+def project(db: Any) -> Any:
+    return ProjectFactory(slug="health", taxonomy=SMS_TAXONOMY, embedder="hashing")
+
+
+def _staff() -> APIClient:
+    client = APIClient()
+    client.force_authenticate(UserFactory(username="ops", is_staff=True))
+    return client
+
+
+def test_healthy_is_200_and_anonymous_sees_only_booleans(project: Any) -> None:
+    worker_heartbeat(worker="w1@host")
+    response = APIClient().get("/api/health/")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "failing": [], "checks": {
+        "database": {"ok": True}, "broker": {"ok": True}, "worker": {"ok": True}, "queue": {"ok": True}}}
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_no_heartbeat_is_503_naming_the_worker(project: Any) -> None:
+    response = APIClient().get("/api/health/")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["worker"]
+    WorkerHeartbeat.objects.create(worker="old@host", beat_at=timezone.now() - timedelta(hours=1))
+    assert APIClient().get("/api/health/").json()["failing"] == ["worker"]
+
+
+def test_staff_see_figures_and_stale_learning_fails(project: Any, settings: Any) -> None:
+    settings.SIFT_HEALTH_MAX_STALENESS = 60
+    worker_heartbeat(worker="w1@host")
+    reviewer = UserFactory(username="rev")
+    items = [ItemFactory(project=project) for _ in range(3)]
+    for item in items:
+        annotate(item, reviewer, ["spam"])
+    body = _staff().get("/api/health/").json()
+    assert body["status"] == "ok"
+    assert body["checks"]["queue"]["labels_not_in_active_model"] == 3
+    assert body["checks"]["queue"]["oldest_unlearned_label_age_seconds"] < 60
+    assert body["checks"]["worker"]["workers_recent"] == 1
+    assert body["checks"]["broker"]["ok"] is True
+    # The labels wait too long: learning is stale. An old dirty flag fails the same check.
+    from labeling.models import Annotation
+
+    Annotation.objects.filter(project=project).update(created_at=timezone.now() - timedelta(seconds=120))
+    response = _staff().get("/api/health/")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["queue"]
+    assert response.json()["checks"]["queue"]["oldest_unlearned_label_age_seconds"] >= 120
+    # Anonymous callers learn only that it fails, not how many labels wait.
+    assert APIClient().get("/api/health/").json()["checks"]["queue"] == {"ok": False}
+    Annotation.objects.filter(project=project).update(created_at=timezone.now())
+    LearningJob.objects.create(project=project, kind=LearningJob.Kind.RETRAIN, dirty=True,
+                               requested_at=timezone.now() - timedelta(seconds=300))
+    assert _staff().get("/api/health/").json()["checks"]["queue"]["oldest_dirty_retrain_age_seconds"] >= 300
+
+
+def test_broker_down_is_503_naming_the_broker(project: Any, settings: Any) -> None:
+    if not settings.REDIS_URL:
+        pytest.skip("the file-system broker has no server to lose")
+    worker_heartbeat(worker="w1@host")
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = _staff().get("/api/health/")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["broker"]
+    assert "Connection" in response.json()["checks"]["broker"]["error"]
