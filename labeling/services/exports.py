@@ -36,18 +36,26 @@ annotation filter is set, a decided adjudication). Columns, in this order (``COL
 
 How it streams
 --------------
-Three ordered queries (items, annotations, decided adjudications, all by item id) are read in
-chunks through server-side cursors on PostgreSQL (``connection.chunked_cursor``, what
-``.iterator(chunk_size=...)`` uses, but without Django's per-value converters: JSON arrives as text
-and goes through small memo tables, timestamps as integer microseconds) and merge-joined in Python,
-so an item's text is read once however many reviewers it had. Rows leave in batches: JSON Lines and
-CSV 20 rows first, then 500 at a time, Parquet one row group (20,000 rows) at a time through
-``ParquetWriter`` into a byte sink. Memory is bounded by one batch, except for Dawid-Skene, which
-keeps every filtered answer as three int32s in numpy arrays plus an (items x labels) float matrix
-(aggregation.py), and split assignment, which keeps ~50 bytes per exported item in numpy arrays.
-On PostgreSQL the read runs in one ``REPEATABLE READ READ ONLY`` transaction with JIT off, so a
-Dawid-Skene fit and the rows see the same data. Split assignment happens before, in its own short
-locked transaction (splits.py), so a row always shows the split stored for its item.
+On PostgreSQL one query does the joining: it aggregates every item's answers (GROUP BY item over
+the annotation index, so rows leave in item order at once) into short text *keys* (the answers read
+in the target version, the versions they were given in, the first answer's lineage) and merge-joins
+the items and decided adjudications. It is read through a server-side cursor in chunks of tuples
+(``connection.chunked_cursor``, no model instances, no Django converters), so Python handles one
+tuple per item, never one per answer. Keys repeat endlessly ('L["spam"]' twice is most of a
+project), so each distinct key is judged once per export (memo tables) and every row after that
+costs a dict lookup. Writers then work a batch at a time: Parquet builds each column directly
+(``take`` over the batch's distinct judgements, no per-row dicts); JSON Lines and CSV splice
+fragments rendered once per judgement around the item's own encoded strings. On SQLite, and for
+``raw`` (which needs each answer), the same per-item tuples are built in Python by merge-joining
+three ordered reads; tests/labeling/test_export_roundtrip.py checks both give identical bytes.
+
+Rows leave in batches (the first is small, so a download starts at once); Parquet writes row groups
+of 20,000 rows through ``ParquetWriter`` into a byte sink. Memory is bounded by one batch, except
+for Dawid-Skene, which keeps every filtered answer as three int32s in numpy arrays plus an (items x
+labels) float matrix (aggregation.py), and split assignment, which keeps ~50 bytes per exported item
+in numpy arrays. On PostgreSQL the read runs in one ``REPEATABLE READ READ ONLY`` transaction with
+JIT off, so a Dawid-Skene fit and the rows see the same data. Split assignment happens before, in
+its own short locked transaction (splits.py), so a row always shows the split stored for its item.
 
 Reproducible
 ------------
@@ -71,6 +79,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +124,7 @@ TIE_RULE = ("single-label: a shared top vote share (or posterior) gives no hard 
             "multi-label: a label needs strictly more than half (posterior > 0.5); a decided adjudication "
             "always wins")
 
-READ_CHUNK = 2000
+READ_CHUNK = 5000
 FIRST_FETCH = 50
 TEXT_BATCH_ROWS = 500
 FIRST_BATCH_ROWS = 20
@@ -342,6 +351,12 @@ class PreparedExport:
     _votes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
     _majority: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], bool, tuple[float, ...], float]] = field(
         default_factory=dict)
+    # Keyed by the per-item aggregate keys (see "per-item aggregates" below).
+    _reads: dict[Any, Any] = field(default_factory=dict)
+    _judgements: dict[Any, Any] = field(default_factory=dict)
+    _versions: dict[Any, Any] = field(default_factory=dict)
+    _lineages: dict[Any, Any] = field(default_factory=dict)
+    _golds: dict[Any, Any] = field(default_factory=dict)
 
     def parse_json(self, text: Any) -> Any:
         """JSON column text -> value, memoised (label lists repeat); non-text passes through."""
@@ -487,32 +502,37 @@ def _annotation_filter(prepared: PreparedExport) -> Q:
     return q
 
 
-def _raw_rows(queryset: QuerySet[Any], *, sqlite_datetime_at: int | None = None) -> Iterator[tuple[Any, ...]]:
-    """The queryset's rows straight from the driver, fetched ``READ_CHUNK`` at a time.
+def _fetch(sql: str, params: Sequence[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """The query's rows straight from the driver, as lists of tuples: ``FIRST_FETCH`` rows, then ``READ_CHUNK``.
 
     A server-side cursor on PostgreSQL (Django's ``chunked_cursor``); chunked fetches on SQLite.
-    Skipping Django's per-value converters is most of the export's speed: JSON stays text
-    (parsed through the memo tables), and only SQLite's text datetimes need converting.
+    Skipping Django's per-value converters is much of the export's speed, and the small first fetch
+    lets a download start before thousands of rows have been read.
     """
-    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
     cursor = connection.chunked_cursor()
     try:
         cursor.execute(sql, params)
-        # A small first fetch: the download's first bytes should not wait for 2,000 rows of three queries.
         size = FIRST_FETCH
         while True:
             rows = cursor.fetchmany(size)
             size = READ_CHUNK
             if not rows:
                 return
-            if sqlite_datetime_at is None:
-                yield from rows
-            else:
-                at = sqlite_datetime_at
-                for row in rows:
-                    yield (*row[:at], _sqlite_datetime(row[at]), *row[at + 1:])
+            yield rows
     finally:
         cursor.close()
+
+
+def _raw_rows(queryset: QuerySet[Any], *, sqlite_datetime_at: int | None = None) -> Iterator[tuple[Any, ...]]:
+    """The queryset's rows, one by one (see ``_fetch``); SQLite's text datetimes become microseconds."""
+    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    for rows in _fetch(sql, params):
+        if sqlite_datetime_at is None:
+            yield from rows
+        else:
+            at = sqlite_datetime_at
+            for row in rows:
+                yield (*row[:at], _sqlite_datetime(row[at]), *row[at + 1:])
 
 
 class _EpochMicros(Func):
@@ -536,6 +556,103 @@ def _sqlite_datetime(value: Any) -> int:
     if moment is None:
         raise ValueError(f"unreadable datetime {value!r}")
     return _micros(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+def _text(value: Any) -> str:
+    """A JSON column's value as JSON text (the driver gives text; anything else is encoded)."""
+    return value if isinstance(value, str) else _json(value)
+
+
+# --------------------------------------------------------------------------- per-item aggregates
+#
+# Both producers below hand out the same thing: lists of per-item tuples (``_G_*`` positions), one
+# per candidate item, by item id. The answers of an item arrive pre-aggregated as *keys*: ``votes``
+# joins one token per filtered answer ("L" + labels JSON when given in the target version, "M" +
+# mapped labels JSON when mapped onto it, "U" when unreadable there) with U+001F, which JSON text
+# never contains unescaped; ``versions`` lists the versions the answers were given in; ``lineage``
+# is the item's first answer's (reason, inclusion probability, model version). Keys repeat across
+# items ('L["spam"]\x1fL["spam"]'), so each is read once per export through a memo table and every
+# later item with the same key costs one dict lookup: that is what keeps the row loop short.
+
+(_G_ID, _G_EXTERNAL_ID, _G_TEXT, _G_HASH, _G_META, _G_GOLD, _G_GOLD_LABELS, _G_SPLIT, _G_N, _G_VOTES, _G_REVIEWERS,
+ _G_VERSIONS, _G_LINEAGE, _G_FIRST, _G_LAST, _G_ADJ, _G_RAW) = range(17)
+_SEP = "\x1f"
+
+
+def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -> tuple[str, list[Any]]:
+    """PostgreSQL: one query that aggregates every item's answers (GROUP BY item) and joins the item.
+
+    The aggregate runs over the annotation index in item order and merge-joins the items by primary
+    key, so the first rows stream out at once; Python receives one tuple per item instead of one per
+    answer. ``light`` (the Dawid-Skene fit and split assignment) skips text and meta; ``reviewers``
+    (the fit) adds the reviewers, with votes and reviewers both in answer-id order, so that each vote
+    pairs with its reviewer and the fit sees its observations in the same order every time.
+    """
+    target = prepared.target_version_id
+    params = prepared.params
+    conditions: list[str] = []
+    pass_params: list[Any] = []
+    if params.taxonomy_version is not None:
+        conditions.append("taxonomy_version_id = %s")
+        pass_params.append(target)
+    if prepared.reviewer_ids is not None:
+        conditions.append("reviewer_id = ANY(%s)")
+        pass_params.append(sorted(prepared.reviewer_ids))
+    if params.since is not None:
+        conditions.append("created_at >= %s")
+        pass_params.append(params.since)
+    if params.until is not None:
+        conditions.append("created_at < %s")
+        pass_params.append(params.until)
+    filtered = bool(conditions)
+    only = " FILTER (WHERE passes)" if filtered else ""
+    ordered = " ORDER BY id" if reviewers else ""
+    reviewer_list = f"string_agg(reviewer_id::text, ','{ordered}){only}" if reviewers else "NULL"
+    text, meta = ("''", "'{}'") if light else ("i.text", "i.meta::text")
+    sql = f"""
+        SELECT i.id, i.external_id, {text}, i.content_hash, {meta}, i.is_gold, i.gold_labels::text, i.split,
+               COALESCE(a.n, 0), a.votes, a.reviewers, a.versions, a.lineage, a.first_us, a.last_us,
+               CASE WHEN d.taxonomy_version_id IS NULL OR d.taxonomy_version_id = %s THEN d.labels::text END
+        FROM {Item._meta.db_table} i
+        {"" if filtered else "LEFT "}JOIN (
+            SELECT item_id,
+                   count(*){only} AS n,
+                   string_agg(token, chr(31){ordered}){only} AS votes,
+                   {reviewer_list} AS reviewers,
+                   string_agg(taxonomy_version_id::text, ','){only} AS versions,
+                   (array_agg(concat(selection_reason, chr(31), inclusion_probability, chr(31), model_version)
+                              ORDER BY id))[1] AS lineage,
+                   (EXTRACT(EPOCH FROM min(created_at){only}) * 1000000)::bigint AS first_us,
+                   (EXTRACT(EPOCH FROM max(created_at){only}) * 1000000)::bigint AS last_us
+            FROM (
+                SELECT item_id, id, reviewer_id, taxonomy_version_id, selection_reason, inclusion_probability,
+                       model_version, created_at, {" AND ".join(conditions) or "TRUE"} AS passes,
+                       CASE WHEN taxonomy_version_id = %s THEN 'L' || labels::text
+                            WHEN mapped_taxonomy_version_id = %s AND mapped_labels IS NOT NULL
+                                THEN 'M' || mapped_labels::text
+                            ELSE 'U' END AS token
+                FROM {Annotation._meta.db_table}
+                WHERE project_id = %s
+            ) answers
+            GROUP BY item_id
+        ) a ON a.item_id = i.id
+        LEFT JOIN {Adjudication._meta.db_table} d ON d.item_id = i.id AND d.state = %s
+        WHERE i.project_id = %s AND {"a.n > 0" if filtered else "(a.item_id IS NOT NULL OR d.id IS NOT NULL)"}
+        ORDER BY i.id
+    """  # noqa: S608 - only this module's constant fragments are interpolated; every value is a parameter
+    project_id = prepared.project.pk
+    return sql, [target, *pass_params, target, target, project_id, Adjudication.State.DECIDED, project_id]
+
+
+def _passes(prepared: PreparedExport, ann: tuple[Any, ...]) -> bool:
+    params = prepared.params
+    if params.taxonomy_version is not None and ann[_A_VERSION] != prepared.target_version_id:
+        return False
+    if prepared.reviewer_ids is not None and ann[_A_REVIEWER] not in prepared.reviewer_ids:
+        return False
+    if params.since is not None and ann[_A_CREATED] < prepared.since_us:
+        return False
+    return not (params.until is not None and ann[_A_CREATED] >= prepared.until_us)
 
 
 def _groups(prepared: PreparedExport, *, light: bool) -> Iterator[tuple[tuple[Any, ...], list[tuple[Any, ...]],
@@ -581,62 +698,147 @@ def _groups(prepared: PreparedExport, *, light: bool) -> Iterator[tuple[tuple[An
         yield item, anns, adj
 
 
-@dataclass(slots=True)
-class _Judged:
-    """One item's filtered answers, read in the target version, and the decision."""
+def _python_aggregates(prepared: PreparedExport, *, light: bool) -> Iterator[list[tuple[Any, ...]]]:
+    """The same per-item tuples as ``_sql_aggregates``, built in Python from ``_groups``.
 
-    passing: list[tuple[Any, ...]]
-    votes: list[tuple[int, ...]]
+    Used on SQLite and for ``raw`` (each annotator's answers, with usernames and ISO timestamps).
+    """
+    target = prepared.target_version_id
+    filtered = prepared.params.filters_annotations
+    raw = prepared.params.raw and not light
+    versions = prepared.version_numbers
+    batch: list[tuple[Any, ...]] = []
+    size = FIRST_FETCH
+    for item, anns, adj in _groups(prepared, light=light):
+        passing = [a for a in anns if _passes(prepared, a)] if filtered else anns
+        if filtered and not passing:
+            continue
+        tokens = []
+        for a in passing:
+            if a[_A_VERSION] == target:
+                tokens.append("L" + _text(a[_A_LABELS]))
+            elif a[_A_MAPPED_VERSION] == target and a[_A_MAPPED] is not None:
+                tokens.append("M" + _text(a[_A_MAPPED]))
+            else:
+                tokens.append("U")
+        first = anns[0] if anns else None
+        adj_text = (_text(adj[1]) if adj is not None and adj[1] is not None and adj[2] in (None, target) else None)
+        raw_answers = [
+            {"reviewer": prepared.username(a[_A_REVIEWER]), "labels": prepared.parse_json(a[_A_LABELS]),
+             "mapped_labels": prepared.parse_json(a[_A_MAPPED]),
+             "taxonomy_version": versions.get(a[_A_VERSION], 0), "model_version": a[_A_MODEL],
+             "created_at": _iso(a[_A_CREATED])}
+            for a in passing
+        ] if raw else None
+        batch.append((
+            *item, len(passing), _SEP.join(tokens) if passing else None,
+            tuple(a[_A_REVIEWER] for a in passing), tuple(a[_A_VERSION] for a in passing),
+            (first[_A_REASON], first[_A_INCLUSION], first[_A_MODEL]) if first else None,
+            min(a[_A_CREATED] for a in passing) if passing else None,
+            max(a[_A_CREATED] for a in passing) if passing else None,
+            adj_text, raw_answers,
+        ))
+        if len(batch) >= size:
+            yield batch
+            batch, size = [], READ_CHUNK
+    if batch:
+        yield batch
+
+
+def _aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool = False) -> Iterator[list[tuple[Any, ...]]]:
+    if connection.vendor == "postgresql" and not (prepared.params.raw and not light):
+        sql, sql_params = _sql_aggregates(prepared, light=light, reviewers=reviewers)
+        return _fetch(sql, sql_params)
+    return _python_aggregates(prepared, light=light)
+
+
+# --------------------------------------------------------------------------- judging
+
+@dataclass(slots=True)
+class _Read:
+    """A votes key read in the target version."""
+
+    n: int  # filtered answers
+    votes: list[tuple[int, ...]]  # the readable ones, as sorted label indices
+    positions: list[int]  # where each readable vote sits among the key's tokens
     n_mapped: int
     n_unmappable: int
+
+
+@dataclass(slots=True, eq=False)
+class _Judgement:
+    """An item's answer (the aggregate, or its adjudication) and the row figures that follow from it.
+
+    Shared by every item with the same votes key and adjudication under majority vote (eq=False:
+    batches count and cache these by identity). ``json`` and ``csv`` are the writers' rendered
+    fragments, filled on first use.
+    """
+
     labels: tuple[str, ...]
     source: str
     soft: tuple[float, ...] | None
     agreement: float | None
+    n_annotators: int
+    n_mapped: int
+    n_unmappable: int
+    keep: bool
+    json: tuple[str, str] | None = None
+    csv: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
-def _passes(prepared: PreparedExport, ann: tuple[Any, ...]) -> bool:
-    params = prepared.params
-    if params.taxonomy_version is not None and ann[_A_VERSION] != prepared.target_version_id:
-        return False
-    if prepared.reviewer_ids is not None and ann[_A_REVIEWER] not in prepared.reviewer_ids:
-        return False
-    if params.since is not None and ann[_A_CREATED] < prepared.since_us:
-        return False
-    return not (params.until is not None and ann[_A_CREATED] >= prepared.until_us)
+@dataclass(slots=True, eq=False)
+class _Versions:
+    """The versions an item's answers were given in (by number) and how many answers each."""
+
+    numbers: list[int]
+    counts: Counter[int]
+    json: str | None = None
 
 
-def _read_votes(prepared: PreparedExport, anns: list[tuple[Any, ...]]) -> tuple[
-        list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, ...]], int, int]:
-    """Filtered answers; the readable ones with their label indices in the target version; counts.
+@dataclass(slots=True, eq=False)
+class _Lineage:
+    reason: str | None
+    inclusion: float | None
+    model: int | None
+    json: str | None = None
+    csv: tuple[str, str, str] | None = None
 
-    Returns ``(passing, readable, votes, n_mapped, n_unmappable)`` with ``votes[j]`` the answer of
-    ``readable[j]`` (sorted label indices). The reading rule is taxonomy_migrations.py's:
-    ``labels`` under the target version, else ``mapped_labels`` mapped onto it, else unreadable.
-    """
-    target = prepared.target_version_id
-    filtered = prepared.params.filters_annotations
-    passing: list[tuple[Any, ...]] = []
-    readable: list[tuple[Any, ...]] = []
-    votes: list[tuple[int, ...]] = []
-    n_mapped = n_unmappable = 0
-    for ann in anns:
-        if filtered and not _passes(prepared, ann):
-            continue
-        passing.append(ann)
-        if ann[_A_VERSION] == target:
-            vote, mapped = prepared.vote(ann[_A_LABELS]), False
-        elif ann[_A_MAPPED_VERSION] == target and ann[_A_MAPPED] is not None:
-            vote, mapped = prepared.vote(ann[_A_MAPPED]), True
-        else:
-            vote = None
-        if vote is None:
-            n_unmappable += 1
-            continue
-        n_mapped += mapped
-        readable.append(ann)
-        votes.append(vote)
-    return passing, readable, votes, n_mapped, n_unmappable
+
+@dataclass(slots=True, eq=False)
+class _Gold:
+    gold: bool
+    labels: Any
+    json: str | None = None
+    csv: tuple[str, str] | None = None
+
+
+def _memo(table: dict[Any, Any], key: Any, make: Any) -> Any:
+    value = table.get(key)
+    if value is None:
+        value = make(key)
+        if len(table) >= _JSON_CACHE_MAX:
+            table.clear()
+        table[key] = value
+    return value
+
+
+def _read(prepared: PreparedExport, key: str | None) -> _Read:
+    def make(key: str | None) -> _Read:
+        read = _Read(0, [], [], 0, 0)
+        if key is None:
+            return read
+        for position, token in enumerate(key.split(_SEP)):
+            read.n += 1
+            vote = prepared.vote(token[1:]) if token[0] != "U" else None
+            if vote is None:
+                read.n_unmappable += 1
+                continue
+            read.n_mapped += token[0] == "M"
+            read.votes.append(vote)
+            read.positions.append(position)
+        return read
+
+    return _memo(prepared._reads, key, make)  # type: ignore[no-any-return]
 
 
 def _majority(prepared: PreparedExport, votes: list[tuple[int, ...]]
@@ -655,10 +857,11 @@ def _majority(prepared: PreparedExport, votes: list[tuple[int, ...]]
     return hit
 
 
-def _judge(prepared: PreparedExport, anns: list[tuple[Any, ...]], adj: tuple[Any, ...] | None,
-           posterior: Sequence[float] | np.ndarray | None) -> _Judged:
-    passing, _readable, votes, n_mapped, n_unmappable = _read_votes(prepared, anns)
-    keys = prepared.keys
+def _judge(prepared: PreparedExport, key: str | None, adj_text: str | None,
+           posterior: Sequence[float] | np.ndarray | None) -> _Judgement:
+    """Decide one item from its votes key, its (applicable) adjudication and, for Dawid-Skene, its posterior."""
+    read = _read(prepared, key)
+    votes = read.votes
     soft: tuple[float, ...] | None = None
     chosen: tuple[int, ...] = ()
     source = "none"
@@ -676,29 +879,145 @@ def _judge(prepared: PreparedExport, anns: list[tuple[Any, ...]], adj: tuple[Any
             source = "majority"
         if tie:
             source = "tie"
-    if adj is not None and adj[2] in (None, prepared.target_version_id):
-        decided = prepared.vote(adj[1]) if adj[1] is not None else None
-        if decided is not None:
-            chosen = decided
-            source = "adjudication"
-            if votes:
-                agreement = round(sum(1 for v in votes if v == chosen) / len(votes), ROUND)
-    labels = tuple(keys[k] for k in chosen)
-    return _Judged(passing, votes, n_mapped, n_unmappable, labels, source, soft, agreement)
-
-
-def _keep(prepared: PreparedExport, item: tuple[Any, ...], judged: _Judged) -> bool:
-    """The row filters: gold handling, minimum annotators and agreement, label."""
+    decided = prepared.vote(adj_text) if adj_text is not None else None
+    if decided is not None:
+        chosen = decided
+        source = "adjudication"
+        if votes:
+            agreement = round(sum(1 for v in votes if v == chosen) / len(votes), ROUND)
+    labels = tuple(prepared.keys[k] for k in chosen)
     params = prepared.params
-    if not judged.passing and (params.filters_annotations or judged.source != "adjudication"):
-        return False
-    if params.gold == "exclude" and item[_I_GOLD]:
-        return False
-    if params.min_annotators is not None and len(judged.passing) < params.min_annotators:
-        return False
-    if params.min_agreement is not None and (judged.agreement is None or judged.agreement < params.min_agreement):
-        return False
-    return not (prepared.label_filter and not prepared.label_filter.intersection(judged.labels))
+    # The row filters that depend on the answer alone (gold exclusion is the item's own).
+    keep = not (
+        (not read.n and (params.filters_annotations or source != "adjudication"))
+        or (params.min_annotators is not None and read.n < params.min_annotators)
+        or (params.min_agreement is not None and (agreement is None or agreement < params.min_agreement))
+        or (prepared.label_filter and not prepared.label_filter.intersection(labels))
+    )
+    return _Judgement(labels, source, soft, agreement, read.n, read.n_mapped, read.n_unmappable, keep)
+
+
+def _versions_of(prepared: PreparedExport, key: Any) -> _Versions:
+    def make(key: Any) -> _Versions:
+        ids = [int(v) for v in key.split(",")] if isinstance(key, str) else list(key or ())
+        counts = Counter(prepared.version_numbers.get(v, 0) for v in ids)
+        return _Versions(sorted(counts), counts)
+
+    return _memo(prepared._versions, key, make)  # type: ignore[no-any-return]
+
+
+def _lineage_of(prepared: PreparedExport, key: Any) -> _Lineage:
+    def make(key: Any) -> _Lineage:
+        if key is None:
+            return _Lineage(None, None, None)
+        if isinstance(key, str):
+            # concat() in SQL: NULLs are empty strings; floats are PostgreSQL's shortest exact text.
+            reason, inclusion, model = key.rsplit(_SEP, 2)
+            return _Lineage(reason, float(inclusion) if inclusion else None, int(model) if model else None)
+        return _Lineage(*key)
+
+    return _memo(prepared._lineages, key, make)  # type: ignore[no-any-return]
+
+
+def _gold_of(prepared: PreparedExport, is_gold: Any, labels: Any) -> _Gold:
+    return _memo(prepared._golds, (bool(is_gold), labels),  # type: ignore[no-any-return]
+                 lambda key: _Gold(key[0], prepared.parse_json(key[1]) if key[0] else None))
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Kept rows (``_G_*`` tuples) and, position by position, what the writers need about each."""
+
+    rows: list[tuple[Any, ...]]
+    judgements: list[_Judgement]
+    versions: list[_Versions] = field(default_factory=list)
+    lineages: list[_Lineage] = field(default_factory=list)
+    golds: list[_Gold] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def part(self, start: int, stop: int) -> _Batch:
+        return _Batch(self.rows[start:stop], self.judgements[start:stop], self.versions[start:stop],
+                      self.lineages[start:stop], self.golds[start:stop])
+
+    @staticmethod
+    def join(batches: list[_Batch]) -> _Batch:
+        if len(batches) == 1:
+            return batches[0]
+        out = _Batch([], [])
+        for b in batches:
+            out.rows += b.rows
+            out.judgements += b.judgements
+            out.versions += b.versions
+            out.lineages += b.lineages
+            out.golds += b.golds
+        return out
+
+
+def _judged(prepared: PreparedExport, *, light: bool) -> Iterator[_Batch]:
+    """The exported items in id order, judged, in batches (``versions``/``lineages``/``golds`` unless light)."""
+    posteriors = _fit_dawid_skene(prepared) if prepared.params.aggregation == "dawid_skene" else None
+    exclude_gold = prepared.params.gold == "exclude"
+    memo = prepared._judgements
+    for chunk in _aggregates(prepared, light=light):
+        rows: list[tuple[Any, ...]] = []
+        judgements: list[_Judgement] = []
+        for row in chunk:
+            if exclude_gold and row[_G_GOLD]:
+                continue
+            post = posteriors.row(row[_G_ID]) if posteriors is not None else None
+            # Items with the same answers (and, for Dawid-Skene, the same posterior: the same
+            # reviewers gave them) share one judgement.
+            key = (row[_G_VOTES], row[_G_ADJ]) if post is None else (row[_G_VOTES], row[_G_ADJ], post.tobytes())
+            judgement = memo.get(key)
+            if judgement is None:
+                judgement = _judge(prepared, row[_G_VOTES], row[_G_ADJ], post)
+                if len(memo) >= _JSON_CACHE_MAX:
+                    memo.clear()
+                memo[key] = judgement
+            if judgement.keep:
+                rows.append(row)
+                judgements.append(judgement)
+        if not rows:
+            continue
+        batch = _Batch(rows, judgements)
+        if not light:
+            versions, lineages, golds = prepared._versions, prepared._lineages, prepared._golds
+            batch.versions = [versions.get(r[_G_VERSIONS]) or _versions_of(prepared, r[_G_VERSIONS]) for r in rows]
+            batch.lineages = [lineages.get(r[_G_LINEAGE]) or _lineage_of(prepared, r[_G_LINEAGE]) for r in rows]
+            batch.golds = [golds.get((bool(r[_G_GOLD]), r[_G_GOLD_LABELS]))
+                           or _gold_of(prepared, r[_G_GOLD], r[_G_GOLD_LABELS]) for r in rows]
+        yield batch
+
+
+def _tally(stats: _Stats, batch: _Batch) -> None:
+    """The card figures for a written batch: per distinct judgement / version set, not per row."""
+    stats.rows += len(batch.rows)
+    for judgement, count in Counter(batch.judgements).items():
+        stats.annotations += judgement.n_annotators * count
+        if judgement.labels:
+            for label in judgement.labels:
+                stats.labels[label] += count
+        else:
+            stats.labels["(no label)"] += count
+        stats.sources[judgement.source] += count
+        stats.mapped += judgement.n_mapped * count
+        stats.unmappable += judgement.n_unmappable * count
+        if judgement.agreement is not None:
+            stats.agreement_rows += count
+            stats.agreement_sum += judgement.agreement * count
+            stats.full_agreement += count if judgement.agreement == 1.0 else 0
+    for versions, count in Counter(batch.versions).items():
+        for number, n in versions.counts.items():
+            stats.versions[number] += n * count
+    stats.gold_rows += sum(1 for g in batch.golds if g.gold)
+    stats.splits.update(r[_G_SPLIT] or "unassigned" for r in batch.rows)
+    firsts = [r[_G_FIRST] for r in batch.rows if r[_G_FIRST] is not None]
+    if firsts:
+        low, high = min(firsts), max(r[_G_LAST] for r in batch.rows if r[_G_LAST] is not None)
+        stats.first = low if stats.first is None else min(stats.first, low)
+        stats.last = high if stats.last is None else max(stats.last, high)
 
 
 # --------------------------------------------------------------------------- Dawid-Skene
@@ -726,32 +1045,37 @@ def _fit_dawid_skene(prepared: PreparedExport) -> _Posteriors:
     obs_item, obs_worker, obs_label = array("i"), array("i"), array("i")  # single-label observations
     ans_item, ans_worker = array("i"), array("i")  # multi-label: one per answer...
     chosen_answer, chosen_label = array("i"), array("i")  # ...and one per chosen label
-    workers: dict[int, int] = {}
+    workers: dict[Any, int] = {}
     gold: list[list[int] | None] = []
     used_labels: set[int] = set()
     multi = prepared.multi_label
-    for item, anns, _adj in _groups(prepared, light=True):
-        _passing, readable, votes, _, _ = _read_votes(prepared, anns)
-        if not votes:
-            continue
-        pos = len(item_ids)
-        item_ids.append(item[_I_ID])
-        for ann, vote in zip(readable, votes, strict=True):
-            w = workers.setdefault(ann[_A_REVIEWER], len(workers))
-            if multi:
-                ans_item.append(pos)
-                ans_worker.append(w)
-                for k in vote:
-                    chosen_answer.append(len(ans_item) - 1)
-                    chosen_label.append(k)
-            else:
-                for k in vote:
-                    obs_item.append(pos)
-                    obs_worker.append(w)
-                    obs_label.append(k)
-            used_labels.update(vote)
-        pinned = prepared.vote(item[_I_GOLD_LABELS]) if item[_I_GOLD] and item[_I_GOLD_LABELS] else None
-        gold.append(list(pinned) if pinned else None)
+    for chunk in _aggregates(prepared, light=True, reviewers=True):
+        for row in chunk:
+            # Gold items inform the fit even when the export leaves them out.
+            read = _read(prepared, row[_G_VOTES])
+            if not read.votes:
+                continue
+            reviewers = row[_G_REVIEWERS]
+            if isinstance(reviewers, str):
+                reviewers = reviewers.split(",")
+            pos = len(item_ids)
+            item_ids.append(row[_G_ID])
+            for vote, at in zip(read.votes, read.positions, strict=True):
+                w = workers.setdefault(int(reviewers[at]), len(workers))
+                if multi:
+                    ans_item.append(pos)
+                    ans_worker.append(w)
+                    for k in vote:
+                        chosen_answer.append(len(ans_item) - 1)
+                        chosen_label.append(k)
+                else:
+                    for k in vote:
+                        obs_item.append(pos)
+                        obs_worker.append(w)
+                        obs_label.append(k)
+                used_labels.update(vote)
+            pinned = prepared.vote(row[_G_GOLD_LABELS]) if row[_G_GOLD] and row[_G_GOLD_LABELS] else None
+            gold.append(list(pinned) if pinned else None)
     n_items, n_labels = len(item_ids), len(prepared.keys)
     ids = np.frombuffer(item_ids, dtype=np.int64).copy() if n_items else np.zeros(0, dtype=np.int64)
     fit: DawidSkeneFit
@@ -790,22 +1114,18 @@ def _assign_splits(prepared: PreparedExport, *, actor: Actor) -> dict[str, int]:
     with transaction.atomic():
         splits_service.splits_lock(project_id=prepared.project.pk)
         _no_jit()
-        posteriors = _fit_dawid_skene(prepared) if params.aggregation == "dawid_skene" else None
         # Compact per exported item: id (8 bytes), content digest (32), stratum (4), stored split (1).
         item_ids = array("q")
         hashes = bytearray()
         strata = array("i")
         existing = array("b")
         stratum_index: dict[str, int] = {}
-        for item, anns, adj in _groups(prepared, light=True):
-            post = posteriors.row(item[_I_ID]) if posteriors is not None else None
-            judged = _judge(prepared, anns, adj, post)
-            if not _keep(prepared, item, judged):
-                continue
-            item_ids.append(item[_I_ID])
-            hashes += _hash_bytes(item[_I_HASH])
-            strata.append(stratum_index.setdefault("+".join(judged.labels), len(stratum_index)))
-            existing.append(splits_service.SPLIT_INDEX.get(item[_I_SPLIT] or "", splits_service.NO_SPLIT))
+        for batch in _judged(prepared, light=True):
+            for row, judgement in zip(batch.rows, batch.judgements, strict=True):
+                item_ids.append(row[_G_ID])
+                hashes += _hash_bytes(row[_G_HASH])
+                strata.append(stratum_index.setdefault("+".join(judgement.labels), len(stratum_index)))
+                existing.append(splits_service.SPLIT_INDEX.get(row[_G_SPLIT] or "", splits_service.NO_SPLIT))
         if not item_ids:
             return {"train": 0, "validation": 0, "test": 0}
         ids = np.frombuffer(item_ids, dtype=np.int64)
@@ -844,85 +1164,60 @@ def _hash_bytes(content_hash: str) -> bytes:
     return raw
 
 
-# --------------------------------------------------------------------------- rows
-
 def _iso(moment: datetime | int) -> str:
     if isinstance(moment, int):
         moment = _from_micros(moment)
     return moment.astimezone(UTC).isoformat()
 
 
-def _rows(prepared: PreparedExport) -> Iterator[tuple[Any, ...]]:
-    """The export's rows, as tuples in ``prepared.columns`` order, updating the card figures."""
-    posteriors = _fit_dawid_skene(prepared) if prepared.params.aggregation == "dawid_skene" else None
-    versions = prepared.version_numbers
-    target_number = prepared.target_version_number
-    raw = prepared.params.raw
-    stats = prepared.stats
-    for item, anns, adj in _groups(prepared, light=False):
-        post = posteriors.row(item[_I_ID]) if posteriors is not None else None
-        judged = _judge(prepared, anns, adj, post)
-        if not _keep(prepared, item, judged):
-            continue
-        first = anns[0] if anns else None
-        passing = judged.passing
-        answer_versions = sorted({versions.get(a[_A_VERSION], 0) for a in passing})
-        gold = bool(item[_I_GOLD])
-        # ``meta`` stays the stored JSON text: writers embed it as is (JSON Lines) or as a string cell.
-        row: tuple[Any, ...] = (
-            item[_I_EXTERNAL_ID], item[_I_TEXT], item[_I_HASH], item[_I_META] or "{}", list(judged.labels),
-            judged.source, judged.soft, len(passing), judged.agreement, target_number, answer_versions,
-            judged.n_mapped, judged.n_unmappable,
-            first[_A_REASON] if first else None, first[_A_INCLUSION] if first else None,
-            first[_A_MODEL] if first else None,
-            gold, prepared.parse_json(item[_I_GOLD_LABELS]) if gold else None, item[_I_SPLIT] or None,
-        )
-        if raw:
-            row += ([
-                {"reviewer": prepared.username(a[_A_REVIEWER]), "labels": prepared.parse_json(a[_A_LABELS]),
-                 "mapped_labels": prepared.parse_json(a[_A_MAPPED]),
-                 "taxonomy_version": versions.get(a[_A_VERSION], 0), "model_version": a[_A_MODEL],
-                 "created_at": _iso(a[_A_CREATED])}
-                for a in passing
-            ],)
-        # Card figures.
-        stats.rows += 1
-        stats.annotations += len(passing)
-        stats.gold_rows += gold
-        if judged.labels:
-            stats.labels.update(judged.labels)
-        else:
-            stats.labels["(no label)"] += 1
-        stats.sources[judged.source] += 1
-        stats.splits[item[_I_SPLIT] or "unassigned"] += 1
-        stats.mapped += judged.n_mapped
-        stats.unmappable += judged.n_unmappable
-        for a in passing:
-            stats.versions[versions.get(a[_A_VERSION], 0)] += 1
-            created = a[_A_CREATED]
-            if stats.first is None or created < stats.first:
-                stats.first = created
-            if stats.last is None or created > stats.last:
-                stats.last = created
-        if judged.agreement is not None:
-            stats.agreement_rows += 1
-            stats.agreement_sum += judged.agreement
-            stats.full_agreement += 1 if judged.agreement == 1.0 else 0
-        yield row
-
-
 # --------------------------------------------------------------------------- writers
+#
+# Writers turn a _Batch into bytes. The parts of a row that come from shared objects (judgement,
+# version set, lineage, gold) are rendered once per object and spliced in; only the item's own
+# strings (external id, text, hash, meta) are encoded per row. The output is exactly what encoding
+# each row as a dict in column order would give (tests/labeling/test_export_roundtrip.py).
 
 # One encoder for the whole module: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_string = encode_basestring  # the C encoder json uses for str with ensure_ascii=False
 
 
 def _json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-_META = COLUMNS.index("meta")
-_SOFT = COLUMNS.index("soft_labels")
+def _judgement_json(judgement: _Judgement, keys: list[str]) -> tuple[str, str]:
+    if judgement.json is None:
+        soft = judgement.soft
+        judgement.json = (
+            f'"labels":{_json(list(judgement.labels))},"label_source":{_json(judgement.source)},'
+            f'"soft_labels":{_json(dict(zip(keys, soft, strict=True)) if soft is not None else None)},'
+            f'"n_annotators":{judgement.n_annotators},"agreement":{_json(judgement.agreement)}',
+            f',"n_mapped":{judgement.n_mapped},"n_unmappable":{judgement.n_unmappable}',
+        )
+    return judgement.json
+
+
+def _versions_json(versions: _Versions) -> str:
+    if versions.json is None:
+        versions.json = _json(versions.numbers)
+    return versions.json
+
+
+def _lineage_json(lineage: _Lineage) -> str:
+    if lineage.json is None:
+        lineage.json = (f',"selection_reason":{_json(lineage.reason)},'
+                        f'"inclusion_probability":{_json(lineage.inclusion)},"model_version":{_json(lineage.model)}')
+    return lineage.json
+
+
+def _gold_json(gold: _Gold) -> str:
+    if gold.json is None:
+        gold.json = f',"is_gold":{_json(gold.gold)},"gold_labels":{_json(gold.labels)}'
+    return gold.json
+
+
+_SPLIT_JSON: dict[str | None, str] = {None: "null", **{name: f'"{name}"' for name in splits_service.SPLIT_NAMES}}
 
 
 class _JsonlWriter:
@@ -930,35 +1225,41 @@ class _JsonlWriter:
 
     def __init__(self, prepared: PreparedExport) -> None:
         self.keys = prepared.keys
-        self.head = prepared.columns[:_META]
-        self.tail = prepared.columns[_META + 1:]
+        self.version = f',"taxonomy_version":{prepared.target_version_number},"annotation_taxonomy_versions":'
+        self.raw = prepared.params.raw
 
     def begin(self) -> bytes:
         return b""
 
-    def write(self, rows: list[tuple[Any, ...]]) -> bytes:
-        keys, head, tail = self.keys, self.head, self.tail
+    def write(self, batch: _Batch) -> bytes:
+        keys, version, enc, raw = self.keys, self.version, _encode_string, self.raw
         lines = []
-        for row in rows:
-            soft = row[_SOFT]
-            rest = dict(zip(tail, row[_META + 1:], strict=True))
-            rest["soft_labels"] = dict(zip(keys, soft, strict=True)) if soft is not None else None
-            first = _json(dict(zip(head, row[:_META], strict=True)))
-            lines.append(f'{first[:-1]},"meta":{row[_META]},{_json(rest)[1:]}\n')
+        for row, judgement, versions, lineage, gold in zip(batch.rows, batch.judgements, batch.versions,
+                                                          batch.lineages, batch.golds, strict=True):
+            head, counts = judgement.json or _judgement_json(judgement, keys)
+            split = row[_G_SPLIT] or None
+            split_json = _SPLIT_JSON.get(split) or _json(split)
+            extra = f',"raw":{_json(row[_G_RAW])}' if raw else ""
+            lines.append(
+                f'{{"external_id":{enc(row[_G_EXTERNAL_ID])},"text":{enc(row[_G_TEXT])},'
+                f'"content_hash":{enc(row[_G_HASH])},"meta":{row[_G_META] or "{}"},{head}{version}'
+                f'{versions.json or _versions_json(versions)}{counts}{lineage.json or _lineage_json(lineage)}'
+                f'{gold.json or _gold_json(gold)},"split":{split_json}{extra}}}\n')
         return "".join(lines).encode()
 
     def finish(self) -> bytes:
         return b""
 
 
-def _csv_cell(value: Any) -> Any:
+def _cell(value: Any) -> str:
+    """A CSV cell: null is empty, booleans are true/false, lists and objects compact JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):
         return _json(value)
-    return value
+    return str(value)
 
 
 class _CsvWriter:
@@ -971,6 +1272,8 @@ class _CsvWriter:
     def __init__(self, prepared: PreparedExport) -> None:
         self.columns = prepared.columns
         self.keys = prepared.keys
+        self.version = str(prepared.target_version_number)
+        self.raw = prepared.params.raw
 
     def _lines(self, rows: Sequence[Sequence[Any]]) -> bytes:
         buffer = io.StringIO()
@@ -980,15 +1283,35 @@ class _CsvWriter:
     def begin(self) -> bytes:
         return self._lines([self.columns])
 
-    def write(self, rows: list[tuple[Any, ...]]) -> bytes:
-        keys = self.keys
+    def _judgement(self, j: _Judgement) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if j.csv is None:
+            soft = _json(dict(zip(self.keys, j.soft, strict=True))) if j.soft is not None else ""
+            j.csv = ((_json(list(j.labels)), j.source, soft, str(j.n_annotators), _cell(j.agreement)),
+                     (str(j.n_mapped), str(j.n_unmappable)))
+        return j.csv
+
+    @staticmethod
+    def _lineage(lineage: _Lineage) -> tuple[str, str, str]:
+        if lineage.csv is None:
+            lineage.csv = (_cell(lineage.reason), _cell(lineage.inclusion), _cell(lineage.model))
+        return lineage.csv
+
+    @staticmethod
+    def _gold(gold: _Gold) -> tuple[str, str]:
+        if gold.csv is None:
+            gold.csv = (_cell(gold.gold), _cell(gold.labels))
+        return gold.csv
+
+    def write(self, batch: _Batch) -> bytes:
+        version, raw = self.version, self.raw
         cells = []
-        for row in rows:
-            out = [_csv_cell(v) for v in row]
-            out[_META] = row[_META]
-            soft = row[_SOFT]
-            out[_SOFT] = _json(dict(zip(keys, soft, strict=True))) if soft is not None else ""
-            cells.append(out)
+        for row, j, versions, lineage, gold in zip(batch.rows, batch.judgements, batch.versions, batch.lineages,
+                                                   batch.golds, strict=True):
+            head, counts = j.csv or self._judgement(j)
+            cells.append((row[_G_EXTERNAL_ID], row[_G_TEXT], row[_G_HASH], row[_G_META] or "{}", *head, version,
+                          versions.json or _versions_json(versions),
+                          *counts, *(lineage.csv or self._lineage(lineage)), *(gold.csv or self._gold(gold)),
+                          row[_G_SPLIT] or "", *((_json(row[_G_RAW]),) if raw else ())))
         return self._lines(cells)
 
     def finish(self) -> bytes:
@@ -1050,8 +1373,22 @@ def parquet_schema(prepared: PreparedExport) -> Any:
     return pa.schema(fields, metadata=metadata)
 
 
+def _distinct(objects: list[Any]) -> tuple[list[Any], Any]:
+    """The distinct objects (by identity, first-seen order) and each position's index into them."""
+    import pyarrow as pa
+
+    index: dict[Any, int] = {}
+    positions = [index.setdefault(o, len(index)) for o in objects]
+    return list(index), pa.array(positions, type=pa.int32())
+
+
 class _ParquetWriter:
-    """Row groups streamed through a byte sink: the file is never held whole, in memory or on disk."""
+    """Row groups streamed through a byte sink: the file is never held whole, in memory or on disk.
+
+    Columns are built column-wise: the item's own values straight from the row tuples, everything
+    else as a small array over the batch's distinct judgements / version sets / lineages / gold
+    answers, gathered to the rows with ``take`` (no per-row dicts or lists).
+    """
 
     def __init__(self, prepared: PreparedExport) -> None:
         import pyarrow.parquet as pq
@@ -1059,25 +1396,56 @@ class _ParquetWriter:
         self.schema = parquet_schema(prepared)
         self.sink = _ByteSink()
         self.writer = pq.ParquetWriter(self.sink, self.schema, compression="zstd")
-        self.zeros = (0.0,) * len(prepared.keys)
+        self.n_keys = len(prepared.keys)
+        self.version = prepared.target_version_number
+        self.raw = prepared.params.raw
 
     def begin(self) -> bytes:
         return self.sink.take()
 
-    def write(self, rows: list[tuple[Any, ...]]) -> bytes:
+    def write(self, batch: _Batch) -> bytes:
         import pyarrow as pa
 
-        columns = list(zip(*rows, strict=True))
-        arrays = [None if i == _SOFT else pa.array(col, type=f.type)
-                  for i, (col, f) in enumerate(zip(columns, self.schema, strict=True))]
-        # Soft scores as one float column per label, assembled into the struct (no per-row dicts).
-        softs = columns[_SOFT]
-        missing = [s is None for s in softs]
-        filled = [s if s is not None else self.zeros for s in softs]
-        per_label = [pa.array(col, type=pa.float64()) for col in zip(*filled, strict=True)]
-        arrays[_SOFT] = pa.StructArray.from_arrays(per_label, fields=list(self.schema.field(_SOFT).type),
-                                                   mask=pa.array(missing, type=pa.bool_()))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        schema = self.schema
+        n = len(batch.rows)
+        columns = list(zip(*batch.rows, strict=True))
+        judgements, j_at = _distinct(batch.judgements)
+        versions, v_at = _distinct(batch.versions)
+        lineages, l_at = _distinct(batch.lineages)
+        golds, g_at = _distinct(batch.golds)
+
+        def of(at: Any, values: list[Any], name: str) -> Any:
+            return pa.array(values, type=schema.field(name).type).take(at)
+
+        softs = np.array([j.soft if j.soft is not None else (0.0,) * self.n_keys for j in judgements],
+                         dtype=np.float64).reshape(len(judgements), self.n_keys).T.copy()
+        soft_type = schema.field("soft_labels").type
+        soft = pa.StructArray.from_arrays(
+            [pa.array(softs[k]).take(j_at) for k in range(self.n_keys)], fields=list(soft_type),
+            mask=pa.array([j.soft is None for j in judgements], type=pa.bool_()).take(j_at))
+        arrays = [
+            pa.array(columns[_G_EXTERNAL_ID], type=pa.string()), pa.array(columns[_G_TEXT], type=pa.string()),
+            pa.array(columns[_G_HASH], type=pa.string()),
+            pa.array([m or "{}" for m in columns[_G_META]], type=pa.string()),
+            of(j_at, [list(j.labels) for j in judgements], "labels"),
+            of(j_at, [j.source for j in judgements], "label_source"),
+            soft,
+            of(j_at, [j.n_annotators for j in judgements], "n_annotators"),
+            of(j_at, [j.agreement for j in judgements], "agreement"),
+            pa.array(np.full(n, self.version, dtype=np.int32)),
+            of(v_at, [v.numbers for v in versions], "annotation_taxonomy_versions"),
+            of(j_at, [j.n_mapped for j in judgements], "n_mapped"),
+            of(j_at, [j.n_unmappable for j in judgements], "n_unmappable"),
+            of(l_at, [x.reason for x in lineages], "selection_reason"),
+            of(l_at, [x.inclusion for x in lineages], "inclusion_probability"),
+            of(l_at, [x.model for x in lineages], "model_version"),
+            of(g_at, [g.gold for g in golds], "is_gold"),
+            of(g_at, [g.labels for g in golds], "gold_labels"),
+            pa.array([s or None for s in columns[_G_SPLIT]], type=pa.string()),
+        ]
+        if self.raw:
+            arrays.append(pa.array(columns[_G_RAW], type=schema.field(RAW_COLUMN).type))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
         return self.sink.take()
 
     def finish(self) -> bytes:
@@ -1088,26 +1456,40 @@ class _ParquetWriter:
 _WRITERS: dict[str, Any] = {"jsonl": _JsonlWriter, "csv": _CsvWriter, "parquet": _ParquetWriter}
 
 
+def _regroup(batches: Iterator[_Batch], size: int) -> Iterator[_Batch]:
+    """Batches of exactly ``size`` rows (the last one shorter): Parquet row groups of a fixed size."""
+    pending: list[_Batch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += len(batch)
+        while held >= size:
+            joined = _Batch.join(pending)
+            yield joined.part(0, size)
+            rest = joined.part(size, len(joined))
+            pending, held = ([rest] if len(rest) else []), len(rest)
+    if held:
+        yield _Batch.join(pending)
+
+
 def export_stream(prepared: PreparedExport) -> Iterator[bytes]:
-    """The export's bytes, in chunks; the card figures are complete once it is exhausted."""
+    """The export's bytes, in chunks; the card figures are complete once it is exhausted.
+
+    Text formats send each batch as it is read (the first is ``FIRST_FETCH`` items, so a download
+    starts at once); Parquet writes row groups of ``PARQUET_ROW_GROUP`` rows.
+    """
     if prepared.finished:
         raise RuntimeError("a prepared export streams once")
-    full_batch = PARQUET_ROW_GROUP if prepared.params.format == "parquet" else TEXT_BATCH_ROWS
-    # Text formats send their first rows at once, so a download starts as soon as rows exist.
-    batch_rows = full_batch if prepared.params.format == "parquet" else FIRST_BATCH_ROWS
     with _read_transaction():
         writer = _WRITERS[prepared.params.format](prepared)
         head = writer.begin()
         if head:
             yield head
-        batch: list[tuple[Any, ...]] = []
-        for row in _rows(prepared):
-            batch.append(row)
-            if len(batch) >= batch_rows:
-                yield writer.write(batch)
-                batch = []
-                batch_rows = full_batch
-        if batch:
+        batches = _judged(prepared, light=False)
+        if prepared.params.format == "parquet":
+            batches = _regroup(batches, PARQUET_ROW_GROUP)
+        for batch in batches:
+            _tally(prepared.stats, batch)
             yield writer.write(batch)
         tail = writer.finish()
         if tail:

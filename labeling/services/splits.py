@@ -51,6 +51,8 @@ NO_SPLIT = -1
 # Arbitrary constant naming "export split assignment" in pg_advisory_xact_lock(class, project).
 _LOCK_CLASS = 0x51F7
 _CHUNK = 2000
+_SCAN_CHUNK = 20_000
+_UPDATE_CHUNK = 50_000
 
 
 
@@ -147,34 +149,51 @@ def splits_lock(*, project_id: int) -> None:
 
 
 def splits_inherited(*, project_id: int, content_hashes: Iterable[str]) -> dict[str, int]:
-    """Splits already held by any item of the project with one of these hashes (lowest item id wins)."""
+    """Splits already held by any item of the project with one of these hashes (lowest item id wins).
+
+    Reads whichever side is smaller: the project's items that hold a split (one ordered scan; on a
+    first export there are none), or the asked hashes in batches (a later export asks about few).
+    """
+    wanted = list(content_hashes)
     found: dict[str, int] = {}
-    batch: list[str] = []
+    if not wanted:
+        return found
+    held = Item.objects.filter(project_id=project_id, split__isnull=False)
 
-    def flush() -> None:
-        rows = (Item.objects.filter(project_id=project_id, content_hash__in=batch, split__isnull=False)
-                .order_by("id").values_list("content_hash", "split"))
+    def take(rows: Iterable[tuple[str, str]], only: set[str] | None = None) -> None:
         for content_hash, split in rows:
-            if content_hash not in found and split in SPLIT_INDEX:
+            if (only is None or content_hash in only) and content_hash not in found and split in SPLIT_INDEX:
                 found[content_hash] = SPLIT_INDEX[split]
-        batch.clear()
 
-    for content_hash in content_hashes:
-        batch.append(content_hash)
-        if len(batch) >= _CHUNK:
-            flush()
-    if batch:
-        flush()
+    if held.count() <= len(wanted):
+        take(held.order_by("id").values_list("content_hash", "split").iterator(chunk_size=_SCAN_CHUNK), set(wanted))
+        return found
+    for start in range(0, len(wanted), _CHUNK):
+        take(held.filter(content_hash__in=wanted[start:start + _CHUNK]).order_by("id")
+             .values_list("content_hash", "split"))
     return found
 
 
 def splits_persist(*, project_id: int, item_ids: npt.ArrayLike, splits: npt.ArrayLike) -> dict[str, int]:
-    """Store new assignments; rows that already have a split are never touched. Returns counts written."""
+    """Store new assignments; rows that already have a split are never touched. Returns counts written.
+
+    On PostgreSQL one ``UPDATE ... WHERE id = ANY(array)`` per split and ``_UPDATE_CHUNK`` ids: an
+    ``IN (...)`` list of thousands of placeholders cost more to build and parse than the update itself.
+    """
     ids_all = np.asarray(item_ids, dtype=np.int64)
     split_all = np.asarray(splits)
     written = {name: 0 for name in SPLIT_NAMES}
+    table = Item._meta.db_table
     for s, name in enumerate(SPLIT_NAMES):
         ids = ids_all[split_all == s]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                for start in range(0, len(ids), _UPDATE_CHUNK):
+                    cursor.execute(
+                        f"UPDATE {table} SET split = %s WHERE id = ANY(%s) AND project_id = %s "  # noqa: S608
+                        "AND split IS NULL", [name, ids[start:start + _UPDATE_CHUNK].tolist(), project_id])
+                    written[name] += cursor.rowcount
+            continue
         for start in range(0, len(ids), _CHUNK):
             written[name] += Item.objects.filter(
                 project_id=project_id, id__in=ids[start:start + _CHUNK].tolist(), split__isnull=True,
