@@ -220,5 +220,7 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
         "labels_flat": flat,
         "config": config,
         "undo_seconds": settings.SIFT_UNDO_SECONDS,
+        # The audited reveal of masked PII (frontend/static/frontend/reveal.js, labeling/services/privacy.py).
+        "can_reveal": project.mask_pii and role_allows(project.caller_role, Capability.REVEAL_PII),
     }
     return render(request, "frontend/label.html", context)

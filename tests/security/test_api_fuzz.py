@@ -42,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from labeling.models import Item
 from tests.security.support import ROLES, World, seed_world
 
 pytestmark = [pytest.mark.slow]
@@ -128,6 +129,10 @@ def steer(case: Any, world: World, role: str) -> None:
                                         path["adjudication_id"])
     if "number" in path:
         path["number"] = _pick([1, 2, *_routable(path["number"], "int")], path["number"])
+    if "item_id" in path:
+        items = [Item.objects.filter(project=project).order_by("id").values_list("id", flat=True).first()
+                 for project in (world.project, world.project, world.other)]
+        path["item_id"] = _pick([*items, *_routable(path["item_id"], "int")], path["item_id"])
     if "name" in path:
         path["name"] = _pick([world.snapshot, world.other_snapshot, *_routable(path["name"], "slug")], path["name"])
     if case.operation.path.endswith("/submit") and isinstance(case.body, dict):

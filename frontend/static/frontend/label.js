@@ -183,6 +183,10 @@
     el.done.hidden = true;
     el.externalId.textContent = item.external_id;
     el.text.textContent = item.text;
+    // For reveal.js (PII masking): which item is shown, and whether its text is masked.
+    el.card.dataset.itemId = String(item.id);
+    el.card.dataset.masked = item.masked ? "true" : "false";
+    root.dispatchEvent(new CustomEvent("sift:item", { detail: { id: item.id, masked: Boolean(item.masked) } }));
     renderMeta(item.meta);
     renderReason(payload.selection);
     renderSuggestion(payload.suggestion);

@@ -1,0 +1,78 @@
+// The audited reveal of masked PII on the labelling page (labeling/services/privacy.py).
+//
+// Loaded only for roles that may reveal (policy lead, admin) on projects that mask PII. label.js announces
+// each item it shows with a "sift:item" event; when that item is masked, the Reveal button appears. A click
+// asks why (kept in the audit log), POSTs .../items/{id}/reveal with the CSRF token, and writes the raw text
+// and meta in with textContent only, never as HTML.
+"use strict";
+
+(function () {
+  const root = document.getElementById("labeller");
+  const button = document.getElementById("reveal-btn");
+  if (!root || !button) return;
+  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  const csrfToken = csrfMeta ? csrfMeta.getAttribute("content") : "";
+  const text = document.getElementById("item-text");
+  const meta = document.getElementById("item-meta");
+  const status = document.getElementById("status");
+  let current = null;
+
+  root.addEventListener("sift:item", (event) => {
+    current = event.detail;
+    button.hidden = !current.masked;
+    button.disabled = false;
+  });
+
+  function say(message) {
+    if (status) status.textContent = message;
+  }
+
+  function renderMeta(values) {
+    const rows = [];
+    if (values && typeof values === "object" && !Array.isArray(values)) {
+      for (const [key, value] of Object.entries(values)) {
+        const wrap = document.createElement("div");
+        const dt = document.createElement("dt");
+        const dd = document.createElement("dd");
+        dt.textContent = key;
+        dd.textContent = (typeof value === "string") ? value : JSON.stringify(value);
+        wrap.append(dt, dd);
+        rows.push(wrap);
+      }
+    }
+    meta.replaceChildren(...rows);
+    meta.hidden = rows.length === 0;
+  }
+
+  button.addEventListener("click", async () => {
+    if (!current) return;
+    const shown = current;
+    const reason = window.prompt("Why do you need the unmasked text? (kept in the audit log)", "");
+    if (reason === null) return;
+    button.disabled = true;
+    let response;
+    try {
+      response = await fetch(button.dataset.url + shown.id + "/reveal", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "application/json" },
+        body: JSON.stringify({ reason: reason }),
+      });
+    } catch (err) {
+      button.disabled = false;
+      say("Could not reach the server to reveal this item.");
+      return;
+    }
+    if (!response.ok) {
+      button.disabled = false;
+      say(`Reveal refused (${response.status}).`);
+      return;
+    }
+    const item = await response.json();
+    if (!current || current.id !== shown.id) return;  // the reviewer moved on meanwhile
+    text.textContent = item.text;
+    renderMeta(item.meta);
+    button.hidden = true;
+    say("Unmasked text shown; the reveal was recorded.");
+  });
+})();
