@@ -199,6 +199,14 @@
     state.shownAt = performance.now();
   }
 
+  // reveal.js hands over the unmasked item of an audited reveal; shown the same way as any item (textContent).
+  root.addEventListener("sift:reveal", (event) => {
+    const shown = state.current && state.current.item;
+    if (!shown || shown.id !== event.detail.id) return;  // the reviewer moved on meanwhile
+    el.text.textContent = event.detail.text;
+    renderMeta(event.detail.meta);
+  });
+
   function renderMeta(meta) {
     const rows = [];
     if (meta && typeof meta === "object" && !Array.isArray(meta)) {

@@ -2,8 +2,8 @@
 //
 // Loaded only for roles that may reveal (policy lead, admin) on projects that mask PII. label.js announces
 // each item it shows with a "sift:item" event; when that item is masked, the Reveal button appears. A click
-// asks why (kept in the audit log), POSTs .../items/{id}/reveal with the CSRF token, and writes the raw text
-// and meta in with textContent only, never as HTML.
+// asks why (kept in the audit log), POSTs .../items/{id}/reveal with the CSRF token, and hands the raw item
+// back to label.js ("sift:reveal"), which shows it as it shows every item: textContent only, never HTML.
 "use strict";
 
 (function () {
@@ -12,8 +12,6 @@
   if (!root || !button) return;
   const csrfMeta = document.querySelector('meta[name="csrf-token"]');
   const csrfToken = csrfMeta ? csrfMeta.getAttribute("content") : "";
-  const text = document.getElementById("item-text");
-  const meta = document.getElementById("item-meta");
   const status = document.getElementById("status");
   let current = null;
 
@@ -25,23 +23,6 @@
 
   function say(message) {
     if (status) status.textContent = message;
-  }
-
-  function renderMeta(values) {
-    const rows = [];
-    if (values && typeof values === "object" && !Array.isArray(values)) {
-      for (const [key, value] of Object.entries(values)) {
-        const wrap = document.createElement("div");
-        const dt = document.createElement("dt");
-        const dd = document.createElement("dd");
-        dt.textContent = key;
-        dd.textContent = (typeof value === "string") ? value : JSON.stringify(value);
-        wrap.append(dt, dd);
-        rows.push(wrap);
-      }
-    }
-    meta.replaceChildren(...rows);
-    meta.hidden = rows.length === 0;
   }
 
   button.addEventListener("click", async () => {
@@ -70,8 +51,7 @@
     }
     const item = await response.json();
     if (!current || current.id !== shown.id) return;  // the reviewer moved on meanwhile
-    text.textContent = item.text;
-    renderMeta(item.meta);
+    root.dispatchEvent(new CustomEvent("sift:reveal", { detail: item }));
     button.hidden = true;
     say("Unmasked text shown; the reveal was recorded.");
   });
