@@ -280,10 +280,11 @@ if REDIS_URL:
         # from a killed worker does not wait for it: the sweep re-flags a job whose claim went stale
         # (learning/scheduling.py), so the visibility timeout only guards against duplicate work.
         "visibility_timeout": SIFT_TASK_VISIBILITY_SECONDS,
-        # A web process publishing on a dead or unreachable Redis gives up in about a second, not the defaults'
-        # many seconds: a submit is waiting (its on_commit callback), and the sweep re-sends later anyway.
+        # A web process publishing on a dead Redis gives up at once (refused), on a hung one after 2 s (kombu's
+        # BRPOP polls for 1 s, so workers stay inside it): a submit waits on this send (its on_commit callback),
+        # and the sweep re-sends later anyway.
         "socket_connect_timeout": 1.0,
-        "socket_timeout": 5.0,
+        "socket_timeout": 2.0,
     }
 else:
     # A broker that needs no server: the worker and web process share a folder.
