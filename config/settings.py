@@ -333,6 +333,9 @@ CELERY_BEAT_SCHEDULE = {
     # Hard-deletes items past their project's retention_days (labeling/services/privacy.py).
     "sift-privacy-retention": {"task": "sift.labeling.retention_sweep",
                                "schedule": float(env_int("SIFT_RETENTION_SWEEP_SECONDS", 3600))},
+    # Closes leases an hour past expiry, keeping the active-lease indexes small (labeling/services/queues.py).
+    "sift-queue-lease-release": {"task": "sift.labeling.lease_release_expired",
+                                 "schedule": float(env_int("SIFT_LEASE_RELEASE_SECONDS", 600))},
 }
 
 # --- Learning loop (learning/scheduling.py, learning/services) -----------------

@@ -11,7 +11,7 @@ from typing import Any
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from labeling.services import privacy
+from labeling.services import privacy, queues
 from labeling.services.exports import export_snapshot_ensure
 
 TRANSIENT = (OperationalError, InterfaceError)
@@ -37,3 +37,9 @@ def export_snapshot(project_id: int, name: str, params: dict[str, Any], actor_id
 def retention_sweep(**_ignored: Any) -> dict[str, int]:
     """Hard-delete items past their project's retention (beat, hourly); a second run deletes nothing more."""
     return privacy.retention_sweep()
+
+
+@shared_task(name="sift.labeling.lease_release_expired", **RETRY)  # type: ignore[untyped-decorator]
+def lease_release_expired(**_ignored: Any) -> dict[str, int]:
+    """Close leases long past their expiry (beat, every few minutes); a second run closes nothing more."""
+    return {"released": queues.lease_release_expired()}

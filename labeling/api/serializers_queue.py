@@ -36,6 +36,10 @@ class SubmitRequestSerializer(serializers.Serializer):  # type: ignore[type-arg]
                                             help_text="Time the reviewer spent on the item.")
     comment = serializers.CharField(max_length=10_000, required=False, allow_blank=True, default="",
                                     trim_whitespace=False)
+    next = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Also lease your next item and return it as `next` in the response (saves the queue/next call).",
+    )
 
 
 # --- responses --------------------------------------------------------------------------------------------------
@@ -91,6 +95,11 @@ class SubmitResponseSerializer(serializers.Serializer):  # type: ignore[type-arg
     taxonomy_changed = serializers.BooleanField(help_text="A newer taxonomy version was published meanwhile.")
     current_taxonomy_version = serializers.IntegerField(allow_null=True)
     undo_until = serializers.DateTimeField()
+    next = QueueNextResponseSerializer(
+        required=False, allow_null=True,
+        help_text=("Only when the request asked for it (`next: true`): your next item, exactly as queue/next's 200 "
+                   "body, or null when queue/next would not give one now (ask it for the 204 and Retry-After)."),
+    )
 
 
 class SkipResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]

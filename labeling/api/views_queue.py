@@ -7,15 +7,19 @@ The services decide everything else, including "this lease is another reviewer's
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from labeling.api.authentication import QueueTokenAuthentication
 from labeling.api.errors import validated as _validated
 from labeling.api.serializers_queue import (
     QueueErrorSerializer,
@@ -29,9 +33,10 @@ from labeling.api.serializers_queue import (
     lease_payload,
     submit_payload,
 )
-from labeling.models import Capability, Project, TaxonomyVersion, role_allows
+from labeling.models import Capability, Lease, Project, TaxonomyVersion, role_allows
 from labeling.selectors import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
+from labeling.services.errors import Conflict
 from labeling.services.privacy import masked_item
 from labeling.services.queues import queue_checkout_next, queue_retry_after
 
@@ -50,15 +55,23 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 
 
-def _lease_project(request: Request, lease_id: int) -> Project:
-    """The project of ``lease_id`` if the caller is a member with the LABEL capability (else 404 / 403).
+# The caller's project, their role in it and the current taxonomy version's number, in one plain-SQL statement
+# (these run on every queue request; the ORM would compile the same join each time). Scoped by membership like
+# ``Project.objects.for_user`` / ``get_for``: a project or lease outside the caller's projects is not found.
+_PROJECT_SQL = """
+SELECT p.*, m.role AS caller_role, v.number AS current_version_number
+FROM labeling_project p
+JOIN labeling_membership m ON m.project_id = p.id AND m.user_id = %s
+LEFT JOIN labeling_taxonomyversion v ON v.id = p.current_taxonomy_version_id
+WHERE {where}
+"""
+_BY_SLUG = _PROJECT_SQL.format(where="p.slug = %s")
+_BY_LEASE = _PROJECT_SQL.format(where="p.id = (SELECT l.project_id FROM labeling_lease l WHERE l.id = %s)")
 
-    One query, scoped by ``Project.objects.for_user`` like every lookup (a lease id of another project is 404).
-    """
-    project: Project | None = (
-        Project.objects.for_user(request.user).filter(leases__id=lease_id)
-        .select_related("current_taxonomy_version").annotate(caller_role=F("memberships__role")).first()
-    )
+
+def _labelling_project(request: Request, sql: str, key: Any) -> Project:
+    """The project if the caller is a member with the LABEL capability (else 404 / 403), as ``get_for`` decides."""
+    project: Project | None = next(iter(Project.objects.raw(sql, [request.user.pk, key])), None)
     if project is None:
         raise Http404
     role: str = project.caller_role  # type: ignore[attr-defined]
@@ -67,18 +80,45 @@ def _lease_project(request: Request, lease_id: int) -> Project:
     return project
 
 
+def _lease_project(request: Request, lease_id: int) -> Project:
+    """The project of ``lease_id`` if the caller is a member with the LABEL capability (else 404 / 403)."""
+    return _labelling_project(request, _BY_LEASE, lease_id)
+
+
 def _version_number(project: Project, version_id: int | None) -> int | None:
     """The number of taxonomy version ``version_id``; free when it is the project's current one (selected with it)."""
     if version_id is None:
         return None
-    current = project.current_taxonomy_version
-    if current is not None and current.pk == version_id:
-        return current.number
+    known = getattr(project, "current_version_number", None)
+    if version_id == project.current_taxonomy_version_id and known is not None:
+        return int(known)
     number: int | None = TaxonomyVersion.objects.filter(pk=version_id).values_list("number", flat=True).first()
     return number
 
 
-class QueueNextView(APIView):
+def _next_body(project: Project, lease: Lease) -> dict[str, Any]:
+    """The queue/next 200 body for ``lease``, the item masked as the project asks (labeling/services/privacy.py)."""
+    payload = checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id))
+    # The reviewer sees the project's PII masked; stored text never changes.
+    return {**payload, "item": masked_item(project, payload["item"])}
+
+
+def _checkout_or_none(request: Request, project: Project) -> dict[str, Any] | None:
+    try:
+        lease = queue_checkout_next(project=project, reviewer=request.user)  # type: ignore[arg-type]
+    except Conflict:
+        return None
+    return None if lease is None else _next_body(project, lease)
+
+
+class _QueueView(APIView):
+    # The same token rule as everywhere, looked up without compiling an ORM query (labeling/api/authentication.py).
+    authentication_classes: list[type[BaseAuthentication]] = [
+        QueueTokenAuthentication if cls is TokenAuthentication else cls
+        for cls in cast(list[type[BaseAuthentication]], api_settings.DEFAULT_AUTHENTICATION_CLASSES)]
+
+
+class QueueNextView(_QueueView):
     """Lease the next item to label (or get back the one you already hold)."""
 
     @extend_schema(
@@ -91,19 +131,16 @@ class QueueNextView(APIView):
                    **_errors(403, 404, 409)},
     )
     def post(self, request: Request, slug: str) -> Response:
-        project = Project.objects.select_related("current_taxonomy_version").get_for(
-            request.user, slug, Capability.LABEL)
+        project = _labelling_project(request, _BY_SLUG, slug)
         lease = queue_checkout_next(project=project, reviewer=request.user)  # type: ignore[arg-type]
         if lease is None:
             retry_after = queue_retry_after(project=project, reviewer=request.user)  # type: ignore[arg-type]
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
             return Response(status=status.HTTP_204_NO_CONTENT, headers=headers)
-        payload = checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id))
-        # The reviewer sees the project's PII masked (labeling/services/privacy.py); stored text never changes.
-        return Response({**payload, "item": masked_item(project, payload["item"])})
+        return Response(_next_body(project, lease))
 
 
-class LeaseSubmitView(APIView):
+class LeaseSubmitView(_QueueView):
     """Submit labels for the item of a lease you hold."""
 
     @extend_schema(
@@ -119,17 +156,20 @@ class LeaseSubmitView(APIView):
         annotation, created = annotation_submit(
             lease_id=lease_id, reviewer=request.user, labels=body["labels"],  # type: ignore[arg-type]
             idempotency_key=body.get("idempotency_key"), lead_time_ms=body.get("lead_time_ms"),
-            comment=body.get("comment") or "",
+            comment=body.get("comment") or "", project=project,
         )
         current_id = project.current_taxonomy_version_id
         current_number = _version_number(project, current_id)
-        return Response(
-            submit_payload(annotation, current_version_id=current_id, current_version_number=current_number),
-            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
-        )
+        payload = submit_payload(annotation, current_version_id=current_id, current_version_number=current_number)
+        if body.get("next"):
+            # The labelling page's next item in the same round trip. The submit has committed by now, so nothing
+            # here may turn it into an error: a checkout that cannot serve (nothing left, or a 409) gives null,
+            # and queue/next then says why (204 with or without Retry-After, or the 409's message).
+            payload["next"] = _checkout_or_none(request, project)
+        return Response(payload, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class LeaseSkipView(APIView):
+class LeaseSkipView(_QueueView):
     """Skip the item: it goes back to the queue for others, never to you."""
 
     @extend_schema(operation_id="lease_skip", request=None,
@@ -140,7 +180,7 @@ class LeaseSkipView(APIView):
         return Response({"lease": lease_payload(lease), "state": lease.state})
 
 
-class LeaseRenewView(APIView):
+class LeaseRenewView(_QueueView):
     """Keep holding the item for another lease period (from now)."""
 
     @extend_schema(operation_id="lease_renew", request=None,
@@ -151,7 +191,7 @@ class LeaseRenewView(APIView):
         return Response({"lease": lease_payload(lease)})
 
 
-class LeaseUndoView(APIView):
+class LeaseUndoView(_QueueView):
     """Take back your last submit (within the undo window); the same lease is active again."""
 
     @extend_schema(operation_id="lease_undo", request=None,

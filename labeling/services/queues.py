@@ -22,10 +22,11 @@ its lease, commits) while A's scan is already running. A's scan reaches X after 
 locked and A gets the lock, and PostgreSQL's re-check of the locked row sees nothing new (B did not update the
 item row; it inserted a lease row). But the scan's "how many leases hold X?" sub-query was evaluated against
 A's old snapshot, which does not contain B's lease. Trusting it would put X in front of one reviewer too many.
-So after the lock is granted we ask again in a NEW statement (``_RECHECK_SQL``): READ COMMITTED gives each
-statement a fresh snapshot, which now includes every claim committed before we got the lock, and any later
-claimer must wait for (or, with SKIP LOCKED, skip) our lock. Claims on one item are thereby serialised and each
-sees all the ones before it. If the re-check fails we move on to the next candidate.
+So after the lock is granted we ask again in a NEW statement (``CLAIM_SQL``, an ``INSERT ... SELECT`` whose WHERE
+is the re-check, so asking and claiming cost one round trip): READ COMMITTED gives each statement a fresh
+snapshot, which now includes every claim committed before we got the lock, and any later claimer must wait for
+(or, with SKIP LOCKED, skip) our lock. Claims on one item are thereby serialised and each sees all the ones
+before it. If the re-check fails, the INSERT inserts nothing and we move on to the next candidate.
 
 SQLite
 ------
@@ -62,7 +63,9 @@ and an item that reopened below it anyway (another area changing ``n_required``)
 fallback stage, which walks all open items.
 
 Keep the transaction short: everything slow (model scoring, rankings) happens elsewhere; checkout does a few
-index probes, one INSERT, and no audit row (it is the hottest path; submits, skips and undos are audited).
+index probes, one INSERT, and no audit row (it is the hottest path; submits, skips and undos are audited). The
+usual checkout is five statements: the membership lock, the held-lease probe, one scan, the claim, COMMIT; each
+is plain SQL, so no ORM query is compiled per request.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ def _tables() -> dict[str, str]:
         "lease": Lease._meta.db_table,
         "ranking": RankingEntry._meta.db_table,
         "annotation": Annotation._meta.db_table,
+        "membership": Membership._meta.db_table,
     }
 
 
@@ -126,7 +130,7 @@ _AVAILABLE = """
 
 # Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
 BOOST_SCAN_SQL = """
-SELECT i.id FROM {item} i
+SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
 WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}
 ORDER BY i.boost DESC, i.id
 LIMIT %(batch)s {lock}
@@ -134,7 +138,8 @@ LIMIT %(batch)s {lock}
 
 # Stage 2. Walks the unique (project_id, ranking_version, rank) index in order from the floor; LIMIT stops it early.
 RANKING_SCAN_SQL = """
-SELECT i.id, r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
+SELECT i.id, i.external_id, i.text, i.meta,
+       r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
 FROM {ranking} r JOIN {item} i ON i.id = r.item_id
 WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
   AND i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}
@@ -144,7 +149,7 @@ LIMIT %(batch)s {lock}
 
 # Stage 3. The WHERE implies the predicate of the partial index item_open_random (project, random_key).
 FALLBACK_SCAN_SQL = """
-SELECT i.id FROM {item} i
+SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
 WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}
 ORDER BY i.random_key
 LIMIT %(batch)s {lock}
@@ -159,21 +164,33 @@ ORDER BY r.rank
 LIMIT 1
 """
 
-# Issued after the scan granted the row lock: a fresh snapshot that sees every claim committed before ours.
-RECHECK_SQL = """
-SELECT
-  i.n_required - i.n_done - (
+# The re-check and the claim in one statement, issued after the scan granted the row lock: a new statement has a
+# fresh snapshot that sees every claim committed before ours, and the INSERT happens only if the item still fits.
+# No row back means the candidate lost its race. (The page's fields came with the scan: the scan locked the row,
+# and a locked row is returned in its latest version.)
+CLAIM_SQL = """
+INSERT INTO {lease} (project_id, item_id, reviewer_id, state, created_at, expires_at, renewals, taxonomy_version_id,
+                     selection_reason, selection_score, model_version, inclusion_probability, suggestion,
+                     suggestion_hidden)
+SELECT i.project_id, i.id, %(reviewer)s, 'active', %(now)s, %(expires)s, 0, %(taxonomy_version)s,
+       %(reason)s, %(score)s, %(model_version)s, %(inclusion)s, %(suggestion)s, %(hidden)s
+FROM {item} i
+WHERE i.id = %(item)s
+  AND i.n_required - i.n_done > (
       SELECT COUNT(*) FROM {lease} held
-      WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s) AS free,
-  CASE WHEN EXISTS (
+      WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
+  AND NOT EXISTS (
       SELECT 1 FROM {lease} mine
       WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
         AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
-    OR EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id = %(reviewer)s)
-  THEN 1 ELSE 0 END AS excluded,
-  i.external_id, i.text, i.meta
-FROM {item} i
-WHERE i.id = %(item)s
+  AND NOT EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id = %(reviewer)s)
+RETURNING id
+"""
+
+# Serialises one reviewer's own checkouts (two tabs), and only theirs. Plain SQL: this runs on every checkout and
+# the ORM would compile the same query each time.
+MEMBERSHIP_LOCK_SQL = """
+SELECT 1 FROM {membership} m WHERE m.project_id = %(project)s AND m.user_id = %(reviewer)s {membership_lock}
 """
 
 
@@ -185,6 +202,10 @@ def _lock_suffix() -> str:
     return ""
 
 
+def _membership_lock() -> str:
+    return "FOR NO KEY UPDATE" if connection.vendor == "postgresql" else ""
+
+
 def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dict[str, int]]:
     """Fill in table names, the exclusion list of already-rejected candidates and the locking clause.
 
@@ -192,7 +213,8 @@ def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dic
     """
     names = {f"rejected_{n}": item_id for n, item_id in enumerate(rejected)}
     clause = ("AND i.id NOT IN (" + ", ".join(f"%({name})s" for name in names) + ")") if names else ""
-    return template.format(rejected=clause, lock=_lock_suffix(), **_tables()), names
+    return template.format(rejected=clause, lock=_lock_suffix(), membership_lock=_membership_lock(),
+                           **_tables()), names
 
 
 def _fetch(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -294,31 +316,14 @@ class _Scanner:
             if not rows:
                 return None
             for row in rows:
+                # Every scan starts with the page's fields: id, external_id, text, meta.
                 pick: _Pick = to_pick(row)
-                lease = self._claim(pick)
+                lease = _lease_claim(project=self.project, reviewer_id=self.reviewer_id, pick=pick, rng=self.rng)
                 if lease is not None:
+                    lease.item = _page_item(self.project, row)
                     return lease
                 self.rejected.append(pick.item_id)
         return None
-
-    def _claim(self, pick: _Pick) -> Lease | None:
-        """Re-check the candidate under its row lock, in a fresh statement, and lease it if it still fits."""
-        now = timezone.now()
-        sql, _ = render_sql(RECHECK_SQL)
-        rows = _fetch(sql, {"item": pick.item_id, "reviewer": self.reviewer_id,
-                            "now": connection.ops.adapt_datetimefield_value(now)})
-        if not rows or rows[0][0] <= 0 or rows[0][1]:
-            return None
-        _free, _excluded, external_id, text, meta = rows[0]
-        lease = _lease_create(project=self.project, reviewer_id=self.reviewer_id, pick=pick, now=now, rng=self.rng)
-        # The page's fields came with the re-check; the rest of the item stays deferred (loaded if ever touched),
-        # so gold fields are not even read on this path.
-        meta_field: Any = Item._meta.get_field("meta")
-        lease.item = Item.from_db(
-            connection.alias, ["id", "project_id", "external_id", "text", "meta"],
-            [pick.item_id, self.project.pk, external_id, text, meta_field.from_db_value(meta, None, connection)],
-        )
-        return lease
 
     def boosted(self) -> Lease | None:
         return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(item_id=row[0], reason=SelectionReason.RELABEL))
@@ -329,7 +334,7 @@ class _Scanner:
             return None
 
         def to_pick(row: tuple[Any, ...]) -> _Pick:
-            item_id, _rank, score, reason, inclusion, label, confidence = row
+            item_id, _ext, _text, _meta, _rank, score, reason, inclusion, label, confidence = row
             return _Pick(item_id=item_id, reason=reason, score=score, model_version=version,
                          inclusion_probability=inclusion, suggested_label=label or "",
                          suggested_confidence=confidence)
@@ -341,24 +346,66 @@ class _Scanner:
                            lambda row: _Pick(item_id=row[0], reason=SelectionReason.FALLBACK_RANDOM))
 
 
+def _page_item(project: Project, row: tuple[Any, ...]) -> Item:
+    """The item as the page needs it, from a scan row; the rest stays deferred (loaded if ever touched), so gold
+    fields are not even read on this path."""
+    item_id, external_id, text, meta = row[:4]
+    meta_field: Any = Item._meta.get_field("meta")
+    return Item.from_db(connection.alias, ["id", "project_id", "external_id", "text", "meta"],
+                        [item_id, project.pk, external_id, text, meta_field.from_db_value(meta, None, connection)])
+
+
+def _suggestion_for(*, project: Project, pick: _Pick, rng: random.Random) -> tuple[dict[str, Any] | None, bool]:
+    """The suggestion a lease on ``pick`` records, and whether it is held out."""
+    if not (pick.suggested_label and project.show_suggestions):
+        return None, False
+    # One independent draw per lease: a suggestion_holdout_rate share of suggestions is withheld on purpose
+    # (and recorded) so automation bias can be measured against leases that showed one.
+    # The withheld suggestion is still stored (with suggestion_hidden) so the stats can compare what the
+    # reviewer chose against what the model would have said; the API and the annotation never show it.
+    hidden = rng.random() < project.suggestion_holdout_rate
+    return {"label": pick.suggested_label, "confidence": pick.suggested_confidence}, hidden
+
+
+def _lease_fields(*, project: Project, reviewer_id: int, pick: _Pick, now: datetime,
+                  rng: random.Random) -> dict[str, Any]:
+    suggestion, hidden = _suggestion_for(project=project, pick=pick, rng=rng)
+    return {
+        "project_id": project.pk, "item_id": pick.item_id, "reviewer_id": reviewer_id, "state": Lease.State.ACTIVE,
+        "created_at": now, "expires_at": now + timedelta(seconds=project.lease_seconds), "renewals": 0,
+        "taxonomy_version_id": project.current_taxonomy_version_id, "selection_reason": pick.reason,
+        "selection_score": pick.score, "model_version": pick.model_version,
+        "inclusion_probability": pick.inclusion_probability, "suggestion": suggestion, "suggestion_hidden": hidden,
+    }
+
+
+def _lease_claim(*, project: Project, reviewer_id: int, pick: _Pick, rng: random.Random) -> Lease | None:
+    """Re-check the locked candidate and lease it if it still fits, in one fresh statement (CLAIM_SQL)."""
+    fields = _lease_fields(project=project, reviewer_id=reviewer_id, pick=pick, now=timezone.now(), rng=rng)
+    suggestion_field: Any = Lease._meta.get_field("suggestion")
+    adapt = connection.ops.adapt_datetimefield_value
+    sql, _ = render_sql(CLAIM_SQL)
+    rows = _fetch(sql, {
+        "item": pick.item_id, "reviewer": reviewer_id, "now": adapt(fields["created_at"]),
+        "expires": adapt(fields["expires_at"]), "taxonomy_version": fields["taxonomy_version_id"],
+        "reason": pick.reason, "score": pick.score, "model_version": pick.model_version,
+        "inclusion": pick.inclusion_probability, "hidden": fields["suggestion_hidden"],
+        "suggestion": (None if fields["suggestion"] is None
+                       else suggestion_field.get_db_prep_save(fields["suggestion"], connection)),
+    })
+    if not rows:
+        return None
+    lease = Lease(id=rows[0][0], **fields)
+    lease._state.adding = False
+    lease._state.db = connection.alias
+    return lease
+
+
 def _lease_create(*, project: Project, reviewer_id: int, pick: _Pick, now: datetime,
                   rng: random.Random) -> Lease:
-    suggestion: dict[str, Any] | None = None
-    hidden = False
-    if pick.suggested_label and project.show_suggestions:
-        # One independent draw per lease: a suggestion_holdout_rate share of suggestions is withheld on purpose
-        # (and recorded) so automation bias can be measured against leases that showed one.
-        # The withheld suggestion is still stored (with suggestion_hidden) so the stats can compare what the
-        # reviewer chose against what the model would have said; the API and the annotation never show it.
-        hidden = rng.random() < project.suggestion_holdout_rate
-        suggestion = {"label": pick.suggested_label, "confidence": pick.suggested_confidence}
-    return Lease.objects.create(
-        project=project, item_id=pick.item_id, reviewer_id=reviewer_id, state=Lease.State.ACTIVE,
-        expires_at=now + timedelta(seconds=project.lease_seconds),
-        taxonomy_version_id=project.current_taxonomy_version_id,
-        selection_reason=pick.reason, selection_score=pick.score, model_version=pick.model_version,
-        inclusion_probability=pick.inclusion_probability, suggestion=suggestion, suggestion_hidden=hidden,
-    )
+    """A lease on an item already known to fit (the gold path decides that itself)."""
+    return Lease.objects.create(**_lease_fields(project=project, reviewer_id=reviewer_id, pick=pick, now=now,
+                                                rng=rng))
 
 
 # One round trip for the two questions every checkout asks first: does the reviewer already hold a lease here
@@ -397,7 +444,8 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
     scanner = _Scanner(project=project, reviewer_id=reviewer_id, floor=floor, rng=rng or _system_random)
     with transaction.atomic():
         # Serialises this reviewer's own checkouts (two tabs), and only theirs.
-        if not Membership.objects.select_for_update(no_key=True).filter(project=project, user_id=reviewer_id).exists():
+        sql, _ = render_sql(MEMBERSHIP_LOCK_SQL)
+        if not _fetch(sql, {"project": project.pk, "reviewer": reviewer_id}):
             raise PermissionDenied("you are not a member of this project")
         held, boosted = _held_and_boosted(project=project, reviewer_id=reviewer_id)
         if held is not None:
@@ -441,3 +489,35 @@ def queue_retry_after(*, project: Project, reviewer: AbstractBaseUser) -> int | 
         return None
     # Holders usually finish well before expiry, so poll at most every 10 s rather than waiting it out.
     return max(1, min(10, int((earliest - now).total_seconds())))
+
+
+# A lease this long past its expiry is closed by the periodic sweep (labeling/tasks.py). Long enough that a
+# reviewer coming back to a stale tab still gets "lease expired at ...", not "already released".
+RELEASE_AFTER_SECONDS = 3600
+RELEASE_BATCH = 1000
+
+
+def lease_release_expired(*, after_seconds: int = RELEASE_AFTER_SECONDS, batch_size: int = RELEASE_BATCH,
+                          now: datetime | None = None) -> int:
+    """Mark ACTIVE leases that expired more than ``after_seconds`` ago RELEASED; returns how many.
+
+    Housekeeping, not correctness: an expired lease stopped holding its item the moment it expired (see the
+    essay above), so closing it changes nothing a checkout, submit or the invariant sees. It keeps the partial
+    indexes on active leases (lease_item_active, lease_active_expiry) down to the leases that are really held.
+    Idempotent: a second run finds nothing left to close. Leases locked right now (a renew or submit in flight)
+    are skipped and left for the next run; the UPDATE re-checks state and expiry, so a lease renewed meanwhile
+    is never closed. Batched, so no transaction holds many row locks. Not audited: nobody acted.
+    """
+    moment = now or timezone.now()
+    cutoff = moment - timedelta(seconds=after_seconds)
+    released = 0
+    while True:
+        with transaction.atomic():
+            ids = list(Lease.objects.filter(state=Lease.State.ACTIVE, expires_at__lt=cutoff)
+                       .select_for_update(skip_locked=True, no_key=True).order_by("id")
+                       .values_list("id", flat=True)[:batch_size])
+            if ids:
+                released += Lease.objects.filter(pk__in=ids, state=Lease.State.ACTIVE, expires_at__lt=cutoff).update(
+                    state=Lease.State.RELEASED, closed_at=moment)
+        if len(ids) < batch_size:
+            return released

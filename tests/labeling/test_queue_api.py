@@ -327,7 +327,66 @@ def test_payload_builders_match_their_documented_serializers(cast: dict[str, Any
     assert set(body["selection"]) == set(serializers_queue.SelectionSerializer().fields)
     assert set(body["lease"]) == set(serializers_queue.LeaseRefSerializer().fields)
     done = submit(client, body["lease"]["id"], labels=["ham"]).json()
+    # "next" appears only when the submit asks for it (test_submit_with_next_returns_the_next_item).
+    assert set(done) == set(serializers_queue.SubmitResponseSerializer().fields) - {"next"}
+
+
+def test_submit_with_next_returns_the_next_item(cast: dict[str, Any], sms: Project, api_as: Any) -> None:
+    """One round trip for the labelling page: the submit's answer carries the next lease, as queue/next gives it."""
+    first, second = add_item(sms, "m1"), add_item(sms, "m2")
+    client = api_as(cast["users"]["reviewer"])
+    body = take(client)
+    key = "k-next-1"
+    response = submit(client, body["lease"]["id"], labels=["ham"], idempotency_key=key, next=True)
+    assert response.status_code == 201
+    done = response.json()
     assert set(done) == set(serializers_queue.SubmitResponseSerializer().fields)
+    nxt = done["next"]
+    assert set(nxt) == set(serializers_queue.QueueNextResponseSerializer().fields)
+    held = Lease.objects.get(state="active")
+    other = second if body["item"]["id"] == first.pk else first
+    assert (nxt["lease"]["id"], nxt["item"]["id"], nxt["item"]["external_id"]) == (held.pk, other.pk,
+                                                                                  other.external_id)
+    assert nxt["taxonomy_version"] == 1 and held.reviewer_id == cast["users"]["reviewer"].pk
+    # A replay answers 200 with the same annotation and the lease now held: no second lease is taken.
+    again = submit(client, body["lease"]["id"], labels=["ham"], idempotency_key=key, next=True)
+    assert again.status_code == 200
+    assert again.json()["annotation_id"] == done["annotation_id"] and again.json()["next"] == nxt
+    assert Lease.objects.filter(state="active").count() == 1 and Annotation.objects.count() == 1
+    # The last item: the submit is stored and `next` is null (queue/next then says 204).
+    last = submit(client, nxt["lease"]["id"], labels=["spam"], next=True)
+    assert last.status_code == 201 and last.json()["next"] is None
+    assert Annotation.objects.count() == 2 and not Lease.objects.filter(state="active").exists()
+    assert next_item(client).status_code == 204
+
+
+def test_submit_without_next_leases_nothing(cast: dict[str, Any], sms: Project, api_as: Any) -> None:
+    add_item(sms, "m1"), add_item(sms, "m2")
+    client = api_as(cast["users"]["reviewer"])
+    body = take(client)
+    done = submit(client, body["lease"]["id"], labels=["ham"], next=False).json()
+    assert "next" not in done
+    assert not Lease.objects.filter(state="active").exists()
+
+
+def test_queue_views_apply_the_token_rules(cast: dict[str, Any], sms: Project) -> None:
+    """The queue's own token look-up (labeling/api/authentication.py) refuses what DRF's would, with its words."""
+    from rest_framework.authtoken.models import Token
+
+    add_item(sms, "m1")
+    reviewer = cast["users"]["reviewer"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-key")
+    refused = next_item(client)
+    assert (refused.status_code, refused.json()["detail"]) == (401, "Invalid token.")
+    token = Token.objects.create(user=reviewer)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert next_item(client).status_code == 200
+    Lease.objects.all().delete()
+    type(reviewer).objects.filter(pk=reviewer.pk).update(is_active=False)
+    inactive = next_item(client)
+    assert (inactive.status_code, inactive.json()["detail"]) == (401, "User inactive or deleted.")
+    assert not Lease.objects.exists()
 
 
 def test_empty_queue_says_whether_to_come_back(cast: dict[str, Any], sms: Project, api_as: Any) -> None:

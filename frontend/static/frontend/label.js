@@ -1,7 +1,8 @@
 // The keyboard-first labelling page (frontend/templates/frontend/label.html).
 //
 // Talks to the JSON API with the session cookie and the CSRF token from the page:
-//   POST queue/next -> render; digit/Enter -> POST submit -> POST queue/next at once;
+//   POST queue/next -> render; digit/Enter -> POST submit {next: true}, whose answer carries the
+//   next item (one round trip; a null `next` falls back to queue/next for its 204 and Retry-After);
 //   S -> skip; U -> undo the last submit; renew the lease at 80% of its time while visible.
 // Rules that keep it safe: user data (item text, meta, comments) only ever goes into the
 // page through textContent, never innerHTML; every request carries X-CSRFToken; a submit
@@ -407,14 +408,17 @@
       idempotency_key: state.attemptKey,
       lead_time_ms: leadTime,
       comment: el.comment.value.trim(),
+      // The server leases the next item in the same request: the page never waits for a second call.
+      next: true,
     };
     setBusy(true);
     const result = await apiRetry("POST", config.urls.lease + lease.id + "/submit", body);
     if (result.status === 201 || result.status === 200) {
       state.lastSubmit = { leaseId: lease.id, at: Date.now(), labels: labels };
-      // Ask for the next item in the same tick: the server holds one lease per
-      // reviewer, so it can only be checked out once this submit has closed the last.
-      const next = loadNext();
+      // The next item came with the answer; without one (nothing left right now, or an older server),
+      // queue/next says whether to wait (204 + Retry-After) or stop.
+      const following = result.data && result.data.next;
+      const next = following ? Promise.resolve(renderItem(following, result.date)) : loadNext();
       bumpStreak(1);
       updateUndo();
       const names = labels.map((key) => (byKey.get(key) || { name: key }).name).join(", ");
