@@ -74,6 +74,8 @@ def _cleanup(project_id: int) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {Item._meta.db_table} WHERE project_id = %s", [project_id])
+        # The project PROTECTs its current taxonomy version, which the project's deletion cascades to.
+        Project.objects.filter(pk=project_id).update(current_taxonomy_version=None)
         Project.objects.filter(pk=project_id).delete()
     except Exception as exc:  # cleanup must not hide the figures
         print(f"warning: could not delete bench project {project_id}: {exc}", file=sys.stderr)
@@ -127,7 +129,8 @@ def child(rows: int, seed: int, keep: bool, orm: bool) -> None:
             if not keep:
                 _cleanup(project.pk)
     print(json.dumps({"path": "ORM bulk_create" if orm else "COPY", "rows": rows, "file_mb": size / 1e6,
-                      "seconds": seconds, "rows_per_s": rows / seconds,
+                      "seconds": seconds, "rows_per_s": rows / seconds, "client_cpu_s": cpu_seconds,
+                      "db_cpu_s": db_seconds,
                       "rows_per_cpu_s": rows / cpu_seconds,
                       "rows_per_total_cpu_s": (rows / (cpu_seconds + db_seconds)
                                                if db_seconds is not None else None),
@@ -161,17 +164,21 @@ def main() -> None:
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
 
+    load_start = os.getloadavg()[0]
     results = [run(rows) for rows in sizes]
     # Same run, same data, the ORM path instead of COPY: the measurement behind choosing COPY.
     orm = run(sizes[0], orm=True) if postgres else None
     db = "PostgreSQL" if postgres else "SQLite"
     print(f"item import into {db} (JSON Lines, no embedding; each run in a fresh process)")
-    print(f"{'path':>16} {'rows':>9} {'file MB':>8} {'seconds':>8} {'rows/s':>9} {'rows/client-CPU-s':>18} "
-          f"{'rows/(client+DB)-CPU-s':>23} {'re-import rows/s':>17} {'peak RSS MB':>12} {'RSS delta MB':>13}")
+    print(f"{'path':>16} {'rows':>9} {'file MB':>8} {'seconds':>8} {'rows/s':>9} {'client CPU-s':>13} "
+          f"{'DB CPU-s':>9} {'rows/client-CPU-s':>18} {'rows/(client+DB)-CPU-s':>23} {'re-import rows/s':>17} "
+          f"{'peak RSS MB':>12} {'RSS delta MB':>13}")
     for r in [*results, *([orm] if orm else [])]:
         total = f"{r['rows_per_total_cpu_s']:,.0f}" if r["rows_per_total_cpu_s"] else "n/a"
+        db_cpu = f"{r['db_cpu_s']:.2f}" if r["db_cpu_s"] is not None else "n/a"
         print(f"{r['path'] if postgres else 'ORM':>16} {r['rows']:>9,} {r['file_mb']:>8.1f} {r['seconds']:>8.2f} "
-              f"{r['rows_per_s']:>9,.0f} {r['rows_per_cpu_s']:>18,.0f} {total:>23} "
+              f"{r['rows_per_s']:>9,.0f} {r['client_cpu_s']:>13.2f} {db_cpu:>9} {r['rows_per_cpu_s']:>18,.0f} "
+              f"{total:>23} "
               f"{r['reimport_rows_per_s']:>17,.0f} {r['rss_peak_mb']:>12.1f} {r['rss_delta_mb']:>13.1f}")
     if orm:
         same = results[0]
@@ -179,7 +186,8 @@ def main() -> None:
                      if same["rows_per_total_cpu_s"] and orm["rows_per_total_cpu_s"] else "n/a")
         print(f"COPY vs ORM bulk_create at {same['rows']:,} rows: {same['rows_per_s'] / orm['rows_per_s']:.1f}x the "
               f"rows/s, {cpu_ratio} the rows per (client+DB) CPU second")
-    print(f"machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs. Wall-clock "
+    print(f"machine load average (1 min): {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
+          f"{os.cpu_count()} CPUs. Wall-clock "
           "figures are noisy on a shared box; rows/(client+DB)-CPU-s counts the CPU this import used in both "
           "processes (the database backend's from /proc), which is what an idle core would turn into rows/s.")
     big, small = results[-1], results[0]

@@ -40,6 +40,12 @@ The invariants, and what keeps them:
   the file is still read to report every error). A chunk that collides with a concurrent
   import of the same external id (unique constraint) is retried from a fresh read.
 
+* **Fast paths decide exactly as the slow ones.** orjson reads each line first (4x json's speed);
+  a line it refuses, or where it may have read an integer beyond 64 bits as a float, is read by json,
+  which decides and words the error as always. orjson writes meta only where it cannot differ (no
+  inf/nan can be in the value). The stored-rows lookup probes the unique index once per external id
+  (a LATERAL subquery), never trusting statistics that still call a project being imported empty.
+
 One ``AuditEvent`` ("items.import") is written per import, never one per row.
 """
 
@@ -60,6 +66,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -86,6 +93,7 @@ CHUNK_ATTEMPTS = 3
 _OVERLONG = "\ud800"
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _LABEL_SEPARATORS = re.compile(r"[|,;]")
+_TWO_TO_63 = float(2**63)
 
 
 def item_content_hash(text: str) -> str:
@@ -360,18 +368,29 @@ class _Validator:
         _storable_string(value, "text")
         return value
 
-    def meta(self, value: Any) -> tuple[dict[str, Any], str]:
+    def meta(self, value: Any, *, finite: bool = False) -> tuple[dict[str, Any], str]:
+        """The meta object and its JSON text. ``finite``: the caller knows no float in it is inf or nan
+        (orjson parsed it, or it holds only strings); orjson writes those as null instead of refusing."""
         if value is None or value == {}:
             return {}, "{}"
         if not isinstance(value, dict):
             raise _RowError(f"meta: must be a JSON object, not {_json_type(value)}")
-        try:
-            # allow_nan=False: a number like 1e400 parses to inf, which jsonb cannot store.
-            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except RecursionError as exc:
-            raise _RowError("meta: nested too deeply") from exc
-        except ValueError as exc:
-            raise _RowError("meta: contains a number out of JSON's range") from exc
+        encoded = None
+        if finite:
+            try:
+                # ~5x faster than json.dumps. It refuses (TypeError) what it cannot write exactly: an
+                # unpaired surrogate, an integer beyond 64 bits, deep nesting; json then decides below.
+                encoded = orjson.dumps(value).decode()
+            except TypeError:
+                encoded = None
+        if encoded is None:
+            try:
+                # allow_nan=False: a number like 1e400 parses to inf, which jsonb cannot store.
+                encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+            except RecursionError as exc:
+                raise _RowError("meta: nested too deeply") from exc
+            except ValueError as exc:
+                raise _RowError("meta: contains a number out of JSON's range") from exc
         # json.dumps writes NUL as the escape \u0000, which PostgreSQL's jsonb refuses.
         if "\\u0000" in encoded:
             raise _RowError("meta: contains a NUL character")
@@ -396,16 +415,60 @@ class _Validator:
             raise _RowError(problem)
         return keys
 
-    def row(self, line: int, *, external_id: Any, text: Any, meta: Any, label: Any) -> _Row:
+    def row(self, line: int, *, external_id: Any, text: Any, meta: Any, label: Any, finite: bool = False) -> _Row:
         ext = self.external_id(external_id)
         body = self.text(text)
-        meta_value, meta_json = self.meta(meta)
+        meta_value, meta_json = self.meta(meta, finite=finite)
         return _Row(line=line, external_id=ext, text=body, meta=meta_value, meta_json=meta_json,
                     content_hash=item_content_hash(body), gold_labels=self.gold_labels(label))
 
 
 def _utf8_error(raw: bytes, exc: UnicodeDecodeError) -> str:
     return f"not valid UTF-8: byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line"
+
+
+_SLOW = object()  # "orjson did not read this line"
+
+
+def _inexact(value: Any) -> bool:
+    """Whether orjson may have read an integer beyond 64 bits here, as a float (json keeps it exact).
+
+    Such a float is at least 2**63 in size; a genuine float that large is re-read by json too, which
+    gives the same float. Cheaper than scanning the raw line for long digit runs (a regex cost as much
+    as parsing the line).
+    """
+    kind = type(value)
+    if kind is float:
+        return bool(abs(value) >= _TWO_TO_63)
+    if kind is dict:
+        value = value.values()
+    elif kind is not list:
+        return False
+    for item in value:
+        kind = type(item)
+        if kind is float:
+            if abs(item) >= _TWO_TO_63:
+                return True
+        elif (kind is dict or kind is list) and _inexact(item):
+            return True
+    return False
+
+
+def _orjson_object(raw: bytes | str) -> Any:
+    """``raw`` read by orjson, or ``_SLOW`` where json must read it instead (refused, or maybe inexact).
+
+    Only ``external_id`` and ``meta`` can hold numbers that are stored, so only they are checked.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _SLOW
+    try:
+        if type(obj) is dict and (_inexact(obj.get("external_id")) or _inexact(obj.get("meta"))):
+            return _SLOW
+    except RecursionError:  # nested deeper than Python's stack: json reports it
+        return _SLOW
+    return obj
 
 
 def _parse_jsonl(lines: Iterator[tuple[int, bytes | None]], validator: _Validator, summary: ImportSummary,
@@ -417,27 +480,35 @@ def _parse_jsonl(lines: Iterator[tuple[int, bytes | None]], validator: _Validato
             continue
         if line_no == 1 and raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM):]
-        try:
-            decoded = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            summary.add_error(line_no, _utf8_error(raw, exc))
-            continue
-        if not decoded or decoded.isspace():
-            continue  # Blank lines (a trailing newline, spacing) are not rows.
-        try:
-            obj = json.loads(decoded, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            summary.add_error(line_no, f"invalid JSON: {exc.msg} (column {exc.colno})")
-            continue
-        except (ValueError, RecursionError) as exc:
-            summary.add_error(line_no, f"invalid JSON: {exc if isinstance(exc, ValueError) else 'nested too deeply'}")
-            continue
+        # The fast reader first (orjson, ~4x json's speed: it was a quarter of the import's client CPU).
+        # Whatever it refuses (bad UTF-8, bad JSON, a blank line, 1e400, an unpaired surrogate escape,
+        # deep nesting) or might read inexactly (long integers) goes to json, which then decides and
+        # words the error exactly as before: orjson only ever accepts lines json reads the same way.
+        obj = _orjson_object(raw)
+        finite = obj is not _SLOW  # orjson refuses inf and nan
+        if not finite:
+            try:
+                decoded = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                summary.add_error(line_no, _utf8_error(raw, exc))
+                continue
+            if not decoded or decoded.isspace():
+                continue  # Blank lines (a trailing newline, spacing) are not rows.
+            try:
+                obj = json.loads(decoded, parse_constant=_reject_constant)
+            except json.JSONDecodeError as exc:
+                summary.add_error(line_no, f"invalid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except (ValueError, RecursionError) as exc:
+                summary.add_error(line_no, "invalid JSON: "
+                                           f"{exc if isinstance(exc, ValueError) else 'nested too deeply'}")
+                continue
         if not isinstance(obj, dict):
             summary.add_error(line_no, f"expected a JSON object, got {_json_type(obj)}")
             continue
         try:
             yield validator.row(line_no, external_id=obj.get("external_id"), text=obj.get("text"),
-                                meta=obj.get("meta"), label=obj.get("label"))
+                                meta=obj.get("meta"), label=obj.get("label"), finite=finite)
         except _RowError as exc:
             summary.add_error(line_no, exc.message)
 
@@ -518,7 +589,7 @@ def _parse_csv(lines: Iterator[tuple[int, bytes | None]], validator: _Validator,
             meta = {name: record[index] for name, index in columns.items()
                     if name not in ("external_id", "text", "label")}
             yield validator.row(start, external_id=record[columns["external_id"]], text=record[columns["text"]],
-                                meta=meta, label=label)
+                                meta=meta, label=label, finite=True)  # CSV meta holds only strings
         except _RowError as exc:
             summary.add_error(start, exc.message)
 
@@ -671,12 +742,20 @@ def _stored(project: Project, external_ids: list[str]) -> dict[str, _State]:
     """What is stored for these external ids: one query per chunk."""
     rows: list[tuple[Any, ...]]
     if connection.vendor == "postgresql":
-        # "= ANY(array)" with one parameter: the ORM's IN (%s, %s, ...) costs ~5x the CPU at 2,000 ids.
-        columns = ", ".join(connection.ops.quote_name(c) for c in _STORED_COLUMNS)
+        # One probe of the (project_id, external_id) unique index per id, whatever the statistics say.
+        # The plain "external_id = ANY(%s)" (and the equivalent join) is planned from statistics that,
+        # during an import into a new project, still say the project has a few hundred items: PostgreSQL
+        # then scans all of the project's items (by the project_id index) for every chunk, and the
+        # import goes quadratic (2.4 of 6.5 DB CPU-seconds at 200k rows, growing with the project).
+        # A LATERAL subquery with LIMIT is never flattened into a join, and an equality on every
+        # column of a unique index is always planned as that index's probe.
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(c) for c in _STORED_COLUMNS[1:])
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {columns} FROM {connection.ops.quote_name(Item._meta.db_table)} "  # noqa: S608
-                "WHERE project_id = %s AND external_id = ANY(%s)", [project.pk, external_ids],
+                f"SELECT k.external_id, i.* FROM unnest(%s::text[]) AS k(external_id) CROSS JOIN LATERAL "  # noqa: S608
+                f"(SELECT {columns} FROM {quote(Item._meta.db_table)} WHERE project_id = %s "
+                "AND external_id = k.external_id LIMIT 1) AS i", [external_ids, project.pk],
             )
             # Django reads jsonb as text (its JSONField decodes); decode the same way here.
             rows = [(ext, pk, content_hash, _json(meta), is_gold, _json(gold_labels), n_done)
@@ -692,7 +771,18 @@ def _stored(project: Project, external_ids: list[str]) -> dict[str, _State]:
 
 
 def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    """A stored jsonb value (text), decoded as the importer decodes a row, so equal values compare equal."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = orjson.loads(value)
+        if not _inexact(decoded):
+            return decoded
+    except (orjson.JSONDecodeError, RecursionError):
+        pass
+    return json.loads(value)
 
 
 def _orm_store(project: Project, creates: list[_Write], updates: list[_Write]) -> None:
