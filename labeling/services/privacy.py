@@ -355,7 +355,9 @@ def _delete_batch(*, actor: Actor, project: Project, item_ids: Sequence[int], re
         if snapshots:
             ExportSnapshot.objects.filter(pk__in=[s[0] for s in snapshots]).delete()
             root = Path(settings.EXPORT_ROOT).resolve()
-            paths = [p for p in ((root / s[3]).resolve() for s in snapshots) if p.is_relative_to(root)]
+            # A snapshot not yet written has no path (""): nothing to unlink, and never the root itself.
+            paths = [p for p in ((root / s[3]).resolve() for s in snapshots if s[3]) if p.is_relative_to(root)
+                     and p != root]
             _unlink_after_commit(paths)
         tombstone = audit_record(actor=actor, action="items.delete", obj=project, project=project, data={
             "trigger": trigger, "reason": reason,
