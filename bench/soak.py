@@ -63,6 +63,7 @@ class Config:
     think: tuple[float, float] = (0.3, 1.0)
     # (seconds after labelling starts, action); None: the standard plan built from the fields above.
     plan: list[tuple[float, str]] | None = None
+    slug: str = field(default_factory=lambda: f"soak-{uuid.uuid4().hex[:8]}")
     log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sift-soak-")))
 
 
@@ -213,7 +214,7 @@ class Tally:
 RETRYABLE_STATUS = {502, 503, 504}
 
 
-def _reviewer(base: str, token: str, stop: threading.Event, tally: Tally, think: tuple[float, float],
+def _reviewer(base: str, slug: str, token: str, stop: threading.Event, tally: Tally, think: tuple[float, float],
               seed: int) -> None:
     import requests
 
@@ -241,7 +242,7 @@ def _reviewer(base: str, token: str, stop: threading.Event, tally: Tally, think:
 
     while not stop.is_set():
         try:
-            got = call("POST", "/api/projects/soak/queue/next")
+            got = call("POST", f"/api/projects/{slug}/queue/next")
         except _Stopped:
             return
         if got.status_code == 204:
@@ -339,19 +340,19 @@ def _setup(config: Config) -> tuple[int, list[str]]:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    from labeling.models import Membership, Project
+    from labeling.models import Membership
     from labeling.services.items_import import items_import
     from labeling.services.projects import project_create
 
     User = get_user_model()
-    Project.objects.filter(slug="soak").delete()
-    User.objects.filter(username__startswith="soak-").delete()
-    admin = User.objects.create_user(username="soak-admin", password=secrets.token_urlsafe(16))
-    project = project_create(actor=admin, slug="soak", name="Soak", taxonomy=TAXONOMY, overlap=config.overlap,
-                             embedder="hashing")
+    # A fresh project and cast per run (the audit log is append-only, so an old run is never deleted).
+    run_id = config.slug.removeprefix("soak-")
+    admin = User.objects.create_user(username=f"soak-admin-{run_id}", password=secrets.token_urlsafe(16))
+    project = project_create(actor=admin, slug=config.slug, name="Soak", taxonomy=TAXONOMY,
+                             overlap=config.overlap, embedder="hashing")
     tokens = []
     for n in range(config.reviewers):
-        user = User.objects.create_user(username=f"soak-r{n:02d}", password=secrets.token_urlsafe(16))
+        user = User.objects.create_user(username=f"soak-r{n:02d}-{run_id}", password=secrets.token_urlsafe(16))
         Membership.objects.create(project=project, user=user, role="reviewer")
         tokens.append(Token.objects.create(user=user).key)
     rng = random.Random(7)
@@ -389,7 +390,8 @@ def run(config: Config) -> dict[str, Any]:
         stop = threading.Event()
         tally = Tally()
         base = f"http://127.0.0.1:{config.web_port}"
-        threads = [threading.Thread(target=_reviewer, args=(base, token, stop, tally, config.think, n), daemon=True)
+        threads = [threading.Thread(target=_reviewer, daemon=True,
+                                    args=(base, config.slug, token, stop, tally, config.think, n))
                    for n, token in enumerate(tokens)]
         started = time.monotonic()
         for thread in threads:
@@ -539,7 +541,7 @@ def main() -> int:
     import django
     from django.core.management import call_command
 
-    _ensure_database(url)
+    _fresh_database(url)
     django.setup()
     call_command("migrate", verbosity=0)
     config = Config(database_url=url, duration=args.duration, reviewers=args.reviewers, items=args.items,
@@ -559,17 +561,20 @@ def _soak_database(url: str) -> str:
     return parts._replace(path=parts.path.rstrip("/") + "_soak").geturl()
 
 
-def _ensure_database(url: str) -> None:
+def _fresh_database(url: str) -> None:
+    """Drop and create the soak's own database: every run starts from an empty, migrated schema."""
     from urllib.parse import urlsplit
 
     import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
+    if "soak" not in name and "bench" not in name:
+        raise SystemExit(f"refusing to drop {name!r}: the soak's database name must contain 'soak' or 'bench'")
     admin = parts._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 if __name__ == "__main__":
