@@ -54,6 +54,8 @@ urlpatterns = [
          name="api-export-snapshot"),
     path("projects/<slug:slug>/exports/<slug:name>/download", views_export.SnapshotDownloadView.as_view(),
          name="api-export-snapshot-download"),
+    path("projects/<slug:slug>/exports/<slug:name>/retry", views_export.SnapshotRetryView.as_view(),
+         name="api-export-snapshot-retry"),
     # Quality: stats for the dashboard and the adjudication queue (labeling/api/views_quality.py).
     path("projects/<slug:slug>/stats/", views_quality.StatsSummaryView.as_view(), name="api-stats"),
     path("projects/<slug:slug>/stats/agreement", views_quality.AgreementView.as_view(), name="api-stats-agreement"),

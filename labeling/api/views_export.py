@@ -2,10 +2,14 @@
 
 - ``GET  /api/projects/{slug}/export?format=jsonl|csv|parquet&...`` streams the rows of the ``export``
   command (StreamingHttpResponse; Parquet goes out row group by row group).
-- ``GET  /api/projects/{slug}/exports/`` lists snapshots, newest first; ``POST`` creates one from
-  ``{name, format, ...parameters}`` (synchronously; 409 if the name is taken).
-- ``GET  /api/projects/{slug}/exports/{name}/`` the snapshot with its dataset card (JSON and Markdown).
-- ``GET  /api/projects/{slug}/exports/{name}/download`` the file, with ``X-Checksum-SHA256``.
+- ``GET  /api/projects/{slug}/exports/`` lists snapshots, newest first, with their status; ``POST``
+  requests one from ``{name, format, ...parameters}``: 202 with the snapshot (``status`` pending) and
+  ``status_url`` (also the Location header) once it is queued; 400 for a bad parameter and 409 if
+  the name is taken, with nothing recorded.
+- ``GET  /api/projects/{slug}/exports/{name}/`` the snapshot: status (pending, running, done, failed
+  with ``error``), and once done its checksum and dataset card (JSON and Markdown).
+- ``POST /api/projects/{slug}/exports/{name}/retry`` queues a failed snapshot again (202; 409 otherwise).
+- ``GET  /api/projects/{slug}/exports/{name}/download`` the file, with ``X-Checksum-SHA256`` (409 until done).
 
 All need Capability.EXPORT: reviewers get 403 and outsiders 404, before anything is read or written.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import FileResponse, StreamingHttpResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -35,8 +40,9 @@ from labeling.services.exports import (
     export_card_markdown,
     export_params_parse,
     export_prepare,
-    export_snapshot_create,
     export_snapshot_path,
+    export_snapshot_request,
+    export_snapshot_retry,
     export_stream,
 )
 
@@ -99,11 +105,16 @@ class ExportView(APIView):
 class SnapshotSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
     created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(slug_field="username",
                                                                                  read_only=True)
+    status_url = serializers.SerializerMethodField()
 
     class Meta:
         model = ExportSnapshot
-        fields = ["name", "format", "params", "sha256", "size_bytes", "row_count", "created_by", "created_at"]
+        fields = ["id", "name", "format", "params", "status", "error", "attempts", "status_url", "sha256",
+                  "size_bytes", "row_count", "created_by", "created_at", "started_at", "finished_at"]
         read_only_fields = fields
+
+    def get_status_url(self, snapshot: ExportSnapshot) -> str:
+        return reverse("api-export-snapshot", kwargs={"slug": snapshot.project.slug, "name": snapshot.name})
 
 
 class SnapshotDetailSerializer(SnapshotSerializer):
@@ -127,25 +138,30 @@ class SnapshotListView(APIView):
     @extend_schema(responses={200: SnapshotSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
         project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
-        snapshots = ExportSnapshot.objects.filter(project=project).select_related("created_by").order_by("-id")
+        snapshots = (ExportSnapshot.objects.filter(project=project).select_related("created_by", "project")
+                     .order_by("-id"))
         return Response(SnapshotSerializer(snapshots, many=True).data)
 
-    @extend_schema(request=SnapshotCreateSerializer, responses={201: SnapshotDetailSerializer,
-                                                                409: OpenApiResponse(description="Name taken.")})
+    @extend_schema(request=SnapshotCreateSerializer,
+                   responses={202: SnapshotDetailSerializer,
+                              400: OpenApiResponse(description="Bad parameter (named)."),
+                              409: OpenApiResponse(description="Name taken.")})
     def post(self, request: Request, slug: str) -> Response:
         project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
         body = request.data if isinstance(request.data, dict) else {}
         head = SnapshotCreateSerializer(data=body)
         head.is_valid(raise_exception=True)
         params = export_params_parse(body, ignore=("name",))
-        snapshot = export_snapshot_create(project=project, actor=request.user, name=head.validated_data["name"],
-                                          params=params)
-        return Response(SnapshotDetailSerializer(snapshot).data, status=status.HTTP_201_CREATED)
+        snapshot = export_snapshot_request(project=project, actor=request.user, name=head.validated_data["name"],
+                                           params=params)
+        data = SnapshotDetailSerializer(snapshot).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status_url"]})
 
 
 def _snapshot(request: Request, slug: str, name: str) -> tuple[Project, ExportSnapshot]:
     project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
-    snapshot = ExportSnapshot.objects.filter(project=project, name=name).select_related("created_by").first()
+    snapshot = (ExportSnapshot.objects.filter(project=project, name=name).select_related("created_by", "project")
+                .first())
     if snapshot is None:
         raise NotFound(f"no snapshot named {name!r}")
     return project, snapshot
@@ -158,10 +174,21 @@ class SnapshotDetailView(APIView):
         return Response(SnapshotDetailSerializer(snapshot).data)
 
 
+class SnapshotRetryView(APIView):
+    @extend_schema(request=None, responses={202: SnapshotDetailSerializer,
+                                            409: OpenApiResponse(description="Not failed: nothing to retry.")})
+    def post(self, request: Request, slug: str, name: str) -> Response:
+        project, _snapshot_row = _snapshot(request, slug, name)
+        snapshot = export_snapshot_retry(project=project, actor=request.user, name=name)
+        data = SnapshotDetailSerializer(snapshot).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status_url"]})
+
+
 class SnapshotDownloadView(APIView):
     content_negotiation_class = FormatIsAParameter
 
-    @extend_schema(responses=_binary_200("The file; X-Checksum-SHA256 carries its checksum."))
+    @extend_schema(responses={**_binary_200("The file; X-Checksum-SHA256 carries its checksum."),
+                              409: OpenApiResponse(description="Not done yet.")})
     def get(self, request: Request, slug: str, name: str) -> FileResponse:
         project, snapshot = _snapshot(request, slug, name)
         path = export_snapshot_path(snapshot)

@@ -127,13 +127,39 @@ def test_only_export_roles_and_nothing_is_written_otherwise(world: World, api_as
     assert state(world, tmp_path) == before
 
 
-def test_snapshot_create_list_detail_download(world: World, api_as: Any, tmp_path: Path) -> None:
+def run_queued(callbacks: list[Any]) -> None:
+    """Play the worker: what each queued on_commit callback would have sent, run by the real task."""
+    from labeling.tasks import export_snapshot
+
+    assert len(callbacks) == 1
+    for snapshot in ExportSnapshot.objects.filter(status=ExportSnapshot.Status.PENDING).order_by("id"):
+        export_snapshot.apply(args=[snapshot.project_id, snapshot.name, snapshot.params, snapshot.created_by_id]).get()
+
+
+def test_snapshot_request_status_detail_download(world: World, api_as: Any, tmp_path: Path,
+                                                 django_capture_on_commit_callbacks: Any) -> None:
     client = api_as(user("engineer"))
-    response = client.post("/api/projects/sms-export/exports/",
-                           {"name": "train-2024-05", "format": "parquet", "split": "0.5,0.25,0.25", "seed": 4,
-                            "aggregation": "majority", "raw": True}, format="json")
-    assert response.status_code == 201, response.content
-    created = response.json()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post("/api/projects/sms-export/exports/",
+                               {"name": "train-2024-05", "format": "parquet", "split": "0.5,0.25,0.25", "seed": 4,
+                                "aggregation": "majority", "raw": True}, format="json")
+    assert response.status_code == 202, response.content
+    queued = response.json()
+    status_url = "/api/projects/sms-export/exports/train-2024-05/"
+    assert response["Location"] == status_url
+    assert (queued["status"], queued["status_url"], queued["error"], queued["sha256"], queued["row_count"],
+            queued["card"]) == ("pending", status_url, "", "", None, {})
+    assert queued["id"] == ExportSnapshot.objects.get(name="train-2024-05").pk
+    # Nothing is exported in the request: no file, no split assigned yet.
+    assert not (tmp_path / "exports").exists()
+    assert set(Item.objects.values_list("split", flat=True)) == {None}
+    assert client.get(status_url + "download").status_code == 409
+    assert [(s["name"], s["status"]) for s in client.get("/api/projects/sms-export/exports/").json()] == [
+        ("train-2024-05", "pending")]
+
+    run_queued(callbacks)
+    created = client.get(status_url).json()
+    assert (created["status"], created["attempts"], created["error"]) == ("done", 1, "")
     snapshot = ExportSnapshot.objects.get(project=world.project, name="train-2024-05")
     path = Path(tmp_path / "exports") / snapshot.path
     data = path.read_bytes()
@@ -164,28 +190,65 @@ def test_snapshot_create_list_detail_download(world: World, api_as: Any, tmp_pat
     assert "# Dataset card: sms-export / train-2024-05" in created["card_markdown"]
     audit = AuditEvent.objects.get(action="export.snapshot")
     assert (audit.actor, audit.data["sha256"], audit.data["rows"]) == (user("engineer"), created["sha256"], 8)
+    assert AuditEvent.objects.filter(action="export.snapshot_request", actor=user("engineer")).count() == 1
 
     listing = client.get("/api/projects/sms-export/exports/").json()
-    assert [(s["name"], s["format"], s["sha256"], s["created_by"]) for s in listing] == [
-        ("train-2024-05", "parquet", created["sha256"], "engineer")]
-    detail = client.get("/api/projects/sms-export/exports/train-2024-05/").json()
-    assert detail["card"] == card
-
-    download = client.get("/api/projects/sms-export/exports/train-2024-05/download")
+    assert [(s["name"], s["format"], s["status"], s["sha256"], s["created_by"]) for s in listing] == [
+        ("train-2024-05", "parquet", "done", created["sha256"], "engineer")]
+    download = client.get(status_url + "download")
     assert download.status_code == 200
     assert download["X-Checksum-SHA256"] == created["sha256"]
     assert b"".join(download.streaming_content) == data
     assert pq.read_table(io.BytesIO(data)).num_rows == 8
+    # A done snapshot is immutable: nothing to retry.
+    assert client.post(status_url + "retry").status_code == 409
     # The same parameters again give the same bytes: the snapshot is reproducible.
-    again = client.post("/api/projects/sms-export/exports/",
-                        {"name": "train-again", "format": "parquet", "split": "0.5,0.25,0.25", "seed": 4,
-                         "raw": True}, format="json").json()
-    assert again["sha256"] == created["sha256"]
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert client.post("/api/projects/sms-export/exports/",
+                           {"name": "train-again", "format": "parquet", "split": "0.5,0.25,0.25", "seed": 4,
+                            "raw": True}, format="json").status_code == 202
+    run_queued(callbacks)
+    assert ExportSnapshot.objects.get(name="train-again").sha256 == created["sha256"]
+
+
+def test_a_failed_snapshot_says_why_and_can_be_retried(world: World, api_as: Any, tmp_path: Path, settings: Any,
+                                                      django_capture_on_commit_callbacks: Any) -> None:
+    client = api_as(user("engineer"))
+    # A real failure: the export root cannot be created, because a file stands where its parent should be.
+    (tmp_path / "blocked").write_text("not a directory")
+    settings.EXPORT_ROOT = tmp_path / "blocked" / "exports"
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert client.post("/api/projects/sms-export/exports/", {"name": "v1", "format": "csv", "split": "0.8,0.1,0.1"},
+                           format="json").status_code == 202
+    run_queued(callbacks)
+    failed = client.get("/api/projects/sms-export/exports/v1/").json()
+    assert (failed["status"], failed["attempts"], failed["sha256"], failed["row_count"]) == ("failed", 1, "", None)
+    assert failed["error"].startswith("NotADirectoryError: ")
+    assert failed["finished_at"] is not None
+    assert [(s["name"], s["status"], s["error"]) for s in client.get("/api/projects/sms-export/exports/").json()] == [
+        ("v1", "failed", failed["error"])]
+    assert client.get("/api/projects/sms-export/exports/v1/download").status_code == 409
+    assert not AuditEvent.objects.filter(action="export.snapshot").exists()
+
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        retried = client.post("/api/projects/sms-export/exports/v1/retry")
+    assert retried.status_code == 202
+    assert retried.json()["status"] == "pending"
+    # Queued already: a second retry is refused and queues nothing.
+    with django_capture_on_commit_callbacks(execute=False) as again:
+        assert client.post("/api/projects/sms-export/exports/v1/retry").status_code == 409
+    assert again == []
+    run_queued(callbacks)
+    done = client.get("/api/projects/sms-export/exports/v1/").json()
+    assert (done["status"], done["attempts"], done["error"], done["row_count"]) == ("done", 2, "", len(EXPECTED))
+    assert client.get("/api/projects/sms-export/exports/v1/download").status_code == 200
+    assert AuditEvent.objects.filter(action="export.snapshot_retry", actor=user("engineer")).count() == 1
 
 
 def test_duplicate_or_bad_snapshot_names(world: World, api_as: Any, tmp_path: Path) -> None:
     client = api_as(user("engineer"))
-    assert client.post("/api/projects/sms-export/exports/", {"name": "v1"}, format="json").status_code == 201
+    assert client.post("/api/projects/sms-export/exports/", {"name": "v1"}, format="json").status_code == 202
     before = state(world, tmp_path)
     duplicate = client.post("/api/projects/sms-export/exports/", {"name": "v1", "format": "csv"}, format="json")
     assert duplicate.status_code == 409
@@ -195,6 +258,10 @@ def test_duplicate_or_bad_snapshot_names(world: World, api_as: Any, tmp_path: Pa
     unknown = client.post("/api/projects/sms-export/exports/", {"name": "v3", "colour": "red"}, format="json")
     assert unknown.status_code == 400
     assert unknown.json()["field"] == "colour"
+    # Checked against the project before anything is queued.
+    label = client.post("/api/projects/sms-export/exports/", {"name": "v4", "label": "nope"}, format="json")
+    assert (label.status_code, label.json()["detail"]) == (400, "label: nope not in taxonomy version 2")
     missing = client.get("/api/projects/sms-export/exports/nope/download")
     assert missing.status_code == 404
+    assert client.post("/api/projects/sms-export/exports/nope/retry").status_code == 404
     assert state(world, tmp_path) == before

@@ -34,3 +34,22 @@ def test_a_deleted_project_is_a_no_op(settings: Any, tmp_path: Path) -> None:
     settings.EXPORT_ROOT = tmp_path
     assert export_snapshot.apply(args=[987654, "nightly", {"format": "csv"}]).get() is None
     assert ExportSnapshot.objects.count() == 0
+
+
+def test_a_requested_snapshot_runs_once_however_often_the_task_is_delivered(settings: Any, tmp_path: Path) -> None:
+    from labeling.services.exports import export_params_parse, export_snapshot_request
+
+    settings.EXPORT_ROOT = tmp_path
+    world = build_world()
+    engineer = world.users["alice"].__class__.objects.get(username="engineer")
+    requested = export_snapshot_request(project=world.project, actor=engineer, name="weekly",
+                                        params=export_params_parse({"format": "csv"}), enqueue=False)
+    assert (requested.status, requested.attempts, requested.path) == ("pending", 0, "")
+    args = [world.project.pk, "weekly", requested.params, engineer.pk]
+    results = [export_snapshot.apply(args=args).get() for _ in range(2)]
+    snapshot = ExportSnapshot.objects.get()
+    assert results == [{"name": "weekly", "sha256": snapshot.sha256, "rows": len(EXPECTED)}] * 2
+    assert (snapshot.status, snapshot.attempts, snapshot.created_by) == ("done", 1, engineer)
+    assert AuditEvent.objects.filter(action="export.snapshot").count() == 1
+    assert [p.name for p in (tmp_path / f"project-{world.project.pk}").iterdir()] == [
+        f"weekly-{snapshot.sha256[:16]}.csv"]

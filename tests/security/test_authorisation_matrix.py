@@ -28,7 +28,7 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from labeling.models import ROLE_CAPABILITIES, Capability, Item
+from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, Item
 from labeling.services.annotations import annotation_submit
 from labeling.services.taxonomy import taxonomy_draft_save
 from tests.security.support import PASSWORD, ROLES, World, plain_text, seed_world, table_fingerprint
@@ -81,6 +81,12 @@ def _heartbeat(world: World) -> dict[str, Any]:
 
     worker_heartbeat(worker="matrix@test")
     return {}
+
+
+def _failed_snapshot(world: World) -> dict[str, Any]:
+    ExportSnapshot.objects.create(project=world.project, name="matrix-failed", format="csv", params={"format": "csv"},
+                                  status=ExportSnapshot.Status.FAILED, error="disk full")
+    return {"snapshot": "matrix-failed"}
 
 
 @dataclass(frozen=True)
@@ -156,10 +162,12 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/export": [Row("GET", Capability.EXPORT, 200, P + "/export")],
     "api/projects/<slug:slug>/exports/": [
         Row("GET", Capability.EXPORT, 200, P + "/exports/"),
-        Row("POST", Capability.EXPORT, 201, P + "/exports/", body={"name": "matrix-snap", "format": "csv"})],
+        Row("POST", Capability.EXPORT, 202, P + "/exports/", body={"name": "matrix-snap", "format": "csv"})],
     "api/projects/<slug:slug>/exports/<slug:name>/": [Row("GET", Capability.EXPORT, 200, P + "/exports/{snapshot}/")],
     "api/projects/<slug:slug>/exports/<slug:name>/download": [
         Row("GET", Capability.EXPORT, 200, P + "/exports/{snapshot}/download")],
+    "api/projects/<slug:slug>/exports/<slug:name>/retry": [
+        Row("POST", Capability.EXPORT, 202, P + "/exports/{snapshot}/retry", setup=_failed_snapshot)],
     "api/projects/<slug:slug>/stats/": [Row("GET", Capability.VIEW_STATS, 200, P + "/stats/")],
     "api/projects/<slug:slug>/stats/agreement": [Row("GET", Capability.VIEW_STATS, 200, P + "/stats/agreement")],
     "api/projects/<slug:slug>/stats/reviewers": [Row("GET", Capability.VIEW_STATS, 200, P + "/stats/reviewers")],
