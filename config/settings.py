@@ -349,6 +349,8 @@ SIFT_RANKING_WRITE_BATCH = env_int("SIFT_RANKING_WRITE_BATCH", 10_000)
 # Positions of a cold-start ranking (k-means picks cost grows with depth; the random fallback serves past it).
 SIFT_COLD_START_DEPTH = env_int("SIFT_COLD_START_DEPTH", 200)
 SIFT_EMBED_BATCH = env_int("SIFT_EMBED_BATCH", 256)
+# Pending items per sift.learning.embed_items task: larger backlogs are split so every worker takes a share.
+SIFT_EMBED_CHUNK = env_int("SIFT_EMBED_CHUNK", 1024)
 # Projects whose pool vectors a worker keeps in memory between retrains (learning/services/pool.py); 0 disables.
 SIFT_POOL_CACHE_PROJECTS = env_int("SIFT_POOL_CACHE_PROJECTS", 2)
 # Test-only: seconds to pause between ranking batches, so the crash test can SIGKILL a worker mid-write.

@@ -24,6 +24,7 @@ from django.db import InterfaceError, OperationalError
 
 from learning import scheduling
 from learning.services import model_version_train, project_embed_items
+from learning.services.embedding import items_embed_chunk
 
 # Connection drops, failovers, lock timeouts: worth another try. IntegrityError and friends are not.
 # (psycopg's own class too: the binary COPY paths use the raw driver cursor, which Django does not wrap.)
@@ -39,6 +40,15 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 12
 def embed_project(project_id: int, **_ignored: Any) -> dict[str, Any]:
     result = project_embed_items(project_id=int(project_id))
     return {"skipped": result.skipped, "embedded": result.embedded, "batches": result.batches}
+
+
+# Late ack safe: a chunk embeds only its items still without a vector (call twice, effect once); a rerun after a
+# kill re-embeds at most the one uncommitted batch. Sent by embed_project when a backlog is larger than one chunk.
+@shared_task(name="sift.learning.embed_items", acks_late=True, reject_on_worker_lost=True, time_limit=3600,
+             **RETRY)  # type: ignore[untyped-decorator]
+def embed_items(project_id: int, item_ids: list[int], **_ignored: Any) -> dict[str, Any]:
+    result = items_embed_chunk(project_id=int(project_id), item_ids=[int(i) for i in item_ids])
+    return {"embedded": result.embedded, "batches": result.batches, "retrain_requested": result.retrain_requested}
 
 
 # Late ack safe: keyed by its fingerprint (a second run is a no-op) and claimed in the database; a half-written

@@ -4,6 +4,29 @@ Rerun-safety: every batch commits on its own, and a batch only ever looks for it
 yet, so a run killed half-way leaves the finished batches in place and the next run continues with the rest.
 Two runs racing on one text (two projects importing the same message) both insert with ON CONFLICT DO
 NOTHING: one vector survives, nothing fails.
+
+SPREADING ONE PROJECT OVER SEVERAL WORKERS
+==========================================
+A project's embed job is claimed by one run at a time (learning/scheduling.py), so a run that embedded
+everything itself would keep a second worker idle. When more than ``SIFT_EMBED_CHUNK`` items are pending, the
+claimed run only lists the pending ids and sends one ``sift.learning.embed_items`` task per chunk of ids (the
+``embedding`` queue), then releases its claim; every idle worker takes a chunk. A small backlog (one chunk or
+less) is embedded in place, as before: no extra hop for a single import.
+
+A chunk task is idempotent (call twice, effect once): it embeds only the chunk's items whose hash still has no
+vector, and a redelivered or duplicated chunk finds nothing left to do. Every batch of a chunk commits together
+with a bump of the embed job's ``generation`` -- the token that retrain fingerprints and worker pool
+caches key on (learning/services/retrain.py, pool.py) -- so the set of embedded items never changes under an
+unchanged generation. After committing, a chunk asks whether any item of the project still lacks a vector; the
+one that finds none asks for the retrain. At least one chunk always finds none: each asks after its own commit,
+so whichever commits last sees every other chunk's vectors (READ COMMITTED). Two finding none at once both
+signal, and the retrain requests coalesce. The check walks the project's items from the newest id down, where
+chunks (sent oldest first) are still pending until the very end, so it stops at its first row until the last
+chunks.
+
+A pass that starts while chunks of an earlier pass are still queued lists their ids again and sends them again;
+the duplicates find their items embedded and do nothing (or, if both run at the same moment, embed a chunk
+twice and keep one copy). That is wasted work only, and only when imports overlap a long embedding.
 """
 
 from __future__ import annotations
@@ -12,10 +35,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 
 from labeling.models import Item, Project
 from learning import scheduling
@@ -29,9 +54,10 @@ _EMBEDDERS: dict[str, Embedder] = {}
 
 
 def embedder_for(name: str) -> Embedder:
-    """The project's embedder setting ("minilm", "hashing") as a warm, per-process instance."""
+    """The project's embedder setting ("minilm", "static", "hashing") as a warm, per-process instance."""
     if name not in _EMBEDDERS:
-        _EMBEDDERS[name] = get_embedder(name)
+        # The static tier distils its table on first use into the data directory (learning/core/static_embedder.py).
+        _EMBEDDERS[name] = get_embedder(name, model_cache_dir=Path(settings.DATA_DIR) / "models")
     return _EMBEDDERS[name]
 
 
@@ -71,10 +97,63 @@ def vectors_for_texts(texts: Sequence[str], embedder: Embedder) -> np.ndarray:
     return np.stack([cached[h] for h in hashes]).astype(np.float32)
 
 
+EMBED_ITEMS_TASK = "sift.learning.embed_items"
+
+
+def _item_and_embedding_tables() -> tuple[str, str]:
+    return connection.ops.quote_name(Item._meta.db_table), connection.ops.quote_name(Embedding._meta.db_table)
+
+
+def _pending_ids(project_id: int, embedder_name: str) -> list[int]:
+    """Ids (ascending) of the project's items whose content hash has no vector for the embedder."""
+    item, emb = _item_and_embedding_tables()
+    query = (
+        f"SELECT i.id FROM {item} i WHERE i.project_id = %s AND NOT EXISTS ("  # noqa: S608 (table names only)
+        f"SELECT 1 FROM {emb} e WHERE e.embedder = %s AND e.content_hash = i.content_hash) ORDER BY i.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [project_id, embedder_name])
+        return [int(r[0]) for r in cursor.fetchall()]
+
+
+def project_has_pending(*, project_id: int, embedder_name: str) -> bool:
+    """Does any item of the project lack a vector? Scans from the newest id down (see the module docstring)."""
+    item, emb = _item_and_embedding_tables()
+    query = (
+        f"SELECT 1 FROM {item} i WHERE i.project_id = %s AND NOT EXISTS ("  # noqa: S608 (table names only)
+        f"SELECT 1 FROM {emb} e WHERE e.embedder = %s AND e.content_hash = i.content_hash) "
+        f"ORDER BY i.id DESC LIMIT 1"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [project_id, embedder_name])
+        return cursor.fetchone() is not None
+
+
+def _chunk_size() -> int:
+    return max(1, int(getattr(settings, "SIFT_EMBED_CHUNK", 1024)))
+
+
+def _send_chunk(project_id: int, item_ids: list[int]) -> None:
+    from celery import current_app
+
+    current_app.send_task(EMBED_ITEMS_TASK, args=[project_id, item_ids])
+
+
+def _bump_generation(project_id: int) -> None:
+    """The pool changed: move the token retrain fingerprints and pool caches key on (in the caller's transaction)."""
+    job = LearningJob.objects.filter(project_id=project_id, kind=LearningJob.Kind.EMBED)
+    if job.update(generation=F("generation") + 1):
+        return
+    # A chunk sent without a pass before it (a replayed message, the benchmark's warm-up): create the row.
+    _, created = LearningJob.objects.get_or_create(project_id=project_id, kind=LearningJob.Kind.EMBED,
+                                                   defaults={"generation": 1})
+    if not created:
+        job.update(generation=F("generation") + 1)
+
+
 def _missing_batch(project_id: int, embedder_name: str, after_id: int, limit: int) -> list[tuple[int, str, str]]:
     """The next ``limit`` items (by id, after ``after_id``) whose content hash has no vector for the embedder."""
-    item = connection.ops.quote_name(Item._meta.db_table)
-    emb = connection.ops.quote_name(Embedding._meta.db_table)
+    item, emb = _item_and_embedding_tables()
     query = (
         f"SELECT i.id, i.content_hash, i.text FROM {item} i "  # noqa: S608 (table names only)
         f"WHERE i.project_id = %s AND i.id > %s AND NOT EXISTS ("
@@ -95,6 +174,8 @@ class EmbedResult:
     batches: int = 0
     seconds: float = 0.0
     retrain_requested: bool = False
+    # Items handed to ``sift.learning.embed_items`` chunk tasks instead of being embedded in this run.
+    dispatched: int = 0
 
 
 def project_embed_items(*, project_id: int, batch_size: int | None = None) -> EmbedResult:
@@ -118,6 +199,16 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None) -> Em
             error = "project no longer exists"
             return EmbedResult(seconds=time.perf_counter() - started)
         embedder = embedder_for(embedder_setting)
+        pending = _pending_ids(project_id, embedder.name)
+        chunk = _chunk_size()
+        if len(pending) > chunk:
+            # Spread over every idle worker; the chunks bump the generation and ask for the retrain themselves.
+            chunks = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
+            # Sent at once, as scheduling.release sends a follow-up: the ids are committed and no transaction is open.
+            for ids in chunks:
+                _send_chunk(project_id, ids)
+            logger.info("project %s: %d items to embed, sent as %d chunks", project_id, len(pending), len(chunks))
+            return EmbedResult(batches=len(chunks), seconds=time.perf_counter() - started, dispatched=len(pending))
         after_id = 0
         while True:
             rows = _missing_batch(project_id, embedder.name, after_id, size)
@@ -146,5 +237,42 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None) -> Em
         # The pool changed (new vectors, or new items whose texts were cached already): rank it again.
         scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
     logger.info("embedded %d texts for project %s in %d batches", embedded, project_id, batches)
+    return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
+                       retrain_requested=retrain)
+
+
+def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: int | None = None) -> EmbedResult:
+    """Embed those of ``item_ids`` (items of ``project_id``) whose hash has no vector yet: one chunk task's work.
+
+    Idempotent: a second call finds the vectors and embeds nothing. Each batch commits with a generation
+    bump; when no item of the project is left without a vector afterwards, the retrain is requested (see the
+    module docstring).
+    """
+    started = time.perf_counter()
+    embedder_setting = Project.objects.filter(pk=project_id).values_list("embedder", flat=True).first()
+    if embedder_setting is None:
+        return EmbedResult(seconds=time.perf_counter() - started)
+    embedder = embedder_for(embedder_setting)
+    size: int = batch_size if batch_size is not None else int(getattr(settings, "SIFT_EMBED_BATCH", 256))
+    embedded = batches = 0
+    ids = sorted({int(i) for i in item_ids})
+    for start in range(0, len(ids), size):
+        part = ids[start : start + size]
+        rows = list(Item.objects.filter(project_id=project_id, pk__in=part).values_list("content_hash", "text"))
+        have = set(Embedding.objects.filter(embedder=embedder.name, content_hash__in={h for h, _ in rows})
+                   .values_list("content_hash", flat=True))
+        texts = {h: t for h, t in rows if h not in have}
+        if not texts:
+            continue
+        vectors = embedder.embed(list(texts.values()))
+        with transaction.atomic():
+            store_vectors(embedder_name=embedder.name, hashes=list(texts), vectors=vectors)
+            _bump_generation(project_id)
+        embedded += len(texts)
+        batches += 1
+    retrain = False
+    if embedded and not project_has_pending(project_id=project_id, embedder_name=embedder.name):
+        retrain = scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id) or True
+    logger.info("chunk of project %s: embedded %d of %d items", project_id, embedded, len(ids))
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)

@@ -1,4 +1,5 @@
-"""The embedding service (learning/services/embedding.py): batched, incremental, rerun-safe, cached by hash."""
+"""The embedding service (learning/services/embedding.py): batched, incremental, rerun-safe, cached by hash, and
+split into chunk tasks that several workers share."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from learning.core import HashingEmbedder
 from learning.models import Embedding, LearningJob
 from learning.services import embedding as embedding_module
 from learning.services import project_embed_items
-from learning.services.embedding import vectors_for_texts
+from learning.services.embedding import items_embed_chunk, vectors_for_texts
 from tests.conftest import SMS_TAXONOMY
 from tests.factories import ProjectFactory
 from tests.learning.support import add_items
@@ -138,3 +139,90 @@ def test_seed_query_vectors_go_through_the_cache(db: Any, embedder: CountingEmbe
     assert embedder.calls == [["free prize", "call now"], ["new seed"]]
     np.testing.assert_array_equal(first[0], second[1])
     assert second.dtype == np.float32 and second.shape == (3, 384)
+
+
+# --- chunked embedding: one project's backlog shared by several workers ------------------------------------------
+
+
+@pytest.fixture
+def sent_with_args(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[Any]]]:
+    calls: list[tuple[str, list[Any]]] = []
+    monkeypatch.setattr(app, "send_task", lambda name, args=None, **_o: calls.append((name, list(args or []))))
+    return calls
+
+
+def _generation(project: Any) -> int:
+    return int(LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED).generation)
+
+
+def test_a_backlog_larger_than_a_chunk_is_sent_as_chunk_tasks(
+    project: Any, embedder: CountingEmbedder, sent_with_args: list[tuple[str, list[Any]]], settings: Any,
+) -> None:
+    settings.SIFT_EMBED_CHUNK = 10
+    add_items(project, [f"message {i}" for i in range(25)])
+    ids = sorted(project.items.values_list("pk", flat=True))
+    result = project_embed_items(project_id=project.pk)
+    assert (result.skipped, result.embedded, result.batches, result.dispatched) == (False, 0, 3, 25)
+    assert sent_with_args == [("sift.learning.embed_items", [project.pk, ids[:10]]),
+                              ("sift.learning.embed_items", [project.pk, ids[10:20]]),
+                              ("sift.learning.embed_items", [project.pk, ids[20:]])]
+    # Nothing embedded here, no retrain yet (the chunks ask for it), and the claim is free for the next pass.
+    assert embedder.calls == [] and Embedding.objects.count() == 0
+    job = LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED)
+    assert job.running_token is None
+
+
+def test_the_chunk_that_completes_the_pool_asks_for_the_retrain(
+    project: Any, embedder: CountingEmbedder, sent_with_args: list[tuple[str, list[Any]]], settings: Any,
+) -> None:
+    settings.SIFT_EMBED_CHUNK = 10
+    add_items(project, [f"message {i}" for i in range(25)])
+    project_embed_items(project_id=project.pk)
+    chunks = [args[1] for _, args in sent_with_args]
+    sent_with_args.clear()
+    before = _generation(project)
+    # Chunks may run in any order on any worker; run the last one first.
+    first = items_embed_chunk(project_id=project.pk, item_ids=chunks[2], batch_size=4)
+    assert (first.embedded, first.batches, first.retrain_requested) == (5, 2, False)
+    assert _generation(project) == before + 2  # one bump per committed batch
+    items_embed_chunk(project_id=project.pk, item_ids=chunks[0])
+    assert sent_with_args == []
+    last = items_embed_chunk(project_id=project.pk, item_ids=chunks[1])
+    assert (last.embedded, last.retrain_requested) == (10, True)
+    assert sent_with_args == [("sift.learning.retrain_project", [project.pk])]
+    assert Embedding.objects.filter(embedder="hashing-v1-384").count() == 25
+    assert sorted(t for call in embedder.calls for t in call) == sorted(f"message {i}" for i in range(25))
+
+
+def test_an_embed_items_task_run_twice_embeds_once(
+    project: Any, embedder: CountingEmbedder, sent_with_args: list[tuple[str, list[Any]]],
+) -> None:
+    from learning import tasks
+
+    add_items(project, ["a", "b", "c"])
+    ids = sorted(project.items.values_list("pk", flat=True))
+    assert tasks.embed_items.apply(args=[project.pk, ids]).get() == {
+        "embedded": 3, "batches": 1, "retrain_requested": True}
+    generation = _generation(project)
+    stored = sorted(Embedding.objects.values_list("content_hash", "vector"))
+    # The redelivery finds every vector in place: no embedding, no new generation, no second retrain request.
+    assert tasks.embed_items.apply(args=[project.pk, ids]).get() == {
+        "embedded": 0, "batches": 0, "retrain_requested": False}
+    assert embedder.calls == [["a", "b", "c"]]
+    assert sorted(Embedding.objects.values_list("content_hash", "vector")) == stored
+    assert _generation(project) == generation
+    assert sent_with_args == [("sift.learning.retrain_project", [project.pk])]
+    assert app.amqp.router.route({}, "sift.learning.embed_items")["queue"].name == "embedding"
+
+
+def test_a_chunk_ignores_ids_of_other_projects_and_of_deleted_projects(
+    db: Any, embedder: CountingEmbedder, sent_with_args: list[tuple[str, list[Any]]],
+) -> None:
+    mine = ProjectFactory(slug="mine", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    other = ProjectFactory(slug="other", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    add_items(mine, ["mine"])
+    add_items(other, ["theirs"])
+    foreign = list(other.items.values_list("pk", flat=True))
+    assert items_embed_chunk(project_id=mine.pk, item_ids=foreign).embedded == 0
+    assert items_embed_chunk(project_id=10**9, item_ids=foreign).embedded == 0
+    assert embedder.calls == [] and Embedding.objects.count() == 0
