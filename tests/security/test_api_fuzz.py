@@ -150,6 +150,10 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
     # The token endpoint's throttle counts live in the cache; start every role from zero.
     cache.clear()
+    # A live worker heartbeat, so /api/health/ answers 200 (a 503 there means "no worker", which is not a bug).
+    from learning.scheduling import worker_heartbeat
+
+    worker_heartbeat(worker="fuzz@test")
     return seed_world()
 
 
