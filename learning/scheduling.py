@@ -295,9 +295,9 @@ def forget_content(*, content_hashes: Sequence[str]) -> int:
     Called by hard deletion (labeling/services/privacy.py) inside its transaction, after the items' rows are
     deleted, so the vectors go exactly when the content goes (and stay if the deletion rolls back). The vector
     cache is shared across projects, keyed by (embedder, content hash): a hash another item still has keeps its
-    vectors. Returns the number of vectors deleted. An embed run already in flight that read the text before
-    the delete can still write its vector afterwards; the next call for that hash (a repeated request) removes
-    it.
+    vectors. Returns the number of vectors deleted. Known gap: an embed run already in flight that read the text
+    before the delete can still write its vector afterwards (an orphan vector, reachable by no item); closing it
+    needs the embedding writer to insert only hashes some item still has.
     """
     wanted = set(content_hashes)
     if not wanted:

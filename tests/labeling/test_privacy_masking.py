@@ -143,6 +143,18 @@ def test_queue_next_and_undo_show_masked_text_and_storage_is_untouched(cast: dic
     assert (stored.text, stored.meta) == (PII_TEXT, {"sender": "jane.doe+x@example.co.uk", "n": 3})
 
 
+def test_the_next_item_returned_by_a_submit_is_masked_too(cast: dict[str, Any], api_as: Any) -> None:
+    project = masking_on(cast["project"])
+    ItemFactory(project=project, external_id="first", text="hello a@b.com")
+    ItemFactory(project=project, external_id="second", text="hello c@d.com")
+    client = api_as(cast["users"]["reviewer"])
+    body = client.post("/api/projects/sms/queue/next").json()
+    done = client.post(f"/api/leases/{body['lease']['id']}/submit", {"labels": ["ham"], "next": True}, format="json")
+    assert done.status_code == 201, done.content
+    following = done.json()["next"]["item"]
+    assert (following["text"], following["masked"]) == ("hello [email]", True)
+
+
 def test_unmasked_projects_answer_exactly_as_before(cast: dict[str, Any], api_as: Any) -> None:
     item = ItemFactory(project=cast["project"], external_id="plain", text=PII_TEXT, meta={})
     body = api_as(cast["users"]["reviewer"]).post("/api/projects/sms/queue/next").json()
