@@ -79,9 +79,18 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+class _Defaults(argparse.Namespace):
+    """An option the other bench grew since (a store_true flag, say) reads as unset rather than crashing."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
 def _sub_args(args: argparse.Namespace, **extra: Any) -> argparse.Namespace:
     """The other benches' helpers read their own argument names; give each the slice it expects."""
-    return argparse.Namespace(database_url=args.database_url, redis_url=args.redis_url, **extra)
+    return _Defaults(database_url=args.database_url, redis_url=args.redis_url, **extra)
 
 
 # --- the dataset ------------------------------------------------------------------------------------------------

@@ -72,8 +72,10 @@ END $$;
 
 CREATE TRIGGER labeling_item_count_insert AFTER INSERT ON labeling_item
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION labeling_itemcount_insert();
+
 CREATE TRIGGER labeling_item_count_delete AFTER DELETE ON labeling_item
     REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION labeling_itemcount_delete();
+
 -- Row level, and only when a count moves: most item UPDATEs (split, meta, boost, n_done 1 -> 2 of 3) write nothing.
 CREATE TRIGGER labeling_item_count_update AFTER UPDATE OF n_done, n_required, is_gold, project_id ON labeling_item
     FOR EACH ROW WHEN (
@@ -88,22 +90,35 @@ INSERT INTO labeling_itemcount ({COLUMNS}) {AGGREGATE.format(sign="")} FROM labe
 
 BACKWARD = """
 DROP TRIGGER IF EXISTS labeling_item_count_insert ON labeling_item;
+
 DROP TRIGGER IF EXISTS labeling_item_count_delete ON labeling_item;
+
 DROP TRIGGER IF EXISTS labeling_item_count_update ON labeling_item;
+
 DROP FUNCTION IF EXISTS labeling_itemcount_insert();
+
 DROP FUNCTION IF EXISTS labeling_itemcount_delete();
+
 DROP FUNCTION IF EXISTS labeling_itemcount_update();
 """
 
 
+def _run(schema_editor, script: str) -> None:  # type: ignore[no-untyped-def]
+    # One statement per execute (statements are separated by blank lines; function bodies have none): with
+    # server-side binding (SIFT_DB_SERVER_SIDE_BINDING) each is a prepared statement, which holds one command.
+    for statement in script.strip().split("\n\n"):
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(statement)
+
+
 def forward(apps, schema_editor):  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FORWARD)
+        _run(schema_editor, FORWARD)
 
 
 def backward(apps, schema_editor):  # type: ignore[no-untyped-def]
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(BACKWARD)
+        _run(schema_editor, BACKWARD)
 
 
 Migration.operations.append(migrations.RunPython(forward, backward))
