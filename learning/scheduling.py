@@ -42,6 +42,8 @@ What can still go wrong, and what catches it:
 - a process dies between the commit and the on_commit callback: the label is committed but nobody set the
   flag. The sweep compares each project's newest annotation with the newest model attempt's and sets the flag.
 - a message is lost in the broker: ``queued_at`` goes stale after ``SIFT_LEARNING_QUEUED_STALE_SECONDS``.
+  The common way to lose them all, a Redis restart without persistence, is caught sooner: the sweep notes
+  Redis's ``run_id`` and, when it changed, re-sends every job still marked queued (a duplicate is harmless).
 - a worker is killed mid-run and no new request comes: the sweep sets the flag of every job whose claim went
   stale, so the work is redone without waiting for the broker to redeliver (its visibility timeout is hours).
 - Redis is down during a burst of submits: every submit still commits and answers; the first failed send makes
@@ -265,6 +267,10 @@ def sweep() -> dict[str, int]:
         .values_list("pk", flat=True)
     )
     now = timezone.now()
+    if _broker_restarted():
+        # Messages sent before the restart may be gone; unclaimed "queued" jobs are re-sent below.
+        lost = LearningJob.objects.filter(dirty=True, queued_at__isnull=False).update(queued_at=None)
+        logger.warning("the broker restarted; re-sending %d queued learning job(s)", lost)
     # Claims of runs that died (SIGKILL, OOM) and had no request since: flag them so the work is redone now.
     flagged = LearningJob.objects.filter(
         dirty=False, running_token__isnull=False, running_since__lt=now - stale_after(),
@@ -282,6 +288,30 @@ def sweep() -> dict[str, int]:
     for kind, project_id in LearningJob.objects.filter(dirty=True).values_list("kind", "project_id"):
         enqueued += int(try_enqueue(kind=kind, project_id=project_id, force=True))
     return {"flagged": flagged, "enqueued": enqueued}
+
+
+_broker_run_id: str | None = None
+
+
+def _broker_restarted() -> bool:
+    """True when Redis restarted since this process last looked (its ``run_id`` changed): queued messages may be
+    lost. False for other brokers, on the first look, and when Redis cannot be asked (the sweep retries later)."""
+    global _broker_run_id
+    url = str(getattr(settings, "CELERY_BROKER_URL", "") or "")
+    if not url.startswith(("redis://", "rediss://")):
+        return False
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            run_id = str(client.info("server")["run_id"])
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, KeyError):
+        return False
+    previous, _broker_run_id = _broker_run_id, run_id
+    return previous is not None and previous != run_id
 
 
 def worker_heartbeat(*, worker: str) -> None:

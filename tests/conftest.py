@@ -54,12 +54,14 @@ def using_postgres() -> bool:
 
 @pytest.fixture(autouse=True)
 def _broker_backoff_reset() -> Any:
-    """learning.scheduling backs off sends after a broker failure, per process: never across tests."""
+    """learning.scheduling's per-process broker state (the send back-off, the Redis run_id): never across tests."""
     from learning import scheduling
 
     scheduling._broker_down_until = 0.0
+    scheduling._broker_run_id = None
     yield
     scheduling._broker_down_until = 0.0
+    scheduling._broker_run_id = None
 
 
 @pytest.fixture

@@ -82,3 +82,14 @@ def test_a_broker_failure_backs_off_sends_but_loses_no_request(project: Any, mon
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **_o: sent.append(name))
     assert scheduling.sweep() == {"flagged": 0, "enqueued": 1}
     assert sent == ["sift.learning.retrain_project"]
+
+
+@pytest.mark.skipif(not django_settings.REDIS_URL, reason="only Redis has a run_id to watch")
+def test_a_redis_restart_re_sends_what_was_queued_before_it(project: Any, sent: list[str]) -> None:
+    scheduling.sweep()  # the sweep's first look notes Redis's run_id
+    scheduling.signal(kind=RETRAIN, project_id=project.pk)
+    assert sent == ["sift.learning.retrain_project"]  # "queued" from now on
+    assert scheduling.sweep()["enqueued"] == 0  # same Redis: the message is presumed there
+    scheduling._broker_run_id = "a-redis-that-has-since-restarted"
+    assert scheduling.sweep()["enqueued"] == 1  # a new run_id: what was queued is re-sent at once
+    assert sent == ["sift.learning.retrain_project"] * 2
