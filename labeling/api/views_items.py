@@ -55,10 +55,12 @@ class ImportSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 
 class ImportFailedSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    """A 400: an atomic import with bad rows (code "invalid_rows", with the summary), or a bad request."""
+    """A 400: an atomic import with bad rows (code "invalid_rows", with the summary), or a bad request; a 413:
+    an upload over a size cap (code "too_large"; with the summary when gzip inflates past the decompressed cap)."""
 
     detail = serializers.CharField()
-    code = serializers.CharField(help_text='"invalid_rows" (atomic import, nothing imported) or "invalid".')
+    code = serializers.CharField(help_text='"invalid_rows" (atomic import, nothing imported), "invalid", or '
+                                           '"too_large" (413, nothing imported).')
     field = serializers.CharField(required=False, help_text="The bad request field (file, atomic, gold).")
     created = serializers.IntegerField(required=False)
     updated = serializers.IntegerField(required=False)
