@@ -8,6 +8,7 @@ port where nothing listens (the real Redis client, a refused connection) and lab
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -40,7 +41,7 @@ def test_the_201_is_built_after_the_annotation_is_committed(postgres_only: None,
     assert not any(db.get("ATOMIC_REQUESTS") for db in django_settings.DATABASES.values())
     project, reviewer = _labelling_world()
     seen: list[int] = []
-    original = views_queue.submit_payload
+    original = vars(views_queue)["submit_payload"]  # imported there from serializers_queue
 
     def payload_after_commit(annotation: Any, **kwargs: Any) -> Any:
         with psycopg.connect(worker_database_url()) as other:  # another session: sees committed rows only
@@ -69,6 +70,26 @@ def test_the_resilient_cache_answers_misses_fast_when_redis_is_refused() -> None
     with pytest.raises(ValueError, match="cache unavailable"):
         cache.incr("k")
     assert time.perf_counter() - started < 2.0
+
+
+def test_a_hung_redis_costs_one_timeout_then_the_cache_skips_it() -> None:
+    """A server that accepts connections and never answers (a hung Redis): one socket timeout, then misses at once."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # never accepted: the kernel completes the handshake, nobody ever replies
+        port = hung.getsockname()[1]
+        cache = ResilientRedisCache(f"redis://127.0.0.1:{port}/0",
+                                    {"OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}})
+        started = time.perf_counter()
+        assert cache.get("k") is None
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(20):
+            assert cache.get("k", 0) == 0
+            cache.set("k", 1)
+        rest = time.perf_counter() - started
+    assert 0.4 <= first < 2.0, first
+    assert rest < 0.05, rest
 
 
 @pytest.mark.skipif(not django_settings.REDIS_URL, reason="the broker without REDIS_URL is a folder, not Redis")
