@@ -76,6 +76,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--overlap", type=int, default=2)
+    parser.add_argument("--no-audit", action="store_true",
+                        help="skip the submit's audit row (server and raw floor), to attribute the audit chain's cost")
     parser.add_argument("--no-retrain-signal", action="store_true",
                         help="stub learning.scheduling.request_retrain in the server, to attribute its cost")
     args = parser.parse_args()
@@ -427,6 +429,7 @@ class RawQueue:
         self.floors, self.lock = floors, lock
         self.version = 1
         self.held: int | None = None
+        self.with_audit = True
 
     def floor(self) -> int | None:
         # The service keeps this hint in the cache and re-reads it every RANK_FLOOR_REFRESH s; here it is shared
@@ -536,8 +539,10 @@ class RawQueue:
             conn.execute("SELECT id FROM labeling_adjudication WHERE item_id = %s", [item[0]]).fetchall()
             conn.execute("SELECT labels, taxonomy_version_id, mapped_labels, mapped_taxonomy_version_id, reviewer_id "
                          "FROM labeling_annotation WHERE item_id = %s ORDER BY id", [item[0]]).fetchall()
-        self.audit(project_id=lease[9], annotation_id=annotation[0], now=now,
-                   data={"lease_id": lease_id, "item_id": item[0], "labels": [label], "taxonomy_version": lease[10]})
+        if self.with_audit:
+            self.audit(project_id=lease[9], annotation_id=annotation[0], now=now,
+                       data={"lease_id": lease_id, "item_id": item[0], "labels": [label],
+                             "taxonomy_version": lease[10]})
         conn.commit()
         # The retrain request after commit (learning.scheduling.signal): set the dirty flag, try the enqueue CAS.
         conn.execute("UPDATE learning_learningjob SET dirty = true, requested_at = %s "
@@ -605,9 +610,11 @@ class RawQueue:
 
 # Each worker, once the app is loaded: import every view now (Django loads the URLconf, and with it every API
 # module and their libraries, on the first request: seconds on this box), so the first measured requests are not
-# cold starts. Optionally stub out the learning side's retrain signal to attribute its cost.
+# cold starts. Optionally stub out the learning side's retrain signal, or the submit's audit row, to attribute
+# their cost (never a configuration to run: both are part of a submit).
 GUNICORN_CONFIG = """
 STUB_RETRAIN = {stub}
+STUB_AUDIT = {stub_audit}
 
 
 def post_worker_init(worker):
@@ -618,6 +625,10 @@ def post_worker_init(worker):
         import learning.scheduling
 
         learning.scheduling.request_retrain = lambda *, project_id: None
+    if STUB_AUDIT:
+        import labeling.services.annotations
+
+        labeling.services.annotations.audit_record = lambda **kwargs: None
 """
 
 
@@ -626,7 +637,7 @@ def start_server(args: argparse.Namespace, secret: str, token: str) -> subproces
                "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
                "--keep-alive", "75", "--backlog", "2048", "--log-level", "warning"]
     config = Path(tempfile.mkdtemp()) / "gunicorn_bench.py"
-    config.write_text(GUNICORN_CONFIG.format(stub=bool(args.no_retrain_signal)))
+    config.write_text(GUNICORN_CONFIG.format(stub=bool(args.no_retrain_signal), stub_audit=bool(args.no_audit)))
     command += ["--config", str(config)]
     server = subprocess.Popen(command, cwd=ROOT, env=server_env(args, secret), start_new_session=True)
     deadline = time.monotonic() + 60
@@ -764,7 +775,8 @@ def main() -> None:
 
     print(f"\n{args.clients} clients offering {args.rate:g} cycles/s for {args.duration:g}s "
           f"(+{args.warmup:g}s warm-up) per phase; gunicorn {args.workers} workers x {args.threads} threads (gthread)"
-          + ("; retrain signal stubbed out" if args.no_retrain_signal else ""))
+          + ("; retrain signal stubbed out" if args.no_retrain_signal else "")
+          + ("; submit audit rows stubbed out (attribution only)" if args.no_audit else ""))
     print(f"load average before the run: {load_average()}")
     pace = {"rate": args.rate, "warmup": args.warmup, "duration": args.duration}
     server = start_server(args, secret, dataset.reviewers[0][1])
@@ -789,6 +801,8 @@ def main() -> None:
     probe = cpu_probe(args.database_url, None)
     raws = [RawQueue(args.database_url, dataset, user_id, lease_seconds, floors, lock)
             for user_id, _ in dataset.reviewers]
+    for queue in raws:
+        queue.with_audit = not args.no_audit
     results, duration, cpu = paced_run([raw.cycle for raw in raws], cpu=probe, **pace)
     raw = summarise("raw sql", results, duration, cpu)
     results, duration, cpu = paced_run([raw.chained_cycle for raw in raws], cpu=probe, **pace)
