@@ -13,8 +13,9 @@ deleted row leaves a gap in ``seq`` (and a ``prev_hash`` that points nowhere), a
 leaves the head pointing past the end. labeling/services/audit.py ``audit_verify`` walks the chains and names
 the first row where any of this fails.
 
-Why nobody can fork a chain: a writer takes the chain's head row with ``SELECT ... FOR UPDATE`` inside the
-transaction that inserts the event, and holds it until that transaction ends. Two concurrent writers of the
+Why nobody can fork a chain: a writer takes the chain's head row with an upsert (``INSERT ... ON CONFLICT DO
+UPDATE SET seq = seq + 1 RETURNING``, which row-locks it) inside the transaction that inserts the event, and
+holds it until that transaction ends. Two concurrent writers of the
 same chain therefore read distinct heads in turn; and if a lock were ever skipped, the unique constraint on
 (chain, seq) would make the second INSERT fail rather than let two rows claim one place. On SQLite the
 transactions are IMMEDIATE (config/settings.py): writers are serialised before they read anything.
