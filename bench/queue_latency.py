@@ -554,31 +554,21 @@ class RawQueue:
         conn.commit()
 
     def audit(self, *, project_id: int, annotation_id: int, now: datetime, data: dict[str, Any]) -> None:
-        """audit_record's statements: lock the chain head, append the hashed row, move the head."""
+        """audit_record's statements (imported, so the floor follows them): move the chain head, append the row."""
         from labeling.models import AuditEvent
         from labeling.models.audit import canonical_json
+        from labeling.services import audit
 
-        conn = self.conn
-        head = conn.execute("SELECT seq, head_hash FROM labeling_auditchainhead WHERE chain = %s FOR UPDATE",
-                            [project_id]).fetchone()
-        if head is None:
-            conn.execute("INSERT INTO labeling_auditchainhead (chain, seq, head_hash) VALUES (%s, 0, '') "
-                         "ON CONFLICT DO NOTHING", [project_id])
-            head = conn.execute("SELECT seq, head_hash FROM labeling_auditchainhead WHERE chain = %s FOR UPDATE",
-                                [project_id]).fetchone()
+        head = self.conn.execute(audit._BUMP_HEAD, [project_id]).fetchone()
         assert head is not None
+        payload = canonical_json(data)
         event = AuditEvent(project_id=project_id, actor_id=self.reviewer_id, action="annotation.submit",
-                           object_type="annotation", object_id=str(annotation_id),
-                           data=json.loads(canonical_json(data)), created_at=now, chain=project_id, seq=head[0] + 1,
-                           prev_hash=head[1])
+                           object_type="annotation", object_id=str(annotation_id), data=json.loads(payload),
+                           created_at=now, chain=project_id, seq=head[0], prev_hash=head[1])
         row_hash = event.compute_hash()
-        conn.execute(
-            "INSERT INTO labeling_auditevent (project_id, actor_id, action, object_type, object_id, data, created_at, "
-            "chain, seq, prev_hash, row_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [project_id, self.reviewer_id, event.action, event.object_type, event.object_id, Jsonb(event.data), now,
-             project_id, event.seq, event.prev_hash, row_hash])
-        conn.execute("UPDATE labeling_auditchainhead SET seq = %s, head_hash = %s WHERE chain = %s",
-                     [event.seq, row_hash, project_id])
+        self.conn.execute(audit._INSERT_AND_MOVE_HEAD, [
+            project_id, self.reviewer_id, event.action, event.object_type, event.object_id, payload, now,
+            project_id, head[0], head[1], row_hash, row_hash, project_id]).fetchone()
 
     def chained_cycle(self) -> tuple[float, float] | None:
         """The chained API's floor: submit, then check out the next item, timed together."""
