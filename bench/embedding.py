@@ -1,6 +1,6 @@
 """Embedding tiers: speed against a raw ``model.encode``, quality against MiniLM, and 1-vs-2 worker scaling.
 
-``.venv/bin/python bench/embedding.py [--quick] [--no-workers] [--workers-only] [--threads N]``
+``.venv/bin/python bench/embedding.py [--quick] [--no-quality] [--no-workers] [--workers-only] [--threads N]``
 
 1. Speed, same process, same texts (SMS messages: short texts, the shape of moderation traffic), same torch
    threads (``--threads``, default every core). Baseline: a raw ``SentenceTransformer.encode`` with default
@@ -65,6 +65,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, help="train/test splits per dataset (default 5; quick 3)")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "embeddings", help="vector cache directory")
     parser.add_argument("--no-workers", action="store_true", help="skip the worker-scaling section")
+    parser.add_argument("--no-quality", action="store_true", help="skip the AP section")
     parser.add_argument("--workers-only", action="store_true", help="only the worker-scaling section")
     parser.add_argument("--items", type=int, help="items embedded per worker phase (default 1,600; quick 1,000)")
     parser.add_argument("--chunk", type=int, default=100, help="SIFT_EMBED_CHUNK for the workers")
@@ -383,7 +384,8 @@ def main() -> int:
     print(f"bench/embedding.py{' --quick' if args.quick else ''}: {os.cpu_count()} cores; {uptime()}")
     if not args.workers_only:
         speed(args)
-        quality(args)
+        if not args.no_quality:
+            quality(args)
     if not args.no_workers:
         workers(args)
     return 0
