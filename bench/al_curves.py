@@ -110,6 +110,14 @@ VARIANTS = [
     Variant("margin", STRATEGIES["margin"]),
     Variant("margin+div", StrategySpec("margin+div", "margin", diversity_threshold=0.9)),
     Variant("margin+exploit.3", StrategySpec("margin+exploit.3", "margin", exploitation_share=0.3)),
+    # The previous default: 30% exploitation of the least-labelled class, on only while it holds fewer than
+    # half an equal share of the labels.
+    Variant("previous_default", StrategySpec("previous_default", "margin", exploitation_share=0.3,
+                                             exploit_rule="balance_gate", diversity_threshold=0.9)),
+    # The frontier past the default at common prevalence: 50% exploitation whatever the balance.
+    Variant("exploit.5-always", StrategySpec("exploit.5-always", "margin", exploitation_share=0.5,
+                                             exploit_rule="balance_gate", exploit_below_balance=float("inf"),
+                                             diversity_threshold=0.9), binary_only=True),
     Variant("DEFAULT", DEFAULT),
     Variant("DEFAULT-unweighted", DEFAULT, classifier={"class_weight": None}, binary_only=True),
     Variant("DEFAULT+seeds", DEFAULT, seed_queries=True, binary_only=True),
@@ -120,19 +128,10 @@ QUICK_VARIANTS = {"random", "margin_plain", "lc_plain", "margin", "DEFAULT"}
 # The full run spends its CPU where the questions are: every ablation on the rare-positive set, the multi-class
 # baselines on BBC, and the baseline comparison only on the other two (the 2-core box is shared).
 FULL_VARIANTS = {
-    "sms2": {
-        "random",
-        "margin_plain",
-        "margin",
-        "margin+div",
-        "margin+exploit.3",
-        "DEFAULT",
-        "DEFAULT-unweighted",
-        "DEFAULT+seeds",
-    },
-    "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "margin", "DEFAULT"},
-    "sms": {"random", "margin_plain", "DEFAULT"},
-    "spamassassin": {"random", "margin_plain", "DEFAULT"},
+    "sms2": {"random", "margin_plain", "margin", "previous_default", "DEFAULT", "DEFAULT+seeds"},
+    "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "previous_default", "DEFAULT"},
+    "sms": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
+    "spamassassin": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
 }
 
 

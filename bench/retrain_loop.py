@@ -94,8 +94,9 @@ def prepare_database(args: argparse.Namespace) -> None:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
         if exists and args.reuse:
             return
-        if not name.startswith("sift_retrain_bench"):
-            raise SystemExit(f"refusing to drop {name!r}: the bench only rebuilds databases named sift_retrain_bench*")
+        if not name.startswith(("sift_retrain_bench", "sift_bench_")):
+            raise SystemExit(f"refusing to drop {name!r}: the bench only rebuilds databases named "
+                             "sift_retrain_bench* or sift_bench_*")
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
 

@@ -4,14 +4,19 @@ INVARIANTS (tests/learning/core/test_ranking_properties.py checks them with hypo
 
 - ``indices`` are unique positions into the pool, never a labelled position, and there are exactly
   ``min(depth, n_unlabelled)`` of them;
-- exploration positions are laid out evenly: among the first ``j`` positions, ``floor(j * rate)`` are
-  exploration, so every prefix a reviewer consumes carries the promised share (and the whole ranking holds
-  ``m = floor(depth * rate)`` of them);
+- exploration positions are laid out evenly with a phase ``u`` in [0, 1): among the first ``j`` positions,
+  ``floor(j * rate + u)`` are exploration (``floor(j * rate)`` or one more), and the whole ranking holds
+  ``m = floor(depth * rate + u)`` of them. ``u`` is drawn uniformly from ``random_state`` unless given, so a
+  prefix of ``j`` positions holds exactly ``j * rate`` exploration items *in expectation* whatever ``j`` is.
+  Without the random phase the slots sit at 9, 19, 29 (rate 0.1), and reviewers who only ever consume the
+  first few positions of each ranking before the next retrain replaces it would never meet one (the worker
+  end-to-end test saw 0 of 180 leases before the phase was randomised);
 - the exploration items are a simple random sample, without replacement, of *all* N unlabelled items, drawn
-  before the strategy picks anything (the strategy then fills the other positions from what is left). So their
-  inclusion probability is exactly m / N whatever the model does, and the first j exploration items of any
-  prefix are themselves a simple random sample (inclusion j / N): prevalence over the unlabelled pool is
-  estimated without bias by Horvitz-Thompson over exploration items only (metrics.horvitz_thompson_total);
+  before the strategy picks anything (the strategy then fills the other positions from what is left). So, given
+  the phase, their inclusion probability is exactly m / N whatever the model does, and the first j exploration
+  items of any prefix are themselves a simple random sample (inclusion j / N): prevalence over the unlabelled
+  pool is estimated without bias by Horvitz-Thompson over exploration items only
+  (metrics.horvitz_thompson_total); conditionally unbiased for every phase means unbiased;
 - every other position is chosen with certainty given the inputs, and records inclusion probability 1.0;
   only positions whose reason is "exploration" or "random" belong to the probability sample;
 - the same inputs and ``random_state`` give the same ranking, bit for bit.
@@ -38,6 +43,8 @@ from learning.core.strategies import (
     effective_exploitation_share,
     get_strategy,
     minority_scores,
+    prevalence_estimate,
+    rarity_scores,
     top_k,
     uncertainty_scores,
 )
@@ -70,12 +77,15 @@ class Ranking:
         return int(self.indices.shape[0])
 
 
-def exploration_slots(depth: int, rate: float) -> np.ndarray:
-    """Boolean mask of exploration positions: position i is one iff floor((i+1) * rate) > floor(i * rate)."""
+def exploration_slots(depth: int, rate: float, phase: float = 0.0) -> np.ndarray:
+    """Boolean mask of exploration positions: position i is one iff
+    floor((i+1) * rate + phase) > floor(i * rate + phase), for a phase in [0, 1)."""
+    if not 0.0 <= phase < 1.0:
+        raise ValueError(f"phase must be in [0, 1), got {phase}")
     i = np.arange(depth, dtype=np.float64)
     # The small epsilon keeps rates like 0.1 from losing a slot to floating-point rounding (0.1 * 10 < 1).
     eps = 1e-9
-    mask: np.ndarray = np.floor((i + 1.0) * rate + eps) > np.floor(i * rate + eps)
+    mask: np.ndarray = np.floor((i + 1.0) * rate + phase + eps) > np.floor(i * rate + phase + eps)
     return mask
 
 
@@ -139,6 +149,7 @@ def rank_pool(
     multi_label: bool = False,
     seed_vectors: FloatArray | None = None,
     exploration_rate: float | None = None,
+    exploration_phase: float | None = None,
     depth: int = DEFAULT_DEPTH,
     random_state: RandomState = None,
 ) -> Ranking:
@@ -153,6 +164,8 @@ def rank_pool(
     multi_label:      proba columns are independent yes/no probabilities.
     seed_vectors:     (s, d) embedded seed queries/examples for the cold start.
     exploration_rate: share of uniform random positions; None uses the strategy's own (0.1 by default).
+    exploration_phase: where the evenly spaced exploration slots start (see exploration_slots), in [0, 1);
+                      None draws it uniformly from ``random_state`` (what the worker and simulation do).
     depth:            how many positions to produce (fewer if fewer items are unlabelled).
     random_state:     seed or Generator for every random choice (exploration draws, k-means, random fill).
     """
@@ -188,7 +201,8 @@ def rank_pool(
             picks, np.zeros(n, dtype=np.float32), np.full(n, "random", dtype="<U18"), np.full(n, n / n_unlabelled)
         )
 
-    slot_is_exploration = exploration_slots(n, rate)
+    phase = float(rng.random()) if exploration_phase is None else float(exploration_phase)
+    slot_is_exploration = exploration_slots(n, rate, phase)
     m = int(slot_is_exploration.sum())
     explore = rng.choice(unlabelled, size=m, replace=False).astype(np.int64) if m else np.zeros(0, np.int64)
     remaining_mask = is_unlabelled.copy()
@@ -208,7 +222,7 @@ def rank_pool(
     else:
         assert model_scores is not None
         picks, pick_scores, pick_reasons = _model_positions(
-            vectors, proba, model_scores, remaining, n_model, spec, class_counts
+            vectors, proba, model_scores, remaining, n_model, spec, class_counts, multi_label
         )
 
     indices = np.empty(n, dtype=np.int64)
@@ -280,19 +294,25 @@ def _model_positions(
     k: int,
     spec: StrategySpec,
     class_counts: Sequence[float] | np.ndarray | None,
+    multi_label: bool,
 ) -> tuple[IntArray, FloatArray, np.ndarray]:
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype="<U18")
     share = 0.0
     exploit = np.zeros(0, dtype=np.int64)
     exploit_scores = np.zeros(proba.shape[0], dtype=np.float32)
+    counts = None
+    prevalence = None
     if spec.exploitation_share > 0:
         if class_counts is None:
-            raise ValueError(f"strategy {spec.name!r} exploits the minority class and needs class_counts")
-        share = effective_exploitation_share(spec, np.asarray(class_counts, dtype=np.float64))
+            raise ValueError(f"strategy {spec.name!r} exploits the rarest class and needs class_counts")
+        counts = np.asarray(class_counts, dtype=np.float64)
+        if spec.exploit_rule == "prevalence":
+            prevalence = prevalence_estimate(proba[remaining], counts, multi_label=multi_label)
+        share = effective_exploitation_share(spec, counts, prevalence, multi_label=multi_label)
     if share > 0:
-        assert class_counts is not None
-        exploit_scores = minority_scores(proba, np.asarray(class_counts, dtype=np.float64))
+        assert counts is not None
+        exploit_scores = rarity_scores(proba, prevalence) if prevalence is not None else minority_scores(proba, counts)
         n_exploit = int(leading_slots(k, share).sum())
         exploit = _pick(vectors, exploit_scores, remaining, n_exploit, spec.diversity_threshold, None)
     rest = remaining[~np.isin(remaining, exploit)] if exploit.shape[0] else remaining

@@ -15,10 +15,11 @@ from typing import Literal
 import numpy as np
 
 from learning.core import modal_adapter
-from learning.core._types import FloatArray, IntArray
+from learning.core._types import Float64Array, FloatArray, IntArray
 
 Measure = Literal["least_confidence", "margin", "entropy", "random"]
 ColdStart = Literal["diverse", "random"]
+ExploitRule = Literal["prevalence", "balance_gate"]
 
 DEFAULT_EXPLORATION_RATE = 0.1
 """Share of ranked positions filled by uniform random draws from the unlabelled pool (prevalence estimation)."""
@@ -36,13 +37,17 @@ class StrategySpec:
     """A complete query recipe.
 
     measure:            the uncertainty score for "uncertainty" positions, or "random" for passive sampling.
-    exploitation_share: share of model positions given to the items most likely to belong to the class with
-                        the fewest labels so far ("exploitation"): finds rare positives that uncertainty alone
-                        reaches slowly. 0 disables.
-    exploit_below_balance: exploitation positions are used only while the imbalance is real: the least-labelled
-                        class (among those seen) holds fewer than this fraction of an equal share of the labels
-                        (n_min < fraction * n_labelled / n_seen_classes). On balanced multi-class data
-                        exploitation only pulls the batch away from the decision boundaries (docs/al_curves.md).
+    exploitation_share: the most of the model's positions that may go to the items most likely to belong to
+                        the rarest class ("exploitation"): it finds rare positives that uncertainty alone
+                        reaches slowly. 0 disables. How much of it is used is ``exploit_rule``'s business.
+    exploit_rule:       "prevalence" (the default's): the share actually used is
+                        ``exploitation_share * (1 - balance)``, where balance = n_seen * (estimated share of the
+                        rarest seen class) is 1 for equal classes and falls towards 0 as a class gets rarer
+                        (``prevalence_balance``); the rarest class is also the one exploited.
+                        "balance_gate" (the previous default's, kept for the bench): the full share while the
+                        least-labelled class holds fewer than ``exploit_below_balance`` of an equal share of the
+                        labels, else none; the least-labelled class is the one exploited.
+    exploit_below_balance: the "balance_gate" threshold.
     diversity_threshold: cosine similarity at or above which a candidate counts as a near-duplicate of an item
                         already in the batch and is passed over; None disables.
     exploration_rate:   share of positions drawn uniformly at random from the unlabelled pool, with recorded
@@ -54,6 +59,7 @@ class StrategySpec:
     name: str
     measure: Measure
     exploitation_share: float = 0.0
+    exploit_rule: ExploitRule = "prevalence"
     exploit_below_balance: float = 0.5
     diversity_threshold: float | None = None
     exploration_rate: float = DEFAULT_EXPLORATION_RATE
@@ -66,9 +72,11 @@ class StrategySpec:
             raise ValueError(f"exploration_rate must be in [0, 1], got {self.exploration_rate}")
         if self.diversity_threshold is not None and not -1.0 <= self.diversity_threshold <= 1.0:
             raise ValueError(f"diversity_threshold must be a cosine in [-1, 1], got {self.diversity_threshold}")
+        if self.exploit_rule not in ("prevalence", "balance_gate"):
+            raise ValueError(f"exploit_rule must be 'prevalence' or 'balance_gate', got {self.exploit_rule!r}")
 
 
-DEFAULT_EXPLOITATION_SHARE = 0.3
+DEFAULT_EXPLOITATION_SHARE = 0.5
 DEFAULT_DIVERSITY_THRESHOLD = 0.9
 
 STRATEGIES: dict[str, StrategySpec] = {
@@ -100,13 +108,63 @@ def get_strategy(name: str) -> StrategySpec:
         raise ValueError(f"unknown strategy {name!r}; expected default or one of {', '.join(STRATEGIES)}") from None
 
 
-def effective_exploitation_share(spec: StrategySpec, class_counts: FloatArray | np.ndarray) -> float:
-    """The exploitation share to use given the labels so far: ``spec.exploitation_share`` while the least-labelled
-    seen class is below ``exploit_below_balance`` of an equal share, else 0."""
+def prevalence_estimate(proba: FloatArray, class_counts: FloatArray | np.ndarray, *, multi_label: bool = False
+                        ) -> Float64Array:
+    """Each class's estimated share of the unlabelled pool: the model's mean probability over ``proba``'s rows.
+
+    Model-based and biased towards balance (the classifier weights classes equally), but it ranks the classes
+    by rarity, which is all the exploitation rule needs, and unlike the labelled counts it does not drift as
+    the strategy itself over-samples one class. Classes without a label get 0 (the model cannot predict them).
+    Multi-label columns are independent, so each entry is that label's own rate.
+    """
+    counts = np.asarray(class_counts, dtype=np.float64)
+    proba = np.asarray(proba)
+    if counts.shape != (proba.shape[1],):
+        raise ValueError(f"class_counts has shape {counts.shape}, expected ({proba.shape[1]},)")
+    pi: Float64Array = proba.mean(axis=0, dtype=np.float64) if proba.shape[0] else np.zeros(counts.shape[0])
+    pi[counts <= 0] = 0.0
+    if not multi_label and pi.sum() > 0:
+        pi = pi / pi.sum()
+    return pi
+
+
+def prevalence_balance(prevalence: Float64Array, class_counts: FloatArray | np.ndarray, *,
+                       multi_label: bool = False) -> float:
+    """1 for equally common classes, towards 0 as the rarest seen class gets rarer.
+
+    Single-label: n_seen * min_c pi_c over the seen classes (pi renormalised over them). Multi-label: each label
+    is its own yes/no question, so 2 * min over seen labels of min(pi, 1 - pi).
+    """
+    seen = np.asarray(class_counts, dtype=np.float64) > 0
+    if multi_label:
+        if not seen.any():
+            return 1.0
+        p = prevalence[seen]
+        return float(min(1.0, 2.0 * np.minimum(p, 1.0 - p).min()))
+    if seen.sum() < 2:
+        return 1.0
+    p = prevalence[seen] / max(float(prevalence[seen].sum()), 1e-12)
+    return float(min(1.0, seen.sum() * p.min()))
+
+
+def effective_exploitation_share(
+    spec: StrategySpec,
+    class_counts: FloatArray | np.ndarray,
+    prevalence: Float64Array | None = None,
+    *,
+    multi_label: bool = False,
+) -> float:
+    """The exploitation share to use now (see ``StrategySpec.exploit_rule``); 0 with fewer than two classes
+    seen. The "prevalence" rule needs ``prevalence`` (``prevalence_estimate``)."""
     counts = np.asarray(class_counts, dtype=np.float64)
     seen = counts[counts > 0]
-    if spec.exploitation_share == 0.0 or seen.shape[0] < 2:
+    if spec.exploitation_share == 0.0 or (seen.shape[0] < 2 and not multi_label) or seen.shape[0] == 0:
         return 0.0
+    if spec.exploit_rule == "prevalence":
+        if prevalence is None:
+            raise ValueError("the 'prevalence' exploitation rule needs a prevalence estimate")
+        balance = prevalence_balance(np.asarray(prevalence, dtype=np.float64), counts, multi_label=multi_label)
+        return spec.exploitation_share * float(np.clip(1.0 - balance, 0.0, 1.0))
     equal_share = float(seen.sum()) / seen.shape[0]
     return spec.exploitation_share if float(seen.min()) < spec.exploit_below_balance * equal_share else 0.0
 
@@ -146,7 +204,7 @@ def uncertainty_scores(proba: FloatArray, measure: Measure, *, multi_label: bool
     raise ValueError(f"unknown uncertainty measure {measure!r}")
 
 
-def minority_scores(proba: FloatArray, class_counts: FloatArray) -> FloatArray:
+def minority_scores(proba: FloatArray, class_counts: FloatArray | np.ndarray) -> FloatArray:
     """How likely each row belongs to the classes with the fewest labels: sum_c p_c * w_c, w_c ~ 1 / n_c.
 
     The weights are normalised to sum to 1, so the score is a probability-like number in [0, 1]. With a rare
@@ -159,6 +217,24 @@ def minority_scores(proba: FloatArray, class_counts: FloatArray) -> FloatArray:
     if counts.shape != (proba.shape[1],):
         raise ValueError(f"class_counts has shape {counts.shape}, expected ({proba.shape[1]},)")
     weights = (1.0 / counts) / np.sum(1.0 / counts)
+    out: FloatArray = (proba @ weights.astype(np.float32)).astype(np.float32)
+    return out
+
+
+def rarity_scores(proba: FloatArray, prevalence: Float64Array) -> FloatArray:
+    """How likely each row belongs to the rarest classes: sum_c p_c * w_c with w_c ~ 1 / pi_c over the classes
+    with an estimated share pi_c > 0 (normalised to sum to 1). With two classes this orders rows by P(rarer
+    class): a "most-likely-positive" pick, whichever class happens to have more labels so far."""
+    proba = np.asarray(proba, dtype=np.float32)
+    pi = np.asarray(prevalence, dtype=np.float64)
+    if pi.shape != (proba.shape[1],):
+        raise ValueError(f"prevalence has shape {pi.shape}, expected ({proba.shape[1]},)")
+    inverse = np.zeros_like(pi)
+    present = pi > 0
+    inverse[present] = 1.0 / np.maximum(pi[present], 1e-6)
+    if not present.any():
+        inverse[:] = 1.0
+    weights = inverse / inverse.sum()
     out: FloatArray = (proba @ weights.astype(np.float32)).astype(np.float32)
     return out
 
@@ -186,6 +262,10 @@ def top_k(scores: FloatArray, candidates: IntArray, k: int) -> IntArray:
     return out
 
 
+DIVERSITY_BLOCK = 256
+"""Candidates the near-duplicate filter examines per step (see diverse_top_k)."""
+
+
 def diverse_top_k(
     vectors: FloatArray,
     ordered: IntArray,
@@ -197,33 +277,48 @@ def diverse_top_k(
     """Greedy near-duplicate filter: walk ``ordered`` (best first) and keep an item only if its cosine
     similarity to every item kept so far (and to ``already``) is below ``threshold``.
 
-    Vectors are unit-norm, so a dot product is the cosine. Each kept item costs one (m, d) mat-vec over the m
-    candidates, so the cost is O(k * m * d) with m = len(ordered), bounded by CANDIDATE_FACTOR * window.
-    If the filter leaves fewer than ``k`` items, the passed-over ones fill the rest in their original order:
-    a near-duplicate is still a better question than none.
+    Vectors are unit-norm, so a dot product is the cosine. If the filter leaves fewer than ``k`` items, the
+    passed-over ones fill the rest in their original order: a near-duplicate is still a better question than
+    none.
+
+    The walk goes in blocks of DIVERSITY_BLOCK candidates. For each block, one matrix product gives every
+    candidate's similarity to the items kept before the block (and to ``already``), and one more the block's
+    own Gram matrix; the greedy pass inside the block then only compares numbers. This makes the same decisions
+    as comparing each candidate with every kept item one by one, but with two BLAS matrix products per block
+    instead of one matrix-vector product over all candidates per kept item, and it never looks at candidates
+    past the point where ``k`` items are kept (most of the ``CANDIDATE_FACTOR`` reserve, when duplicates are
+    rare). tests/learning/core/test_strategies.py checks it against the one-by-one reference.
     """
     ordered = np.asarray(ordered, dtype=np.int64)
     k = min(int(k), ordered.shape[0])
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    cand = np.asarray(vectors[ordered], dtype=np.float32)
-    max_sim = np.full(ordered.shape[0], -np.inf, dtype=np.float32)
-    if already is not None and len(already) > 0:
-        max_sim = (cand @ np.asarray(vectors[already], dtype=np.float32).T).max(axis=1)
+    m = ordered.shape[0]
+    prior = np.asarray(vectors[already], dtype=np.float32) if already is not None and len(already) > 0 else None
+    dim = int(np.asarray(vectors[ordered[:1]]).shape[1])
+    kept_vectors = np.empty((k, dim), dtype=np.float32)
     kept: list[int] = []
-    pointer = 0
-    while len(kept) < k and pointer < ordered.shape[0]:
-        # Similarities only grow as items are kept, so a candidate passed over once stays passed over and the
-        # pointer never moves back.
-        free = np.flatnonzero(max_sim[pointer:] < threshold)
-        if free.shape[0] == 0:
+    for start in range(0, m, DIVERSITY_BLOCK):
+        block = np.asarray(vectors[ordered[start : start + DIVERSITY_BLOCK]], dtype=np.float32)
+        max_sim = np.full(block.shape[0], -np.inf, dtype=np.float32)
+        if prior is not None:
+            max_sim = (block @ prior.T).max(axis=1)
+        if kept:
+            np.maximum(max_sim, (block @ kept_vectors[: len(kept)].T).max(axis=1), out=max_sim)
+        gram = block @ block.T
+        for b in range(block.shape[0]):
+            if max_sim[b] >= threshold:
+                continue
+            kept_vectors[len(kept)] = block[b]
+            kept.append(start + b)
+            if len(kept) == k:
+                break
+            # Later candidates of this block must also be far enough from the one just kept.
+            np.maximum(max_sim[b + 1 :], gram[b, b + 1 :], out=max_sim[b + 1 :])
+        if len(kept) == k:
             break
-        i = pointer + int(free[0])
-        kept.append(i)
-        np.maximum(max_sim, cand @ cand[i], out=max_sim)
-        pointer = i + 1
     if len(kept) < k:
-        chosen = np.zeros(ordered.shape[0], dtype=bool)
+        chosen = np.zeros(m, dtype=bool)
         chosen[kept] = True
         kept.extend(np.flatnonzero(~chosen)[: k - len(kept)].tolist())
     out: IntArray = ordered[np.array(kept, dtype=np.int64)]

@@ -52,7 +52,6 @@ from learning.core import (
     DEFAULT_CLASS_WEIGHT,
     EmbeddingClassifier,
     PoolExhausted,
-    Ranking,
     Taxonomy,
     can_fit,
     get_strategy,
@@ -316,6 +315,8 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
     depth = min(config.max_depth if model is not None else config.cold_start_depth, n_rankable)
     ranking = None
     if depth > 0:
+        # rank_pool draws the exploration slots' phase from the seed, so reviewers who consume only a short
+        # prefix of each ranking between retrains still meet exploration items at the configured rate.
         try:
             ranking = rank_pool(
                 pool.vectors, labelled_indices=np.flatnonzero(~pool.rankable), strategy=config.strategy,
@@ -324,8 +325,6 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
             )
         except PoolExhausted:
             ranking = None
-    if ranking is not None:
-        ranking = rephase_exploration(ranking, rate=config.exploration_rate, random_state=seed)
     timings["rank"] = time.perf_counter() - tick
     _check(job)
 
@@ -375,38 +374,6 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
     logger.info("project %s model v%s active: %d ranked, %d labels, %.2fs to activate", config.project_id,
                 version.version, written, len(train_labels), timings["total"])
     return RetrainResult(outcome="activated", version=version.version, n_ranked=written, timings=timings)
-
-
-def rephase_exploration(ranking: Ranking, *, rate: float, random_state: int) -> Ranking:
-    """Re-lay the ranking's exploration positions with a random phase, keeping both streams' order.
-
-    rank_pool places exploration at positions 9, 19, 29... (rate 0.1): every prefix j holds floor(j * rate)
-    of them. Reviewers only ever consume a prefix of a ranking before the next retrain replaces it, and with
-    retrains every few labels that prefix is shorter than 10, so they would never see an exploration item at
-    all (the worker end-to-end test measured 0 of 180). With a uniform random phase u, position i is an
-    exploration slot iff floor((i + 1) * rate + u) > floor(i * rate + u): a prefix of j positions then holds
-    j * rate exploration items in expectation, whatever j is. Which items are explored (a simple random sample
-    of the unlabelled pool, drawn by rank_pool) and their inclusion probability m / N are unchanged, and so is
-    the order within each stream; only the interleaving moves.
-    """
-    n = len(ranking)
-    explore = ranking.reasons == "exploration"
-    m = int(explore.sum())
-    if m == 0 or n == 0 or rate <= 0.0:
-        return ranking
-    u = np.random.default_rng(random_state).random()
-    i = np.arange(n, dtype=np.float64)
-    slots = np.floor((i + 1.0) * rate + u) > np.floor(i * rate + u)
-    chosen = np.flatnonzero(slots)
-    if chosen.shape[0] > m:  # the phase can make room for one more than rank_pool drew: drop the last slot
-        slots[chosen[m:]] = False
-    elif chosen.shape[0] < m:  # not expected (floor(n*rate + u) >= m); keep every drawn item anyway
-        slots[np.flatnonzero(~slots)[::-1][: m - chosen.shape[0]]] = True
-    order = np.empty(n, dtype=np.int64)
-    order[slots] = np.flatnonzero(explore)
-    order[~slots] = np.flatnonzero(~explore)
-    return Ranking(ranking.indices[order], ranking.scores[order], ranking.reasons[order],
-                   ranking.inclusion_probabilities[order])
 
 
 def _write_ranking(job: Claim, config: _Config, ranking_version: int, pool: Pool, ranking: Any,

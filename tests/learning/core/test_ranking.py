@@ -15,7 +15,13 @@ from learning.core.ranking import (
     leading_slots,
     rank_pool,
 )
-from learning.core.strategies import StrategySpec
+from learning.core.strategies import (
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    StrategySpec,
+    effective_exploitation_share,
+    prevalence_estimate,
+)
 
 
 def _pool(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
@@ -32,6 +38,12 @@ def test_slot_layouts() -> None:
     assert np.flatnonzero(exploration_slots(30, 0.1)).tolist() == [9, 19, 29]
     assert np.flatnonzero(exploration_slots(5, 0.1)).tolist() == []
     assert np.flatnonzero(exploration_slots(4, 0.5)).tolist() == [1, 3]
+    # A phase shifts the slots, keeping them evenly spaced; the count becomes floor(n * rate + phase).
+    assert np.flatnonzero(exploration_slots(30, 0.1, 0.5)).tolist() == [4, 14, 24]
+    assert np.flatnonzero(exploration_slots(5, 0.1, 0.95)).tolist() == [0]
+    assert np.flatnonzero(exploration_slots(25, 0.1, 0.5)).tolist() == [4, 14, 24]
+    with pytest.raises(ValueError, match="phase"):
+        exploration_slots(10, 0.1, 1.0)
     assert np.flatnonzero(leading_slots(10, 0.3)).tolist() == [0, 3, 6]
     assert np.flatnonzero(leading_slots(6, 0.5)).tolist() == [0, 2, 4]
 
@@ -39,7 +51,10 @@ def test_slot_layouts() -> None:
 def test_plain_margin_ranks_by_uncertainty_with_exploration_slots() -> None:
     vectors = _pool(100)
     proba = _proba(100)
-    ranking = rank_pool(vectors, labelled_indices=[0, 1], strategy="margin", proba=proba, depth=20, random_state=3)
+    ranking = rank_pool(
+        vectors, labelled_indices=[0, 1], strategy="margin", proba=proba, depth=20, random_state=3,
+        exploration_phase=0.0,
+    )
     assert len(ranking) == 20
     assert ranking.reasons.tolist().count("exploration") == 2
     assert [i for i, r in enumerate(ranking.reasons) if r == "exploration"] == [9, 19]
@@ -62,17 +77,32 @@ def test_exploration_rate_zero_and_override() -> None:
     assert half.reasons.tolist().count("exploration") == 5
 
 
-def test_default_strategy_mixes_exploitation_and_needs_counts() -> None:
-    vectors, proba = _pool(200), _proba(200)
-    ranking = rank_pool(vectors, labelled_indices=[3], proba=proba, class_counts=[9, 1], depth=20, random_state=0)
-    assert ranking.reasons.tolist().count("exploitation") == 6  # ceil(18 * 0.3) evenly from position 0
+def test_default_strategy_exploits_the_rare_class_in_proportion_to_its_rarity() -> None:
+    vectors = _pool(200)
+    p = np.random.default_rng(1).beta(0.5, 8.0, size=200).astype(np.float32)  # a rare class: mean about 6%
+    proba = np.c_[1 - p, p]
+    spec = STRATEGIES[DEFAULT_STRATEGY]
+    # Without exploration the model fills all 20 positions and the estimate covers the whole unlabelled pool.
+    ranking = rank_pool(vectors, labelled_indices=[3], proba=proba, class_counts=[9, 1], depth=20,
+                        exploration_rate=0.0, random_state=0)
+    unlabelled = np.delete(np.arange(200), 3)
+    share = effective_exploitation_share(spec, np.array([9.0, 1.0]), prevalence_estimate(proba[unlabelled],
+                                                                                           np.array([9, 1])))
+    assert 0.4 < share < 0.5  # 0.5 * (1 - 2 * 0.06)
+    n_exploit = int(leading_slots(20, share).sum())
+    assert ranking.reasons.tolist().count("exploitation") == n_exploit == 9
     assert ranking.reasons[0] == "exploitation"
-    assert ranking.reasons.tolist().count("exploration") == 2
     exploit = ranking.indices[ranking.reasons == "exploitation"]
-    # the most likely minority (column 1) items, subject to the near-duplicate filter
+    # the most likely rare-class (column 1) items, subject to the near-duplicate filter
     assert float(proba[exploit, 1].min()) > float(np.quantile(proba[:, 1], 0.8))
-    balanced = rank_pool(vectors, labelled_indices=[3], proba=proba, class_counts=[5, 5], depth=20, random_state=0)
-    assert "exploitation" not in balanced.reasons.tolist()
+    # The rare class is exploited even once it has more labels than the common one.
+    flipped = rank_pool(vectors, labelled_indices=[3], proba=proba, class_counts=[1, 9], depth=20,
+                        exploration_rate=0.0, random_state=0)
+    assert flipped.indices[flipped.reasons == "exploitation"].tolist() == exploit.tolist()
+    # No rare class at all (one class seen): plain uncertainty.
+    one_class = rank_pool(vectors, labelled_indices=[3], proba=proba, class_counts=[9, 0], depth=20,
+                          random_state=0)
+    assert "exploitation" not in one_class.reasons.tolist()
     with pytest.raises(ValueError, match="needs class_counts"):
         rank_pool(vectors, labelled_indices=[3], proba=proba, depth=20)
 
@@ -87,7 +117,8 @@ def test_random_strategy_is_one_simple_random_sample() -> None:
 def test_cold_start_seed_queries_go_first() -> None:
     vectors = _pool(100)
     ranking = rank_pool(
-        vectors, labelled_indices=[], proba=None, seed_vectors=vectors[[42, 7]], depth=10, random_state=0
+        vectors, labelled_indices=[], proba=None, seed_vectors=vectors[[42, 7]], depth=10, random_state=0,
+        exploration_phase=0.0,
     )
     assert ranking.indices[:3].tolist()[0] == 42
     assert ranking.reasons.tolist() == ["seed_query", "cold_start_diverse"] * 4 + ["seed_query", "exploration"]
@@ -96,7 +127,8 @@ def test_cold_start_seed_queries_go_first() -> None:
 
 
 def test_cold_start_without_seeds_is_diverse() -> None:
-    ranking = rank_pool(_pool(100), labelled_indices=[0], proba=None, depth=10, random_state=0)
+    ranking = rank_pool(_pool(100), labelled_indices=[0], proba=None, depth=10, random_state=0,
+                        exploration_phase=0.0)
     assert ranking.reasons.tolist() == ["cold_start_diverse"] * 9 + ["exploration"]
 
 

@@ -35,6 +35,7 @@ def pools(draw: st.DrawFn) -> dict[str, object]:
         "depth": draw(st.integers(min_value=1, max_value=150)),
         "random_state": draw(st.integers(min_value=0, max_value=1000)),
         "seeds": vectors[:2] if draw(st.booleans()) else None,
+        "phase": draw(st.none() | st.floats(min_value=0.0, max_value=1.0, exclude_max=True)),
     }
 
 
@@ -47,6 +48,7 @@ def _rank(case: dict[str, object]):  # type: ignore[no-untyped-def]
         class_counts=case["counts"],  # type: ignore[arg-type]
         seed_vectors=case["seeds"],  # type: ignore[arg-type]
         exploration_rate=case["rate"],  # type: ignore[arg-type]
+        exploration_phase=case["phase"],  # type: ignore[arg-type]
         depth=case["depth"],  # type: ignore[arg-type]
         random_state=case["random_state"],  # type: ignore[arg-type]
     )
@@ -76,11 +78,17 @@ def test_ranking_invariants(case: dict[str, object]) -> None:
         assert set(ranking.reasons.tolist()) == {"random"}
         assert np.allclose(pi, expected_len / n_unlabelled)
     elif "random" not in ranking.reasons.tolist():
-        # the exploration share holds for every prefix and inclusion is m / N
+        # the exploration share holds for every prefix (floor(j * rate) or one more) and inclusion is m / N
         rate = float(case["rate"])  # type: ignore[arg-type]
-        np.testing.assert_array_equal(explore, exploration_slots(expected_len, rate))
         m = int(explore.sum())
-        assert m == math.floor(expected_len * rate + 1e-9)
+        if case["phase"] is not None:
+            phase = float(case["phase"])  # type: ignore[arg-type]
+            np.testing.assert_array_equal(explore, exploration_slots(expected_len, rate, phase))
+            assert m == math.floor(expected_len * rate + phase + 1e-9) - math.floor(phase + 1e-9)
+        j = np.arange(1, expected_len + 1)
+        floor = np.floor(j * rate + 1e-9)
+        prefix = np.cumsum(explore)
+        assert np.all((prefix >= floor) & (prefix <= floor + 1))
         assert np.allclose(pi[explore], m / n_unlabelled)
         assert np.all(pi[~explore] == 1.0)
 
@@ -93,3 +101,22 @@ def test_same_random_state_same_ranking(case: dict[str, object]) -> None:
     np.testing.assert_array_equal(a.scores, b.scores)
     np.testing.assert_array_equal(a.reasons, b.reasons)
     np.testing.assert_array_equal(a.inclusion_probabilities, b.inclusion_probabilities)
+
+
+def test_random_phase_puts_exploration_into_short_prefixes() -> None:
+    """Reviewers often consume only the first few positions of a ranking before a retrain replaces it. With the
+    phase drawn per ranking, the first five positions hold 5 * rate exploration items on average (at phase 0
+    they would hold none: the slots would sit at 9, 19, 29)."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(60, 6)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    proba = rng.dirichlet(np.ones(2), size=60).astype(np.float32)
+
+    def first_five(**kw: object) -> int:
+        r = rank_pool(vectors, labelled_indices=[0], strategy="margin", proba=proba, depth=40, **kw)  # type: ignore[arg-type]
+        assert int((r.reasons == "exploration").sum()) == 4  # 40 * 0.1 whatever the phase
+        return int((r.reasons[:5] == "exploration").sum())
+
+    assert first_five(exploration_phase=0.0, random_state=1) == 0
+    counts = [first_five(random_state=s) for s in range(400)]
+    assert abs(np.mean(counts) - 0.5) < 0.1
