@@ -248,7 +248,8 @@ AXES_LOCKOUT_CALLABLE = "labeling.api.errors.axes_lockout_response"
 # --- DRF ------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's TokenAuthentication rules and messages, with the look-up in plain SQL (labeling/api/authentication.py).
+        "labeling.api.authentication.SqlTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -263,6 +264,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Three models have a field called status: each enum gets a stable, readable name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "SnapshotStatusEnum": "labeling.models.exports.ExportSnapshot.Status",
+        "TaxonomyVersionStatusEnum": "labeling.models.taxonomy.TaxonomyVersion.Status",
+        "ModelVersionStatusEnum": "learning.models.ModelVersion.Status",
+    },
     # Every endpoint's 400/401/403/404 in the API's one error shape (labeling/api/errors.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -1,4 +1,4 @@
-"""Token authentication for the reviewer queue's hot endpoints, with the look-up in plain SQL.
+"""Token authentication with the look-up in plain SQL: the API's default (config/settings.py).
 
 Same rules and messages as DRF's ``TokenAuthentication`` (which it subclasses, so the OpenAPI schema and the
 ``Authorization: Token <key>`` header are unchanged): an unknown key is 401 "Invalid token.", an inactive user
@@ -6,7 +6,8 @@ Same rules and messages as DRF's ``TokenAuthentication`` (which it subclasses, s
 ``Token.objects.select_related("user").get(key=...)`` through the ORM on every request, and compiling that query
 is about a millisecond of CPU on this class of machine; the queue answers two requests per labelled item, at
 hundreds per second (bench/queue_latency.py), so here the statement is written once and the two rows are built
-with ``from_db``.
+with ``from_db``. Being the one token class of the API also keeps the OpenAPI schema to one
+``tokenAuth`` security scheme.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _lookup() -> tuple[str, list[str], list[str]]:
     return sql, [name for name, _column in token_fields], [name for name, _column in user_fields]
 
 
-class QueueTokenAuthentication(TokenAuthentication):
+class SqlTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
         sql, token_fields, user_fields = _lookup()
         with connection.cursor() as cursor:

@@ -7,19 +7,16 @@ The services decide everything else, including "this lease is another reviewer's
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authentication import BaseAuthentication, TokenAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from labeling.api.authentication import QueueTokenAuthentication
 from labeling.api.errors import validated as _validated
 from labeling.api.serializers_queue import (
     QueueErrorSerializer,
@@ -112,10 +109,9 @@ def _checkout_or_none(request: Request, project: Project) -> dict[str, Any] | No
 
 
 class _QueueView(APIView):
-    # The same token rule as everywhere, looked up without compiling an ORM query (labeling/api/authentication.py).
-    authentication_classes: list[type[BaseAuthentication]] = [
-        QueueTokenAuthentication if cls is TokenAuthentication else cls
-        for cls in cast(list[type[BaseAuthentication]], api_settings.DEFAULT_AUTHENTICATION_CLASSES)]
+    # Token look-ups skip the ORM's query compile on every API view (labeling/api/authentication.py, the default
+    # in config/settings.py); the queue's two requests per labelled item are why that matters.
+    pass
 
 
 class QueueNextView(_QueueView):
