@@ -230,6 +230,8 @@ def build_history(project: Project, reviewers: list[Reviewer], lead: Any, *, rou
 @pytest.mark.django_db(transaction=True)
 def test_screenshot_of_the_dashboard(page: Any, monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     monkeypatch.setenv("SIFT_DEMO_PASSWORD", PASSWORD)
+    # Embed the whole demo pool in this process: above one chunk, a run only fans out chunk tasks to workers.
+    settings.SIFT_EMBED_CHUNK = 1_000_000
     call_command("load_demo", stdout=open("/dev/null", "w"))  # noqa: SIM115 - the command writes a summary
     project = Project.objects.get(slug="sms-demo")
     Project.objects.filter(pk=project.pk).update(embedder="hashing", suggestion_holdout_rate=0.25,

@@ -92,6 +92,19 @@ def test_a_hung_redis_costs_one_timeout_then_the_cache_skips_it() -> None:
     assert rest < 0.05, rest
 
 
+def _fresh_broker_pools(app: Any) -> None:
+    """Drop every cached broker connection and producer pool, so the next send connects to ``broker_url`` anew.
+
+    ``app.pool.force_close_all()`` alone is not enough: it closes kombu's shared pool for good, and the app keeps
+    handing out that closed pool ("Acquire on closed pool") to every later test in this process.
+    """
+    from kombu import pools
+
+    pools.reset()
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 @pytest.mark.skipif(not django_settings.REDIS_URL, reason="the broker without REDIS_URL is a folder, not Redis")
 def test_reviewers_label_while_cache_and_broker_are_down(db: Any, api_as: Any,
                                                          django_capture_on_commit_callbacks: Any) -> None:
@@ -104,7 +117,7 @@ def test_reviewers_label_while_cache_and_broker_are_down(db: Any, api_as: Any,
                                           "socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
     previous = app.conf.broker_url
     app.conf.broker_url = DEAD_REDIS
-    app.pool.force_close_all()  # the producer pool must reconnect to the dead URL, as after a Redis crash
+    _fresh_broker_pools(app)  # the producer pool must reconnect to the dead URL, as after a Redis crash
     try:
         with override_settings(CACHES=dead_cache):
             started = time.perf_counter()
@@ -119,7 +132,7 @@ def test_reviewers_label_while_cache_and_broker_are_down(db: Any, api_as: Any,
             elapsed = time.perf_counter() - started
     finally:
         app.conf.broker_url = previous
-        app.pool.force_close_all()
+        _fresh_broker_pools(app)
     assert Annotation.objects.filter(project=project).count() == 3
     assert elapsed < 5.0, f"three labels took {elapsed:.1f}s with Redis down"
     # Nothing was sent, nothing lost: the flag waits for the sweep.
