@@ -100,7 +100,7 @@ def _fresh_broker_pools(app: Any) -> None:
     """
     from kombu import pools
 
-    pools.reset()
+    pools.reset()  # type: ignore[no-untyped-call]  # kombu ships no annotations for it
     app._pool = None
     app.amqp._producer_pool = None
 
