@@ -29,7 +29,11 @@ class Split(models.TextChoices):
 
 
 class Item(models.Model):
-    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="items")
+    # No index of its own: the unique (project, external_id) index leads with project. A separate one let the
+    # planner, fooled by statistics calling a project being imported empty, probe it and filter a whole
+    # project per external id in the import's stored-rows look-up (36x slower imports).
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="items",
+                                db_index=False)
     external_id = models.CharField(max_length=255)
     text = models.TextField()
     meta = models.JSONField(default=dict, blank=True)
