@@ -17,7 +17,9 @@ one ``LearningJob`` row carries three things:
 
 The transitions, each one UPDATE with a WHERE clause, so that racing processes cannot both win:
 
-1. request:  ``dirty := true``; then *try to enqueue*.
+1. request:  ``dirty := true``; then *try to enqueue*. When the row already says dirty with a fresh
+   ``queued_at``, both steps would change nothing (the compare-and-set below cannot match), so a read-only
+   check skips them: a burst of submits writes the job row once, not twice per submit.
 2. try to enqueue: ``UPDATE ... SET queued_at = now WHERE dirty AND queued_at IS NULL AND (running_token IS
    NULL OR running_since < stale)``. Only the process whose UPDATE matched a row sends the message.
 3. run start (claim): ``UPDATE ... SET running_token = T, dirty := false, queued_at := NULL WHERE
@@ -66,7 +68,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -113,8 +115,29 @@ def _free(now: object) -> Q:
     return Q(running_token__isnull=True) | Q(running_since__lt=now - stale_after())  # type: ignore[operator]
 
 
+# Plain SQL: it runs after every committed submit. Read-only, so it takes no lock on the job row.
+_ALREADY_PENDING_SQL = (f"SELECT 1 FROM {LearningJob._meta.db_table} "  # noqa: S608
+                        "WHERE project_id = %s AND kind = %s AND dirty AND queued_at >= %s")
+
+
+def _already_pending(*, kind: str, project_id: int) -> bool:
+    """The job is dirty and a message for it is in the broker (and not yet stale): nothing to write or send.
+
+    Why skipping is safe: the caller's data committed before this read. If the read sees dirty with a fresh
+    queued_at, the run that consumes the message has not claimed yet (its claim clears both, in an autocommitted
+    UPDATE), so it claims later and loads the labels after that, seeing the caller's. This keeps two UPDATEs of
+    the project's job row (a per-project hot row) off every submit while a retrain is pending.
+    """
+    fresh_since = timezone.now() - queued_stale_after()
+    with connection.cursor() as cursor:
+        cursor.execute(_ALREADY_PENDING_SQL, [project_id, kind, connection.ops.adapt_datetimefield_value(fresh_since)])
+        return cursor.fetchone() is not None
+
+
 def signal(*, kind: str, project_id: int) -> bool:
     """Transition 1: set the dirty flag, then try to enqueue. True when this call sent the message."""
+    if _already_pending(kind=kind, project_id=project_id):
+        return False
     if not _set_dirty(kind=kind, project_id=project_id):
         logger.warning("learning request for unknown project %s ignored", project_id)
         return False

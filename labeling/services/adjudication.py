@@ -15,11 +15,12 @@ Flow:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from labeling.models import Adjudication, Annotation, Capability, Item, Label, Membership, Project, role_allows
@@ -72,36 +73,85 @@ def _create(*, item: Item, reason: str, actor: Actor, note: str, answers: list[d
     return adjudication
 
 
-def adjudication_sync_for_item(*, item_id: int, actor: Actor = None) -> Adjudication | None:
+def adjudication_sync_for_item(*, item_id: int, actor: Actor = None, locked_item: Item | None = None,
+                               project: Project | None = None) -> Adjudication | None:
     """Open a pending adjudication for ``item_id`` if its complete set of answers calls for one.
 
     Call it after a submit has raised ``n_done``, in the same transaction (annotation_submit). Returns the
     item's adjudication (new or existing), or None when it needs none. Gold items never go to a lead:
     their answer is known.
+
+    ``locked_item`` and ``project``: the submit's own copy of the item (read under its lock, before its
+    ``n_done`` was raised, and found complete by the caller) and its project. With them the item is not read
+    again, and the probe is plain SQL, since with overlap 1 it runs on every submit.
     """
     with transaction.atomic():
-        item = Item.objects.select_related("project").filter(pk=item_id).first()
-        if item is None:
-            raise NotFound(f"no item {item_id}")
-        existing = Adjudication.objects.filter(item_id=item_id).first()
-        if existing is not None:
-            return existing
-        if item.is_gold or item.n_done < item.n_required:
-            return None
-        current_id = item.project.current_taxonomy_version_id
-        rows = list(Annotation.objects.filter(item_id=item_id).order_by("id").values_list(
-            "labels", "taxonomy_version_id", "mapped_labels", "mapped_taxonomy_version_id", "reviewer_id"))
+        if locked_item is None:
+            item = Item.objects.select_related("project").filter(pk=item_id).first()
+            if item is None:
+                raise NotFound(f"no item {item_id}")
+            if item.is_gold or item.n_done < item.n_required:
+                return _existing(item_id)
+            project = item.project
+        else:
+            item = locked_item
+            if item.is_gold:
+                return _existing(item_id)
+        assert project is not None
+        existing_id, rows = _answers(item_id)
+        if existing_id is not None:
+            return Adjudication.objects.get(pk=existing_id)
         if not rows:
             return None
+        current_id = project.current_taxonomy_version_id
         answers = [_read_in_current(row[:4], current_id) for row in rows]
-        versions = {version for version, _keys in answers}
-        severity = {(version_id, key): level for version_id, key, level in Label.objects.filter(
-            version_id__in=versions, severity__gt=0).values_list("version_id", "key", "severity")}
-        reason = adjudication_reason(answers=answers, severity=severity, threshold=severity_threshold())
+        threshold = severity_threshold()
+        # Disagreement decides without the severities, so they are read only when every answer agrees.
+        reason = adjudication_reason(answers=answers, severity={}, threshold=threshold)
+        if reason is None:
+            severity = _severities({version for version, _keys in answers})
+            reason = adjudication_reason(answers=answers, severity=severity, threshold=threshold)
         if reason is None:
             return None
+        item.project = project
         summary = [{"reviewer_id": row[4], "labels": list(keys)} for row, (_v, keys) in zip(rows, answers, strict=True)]
         return _create(item=item, reason=reason, actor=actor, note="", answers=summary)
+
+
+def _existing(item_id: int) -> Adjudication | None:
+    return Adjudication.objects.filter(item_id=item_id).first()
+
+
+# The item's adjudication (if any) and its answers in one round trip; the one-row subquery keeps the
+# adjudication's id when the item has no answers. Plain SQL for both vendors.
+_ANSWERS_SQL = f"""
+SELECT j.id, a.labels, a.taxonomy_version_id, a.mapped_labels, a.mapped_taxonomy_version_id, a.reviewer_id
+FROM (SELECT %s AS item_id) q
+LEFT JOIN {Adjudication._meta.db_table} j ON j.item_id = q.item_id
+LEFT JOIN {Annotation._meta.db_table} a ON a.item_id = q.item_id
+ORDER BY a.id
+"""  # noqa: S608
+
+
+def _json(value: Any) -> Any:
+    # psycopg decodes jsonb; SQLite hands back the stored text.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _answers(item_id: int) -> tuple[int | None, list[tuple[Any, ...]]]:
+    """(the item's adjudication id or None, its answers as (labels, version, mapped, mapped version, reviewer))."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ANSWERS_SQL, [item_id])
+        fetched = cursor.fetchall()
+    existing_id = fetched[0][0] if fetched else None
+    rows = [(_json(labels), version, _json(mapped), mapped_version, reviewer)
+            for _j, labels, version, mapped, mapped_version, reviewer in fetched if version is not None]
+    return existing_id, rows
+
+
+def _severities(version_ids: set[int]) -> dict[tuple[int, str], int]:
+    return {(version_id, key): level for version_id, key, level in Label.objects.filter(
+        version_id__in=version_ids, severity__gt=0).values_list("version_id", "key", "severity")}
 
 
 def _require_lead(*, actor: User, project: Project) -> None:

@@ -247,7 +247,7 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             # submit that finishes the item can call for one (item was read under its lock, before n_done + 1);
             # the others skip the look-ups, which is half of all submits at overlap 2.
             if not item.is_gold and item.n_done + 1 >= item.n_required:
-                adjudication_sync_for_item(item_id=item.pk)
+                adjudication_sync_for_item(item_id=item.pk, locked_item=item, project=lease.project)
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})

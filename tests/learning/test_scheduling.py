@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerDown
 
@@ -269,3 +270,19 @@ def test_concurrent_requests_from_many_threads_send_one_message(postgres_only: N
     assert errors == []
     assert len(sent) == 1
     assert LearningJob.objects.filter(project=project).count() == 1
+
+
+def test_a_request_while_a_message_is_pending_writes_nothing(project: Any, sent: list[Any]) -> None:
+    """Dirty with a fresh queued_at: the skip reads the row and leaves it alone (no UPDATE of the hot job row)."""
+    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    before = LearningJob.objects.values("dirty", "queued_at", "requested_at").get(project=project, kind=RETRAIN)
+    with CaptureQueriesContext(connection) as queries:
+        assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is False
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT"]
+    assert LearningJob.objects.values("dirty", "queued_at", "requested_at").get(project=project, kind=RETRAIN) == before
+    assert len(sent) == 1
+    # Once a run has claimed (dirty and queued_at cleared), the next request must set the flag again.
+    claim = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert claim is not None
+    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is False  # a live run: flag only, no send
+    assert LearningJob.objects.values_list("dirty", flat=True).get(project=project, kind=RETRAIN) is True
