@@ -119,8 +119,8 @@ def test_oracle_labels_through_the_api_while_a_real_worker_retrains(worker: Work
     # Exploration leases are the probability sample: their recorded probability is below 1, the others' is 1.
     assert all((s["inclusion_probability"] < 1.0) == (s["reason"] in ("exploration", "random")) for s in selections)
     # The exploration share reviewers actually saw is the configured 10%, within three standard deviations of a
-    # Bernoulli(0.1) share over this many leases (the slots' phase is random per ranking: learning/services/
-    # retrain.py, rephase_exploration).
+    # Bernoulli(0.1) share over this many leases (the slots' phase is random per ranking: learning/core/
+    # ranking.py, exploration_slots).
     share = reasons["exploration"] / len(selections)
     tolerance = 3 * (0.1 * 0.9 / len(selections)) ** 0.5
     print(f"\n{submits} submits -> {len(versions)} model versions ({job.runs} runs); leases by reason {dict(reasons)}; "
