@@ -52,7 +52,7 @@ unit: install
 	$(BIN)/python -m pytest tests/learning/core -q
 
 test: install assets browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Benchmarks need PostgreSQL (the local one by default); BENCH_ARGS=--quick for a smoke run.
 bench: install assets

@@ -137,12 +137,17 @@ LIMIT %(batch)s {lock}
 """
 
 # Stage 2. Walks the unique (project_id, ranking_version, rank) index in order from the floor; LIMIT stops it early.
+# Each ranked item is fetched by primary key. ``i.project_id + 0`` (a check, not an index key) is what keeps it so:
+# spelled ``i.project_id = ...``, the condition matches the partial index item_open_random, and on tables without
+# statistics (a new project, a bulk load before ANALYZE) the planner judged that index tiny and scanned the
+# project's open items once per ranked row: 11.7 s instead of 2 ms per checkout at 2,000 items, with the scan's
+# row locks held all the while (tests/labeling/test_queue_plans.py).
 RANKING_SCAN_SQL = """
 SELECT i.id, i.external_id, i.text, i.meta,
        r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
 FROM {ranking} r JOIN {item} i ON i.id = r.item_id
 WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
-  AND i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}
+  AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}
 ORDER BY r.rank
 LIMIT %(batch)s {lock}
 """
@@ -189,8 +194,15 @@ RETURNING id
 
 # Serialises one reviewer's own checkouts (two tabs), and only theirs. Plain SQL: this runs on every checkout and
 # the ORM would compile the same query each time.
+#
+# On PostgreSQL it also switches bitmap scans off for the rest of the checkout transaction (set_config(..., true)
+# is SET LOCAL; folded in here to cost no extra round trip). Every checkout scan is meant to walk one index in
+# order and stop after a few rows. On tables without statistics (a new project, a bulk load before ANALYZE) the
+# planner guesses every table tiny and preferred a bitmap scan of the project's open items plus a sort: every
+# open item checked on every checkout, O(pool) where the walk is O(1) (tests/labeling/test_queue_plans.py).
 MEMBERSHIP_LOCK_SQL = """
-SELECT 1 FROM {membership} m WHERE m.project_id = %(project)s AND m.user_id = %(reviewer)s {membership_lock}
+SELECT {planner_settings} FROM {membership} m
+WHERE m.project_id = %(project)s AND m.user_id = %(reviewer)s {membership_lock}
 """
 
 
@@ -206,6 +218,10 @@ def _membership_lock() -> str:
     return "FOR NO KEY UPDATE" if connection.vendor == "postgresql" else ""
 
 
+def _planner_settings() -> str:
+    return "set_config('enable_bitmapscan', 'off', true)" if connection.vendor == "postgresql" else "1"
+
+
 def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dict[str, int]]:
     """Fill in table names, the exclusion list of already-rejected candidates and the locking clause.
 
@@ -214,6 +230,7 @@ def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dic
     names = {f"rejected_{n}": item_id for n, item_id in enumerate(rejected)}
     clause = ("AND i.id NOT IN (" + ", ".join(f"%({name})s" for name in names) + ")") if names else ""
     return template.format(rejected=clause, lock=_lock_suffix(), membership_lock=_membership_lock(),
+                           planner_settings=_planner_settings(),
                            **_tables()), names
 
 

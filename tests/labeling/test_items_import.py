@@ -570,3 +570,31 @@ def test_an_unexpected_reader_error_propagates_and_stops_the_reader(project: Pro
     with pytest.raises(RuntimeError, match="bug"):
         items_import(actor=None, project=project, source=source, filename="items.jsonl")
     assert not [t for t in threading.enumerate() if t.name == "sift-items-import-reader"]
+
+
+def batch(prefix: str, n: int) -> str:
+    return jsonl(*({"external_id": f"{prefix}{i}", "text": f"{prefix} {i}"} for i in range(n)))
+
+
+def _known_item_rows() -> float:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'labeling_item'::regclass")
+        return float(cursor.fetchone()[0])
+
+
+def test_a_large_import_refreshes_the_item_statistics_and_a_small_one_does_not(
+        postgres_only: None, project: Project) -> None:
+    """Without statistics the planner guesses a new project's tables tiny (tests/labeling/test_queue_plans.py)."""
+    with connection.cursor() as cursor:  # as a fresh database has it: never analysed
+        cursor.execute("UPDATE pg_class SET reltuples = -1 WHERE oid = 'labeling_item'::regclass")
+    small = importer.ANALYZE_MIN_ROWS - 1
+    assert run(project, batch("s", small))["created"] == small
+    assert _known_item_rows() == -1
+    large = importer.ANALYZE_MIN_ROWS
+    assert run(project, batch("l", large))["created"] == large
+    assert _known_item_rows() == small + large
+    # A batch under a tenth of what the statistics know leaves them to autovacuum.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pg_class SET reltuples = 1e6 WHERE oid = 'labeling_item'::regclass")
+    assert run(project, batch("t", large))["created"] == large
+    assert _known_item_rows() == 1e6
