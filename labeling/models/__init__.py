@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labeling.models.annotations import Adjudication, Annotation
-from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent
+from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
 from labeling.models.items import Item, Split
@@ -43,5 +43,6 @@ __all__ = [
     "SelectionReason",
     "Split",
     "TaxonomyVersion",
+    "audit_chain_key",
     "role_allows",
 ]

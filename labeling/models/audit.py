@@ -2,9 +2,13 @@
 
 THE CHAIN INVARIANT
 ===================
-Rows form one hash chain per ``chain`` key (the project id at write time; 0 for actions outside any
-project). In a chain, ``seq`` runs 1, 2, 3... without gaps, each row's ``prev_hash`` is the ``row_hash`` of the
-row with ``seq - 1`` ("" for the first), and
+Rows form one hash chain per ``chain`` key: one chain per (project, actor) at write time, its key
+``audit_chain_key(project_id, actor_id)`` = project_id * 2**32 + actor_id (actor 0 is the system), and chain 0
+for actions outside any project. Rows written before per-actor chains keep their old key, the bare project
+id: that chain is simply closed, and still verifies. Why per actor: a chain is a queue (see below), and one
+chain per project made every reviewer's submit wait for every other's; a reviewer's own submits are
+sequential anyway, so per-actor chains cost no waiting. In a chain, ``seq`` runs 1, 2, 3... without gaps,
+each row's ``prev_hash`` is the ``row_hash`` of the row with ``seq - 1`` ("" for the first), and
 
     row_hash = sha256(prev_hash || canonical JSON of the row's fields)       (``AuditEvent.compute_hash``)
 
@@ -63,6 +67,26 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         raise AppendOnlyError("audit events are written one at a time by labeling.services.audit.audit_record")
 
 
+# A chain key packs (project, actor) into the existing bigint: the project id in the high 31 bits and the actor
+# id in the low 32. Keys below 2**32 are the legacy per-project chains (and 0, outside any project).
+_ACTOR_BITS = 32
+
+
+def audit_chain_key(project_id: int | None, actor_id: int | None) -> int:
+    """The chain a row written by ``actor_id`` (None: the system) in ``project_id`` joins."""
+    if project_id is None:
+        return 0
+    actor = actor_id or 0
+    if not 0 < project_id < 2**31 or not 0 <= actor < 2**_ACTOR_BITS:
+        raise ValueError(f"project {project_id} / actor {actor_id} outside the audit chain key's range")
+    return (project_id << _ACTOR_BITS) | actor
+
+
+def audit_chain_range(project_id: int) -> tuple[int, int]:
+    """The keys of the project's per-actor chains, as a half-open range [low, high)."""
+    return project_id << _ACTOR_BITS, (project_id + 1) << _ACTOR_BITS
+
+
 def canonical_json(value: Any) -> str:
     """The one serialisation hashes are taken over: sorted keys, no spaces, UTF-8 (not \\u escapes)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -85,7 +109,8 @@ class AuditEvent(models.Model):
     # Set by the writer before hashing (not auto_now_add, which would overwrite it after the hash was taken).
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
-    chain = models.BigIntegerField(default=0, help_text="The project id at write time; 0 outside any project.")
+    chain = models.BigIntegerField(
+        default=0, help_text="audit_chain_key(project, actor) at write time; 0 outside any project.")
     seq = models.BigIntegerField(default=0, help_text="1, 2, 3... within the chain.")
     prev_hash = models.CharField(max_length=64, blank=True, default="")
     row_hash = models.CharField(max_length=64, blank=True, default="")

@@ -3,9 +3,9 @@
 The chain rule and why concurrent writers cannot fork it are stated in labeling/models/audit.py. The cost on
 the submit path: two statements on PostgreSQL (an upsert that locks and moves the chain head; the INSERT and
 the head's new hash in one statement), three on SQLite. The head lock is held from the audit write to the
-commit, so callers write their audit row LAST in their transaction (annotation_submit does): concurrent
-submits of one project queue only for that short tail, and projects never wait for each other (one chain per
-project).
+commit, so callers write their audit row LAST in their transaction (annotation_submit does). There is one
+chain per (project, actor), so one reviewer's submit never waits for another's, and projects never wait for
+each other; only one actor's concurrent writes (a system task beside another) queue for that short tail.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from labeling.models import AuditChainHead, AuditEvent, Project
-from labeling.models.audit import canonical_json
+from labeling.models.audit import audit_chain_key, audit_chain_range, canonical_json
 
 # Who performs an action: a user, or None for the system (commands, workers).
 Actor = User | AnonymousUser | None
@@ -54,11 +55,11 @@ UPDATE labeling_auditchainhead SET head_hash = %s WHERE chain = %s RETURNING (SE
 
 def audit_record(*, actor: Actor, action: str, obj: Any,
                  project: Project | None = None, data: dict[str, Any] | None = None) -> AuditEvent:
-    """Append one event to the project's chain, inside the caller's transaction (or a new one)."""
+    """Append one event to the (project, actor) chain, inside the caller's transaction (or a new one)."""
     # Stored exactly as hashed: a round trip through the canonical form turns tuples into lists and so on.
     payload = canonical_json(data or {})
     user = acting_user(actor)
-    chain = project.pk if project is not None else 0
+    chain = audit_chain_key(project.pk if project is not None else None, user.pk if user is not None else None)
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(_BUMP_HEAD, [chain])
         seq, prev_hash = cursor.fetchone()
@@ -117,9 +118,17 @@ class AuditReport:
                 "heads": {str(chain): head for chain, head in sorted(self.heads.items())}}
 
 
-def _rows(chain: int | None) -> Iterator[AuditEvent]:
-    qs = AuditEvent.objects.all() if chain is None else AuditEvent.objects.filter(chain=chain)
-    return qs.order_by("chain", "seq", "id").iterator(chunk_size=2000)
+def _project_chains(project: Project | None) -> Q:
+    """Every chain of the project: its legacy per-project chain (key = project id) and its per-actor chains."""
+    if project is None:
+        return Q()
+    low, high = audit_chain_range(project.pk)
+    return Q(chain=project.pk) | Q(chain__gte=low, chain__lt=high)
+
+
+def _rows(project: Project | None) -> Iterator[AuditEvent]:
+    return (AuditEvent.objects.filter(_project_chains(project))
+            .order_by("chain", "seq", "id").iterator(chunk_size=2000))
 
 
 def audit_verify(*, project: Project | None = None) -> AuditReport:
@@ -131,11 +140,9 @@ def audit_verify(*, project: Project | None = None) -> AuditReport:
     chunk of rows; the walk reads the table in (chain, seq) order, the unique index's order.
     """
     report = AuditReport()
-    wanted = project.pk if project is not None else None
-    heads = dict(AuditChainHead.objects.filter(**({} if wanted is None else {"chain": wanted}))
-                 .values_list("chain", "seq"))
-    head_hashes = dict(AuditChainHead.objects.filter(**({} if wanted is None else {"chain": wanted}))
-                       .values_list("chain", "head_hash"))
+    head_rows = list(AuditChainHead.objects.filter(_project_chains(project)).values_list("chain", "seq", "head_hash"))
+    heads = {chain: seq for chain, seq, _ in head_rows}
+    head_hashes = {chain: head_hash for chain, _, head_hash in head_rows}
     current: int | None = None
     expected_seq, prev_hash, broken, last_id = 0, "", False, None
     seen: set[int] = set()
@@ -146,7 +153,7 @@ def audit_verify(*, project: Project | None = None) -> AuditReport:
                 f"the chain head is at seq {heads[chain]} but the last row is seq {expected_seq}: "
                 "rows after it were deleted")))
 
-    for event in _rows(wanted):
+    for event in _rows(project):
         report.rows += 1
         if event.chain != current:
             if current is not None:

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 from labeling.models import AppendOnlyError, AuditChainHead, AuditEvent, Project
-from labeling.models.audit import canonical_json, canonical_time
+from labeling.models.audit import audit_chain_key, canonical_json, canonical_time
 from labeling.services.audit import audit_record, audit_verify
 from tests.conftest import using_postgres
 from tests.factories import ProjectFactory
@@ -22,8 +22,12 @@ TABLE = AuditEvent._meta.db_table
 assert TABLE == "labeling_auditevent"  # spelled out in the raw SQL below
 
 
+def system_chain(project: Project) -> int:
+    return audit_chain_key(project.pk, None)
+
+
 def _chain(project: Project) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(chain=project.pk).order_by("seq"))
+    return list(AuditEvent.objects.filter(chain=system_chain(project)).order_by("seq"))
 
 
 def _write(project: Project | None, n: int, action: str = "test.event") -> list[AuditEvent]:
@@ -45,7 +49,7 @@ def _raw(sql: str, params: list[Any]) -> None:
 @pytest.mark.django_db
 def test_rows_chain_per_project_with_the_documented_hash() -> None:
     first, second = ProjectFactory(slug="chain-a"), ProjectFactory(slug="chain-b")
-    created_a = AuditEvent.objects.filter(chain=first.pk).count()  # project.create wrote the first rows
+    created_a = AuditEvent.objects.filter(chain=system_chain(first)).count()  # project.create wrote the first rows
     _write(first, 3)
     _write(second, 2)
     _write(None, 2)
@@ -56,14 +60,14 @@ def test_rows_chain_per_project_with_the_documented_hash() -> None:
         assert row.prev_hash == before.row_hash
     # The formula, spelled out independently of the model's helper.
     last = rows[-1]
-    fields = {"chain": first.pk, "seq": last.seq, "project_id": first.pk, "actor_id": None, "action": "test.event",
-              "object_type": "project", "object_id": str(first.pk), "data": {"n": 2, "t": ["a", 1.5]},
-              "created_at": canonical_time(last.created_at)}
+    fields = {"chain": system_chain(first), "seq": last.seq, "project_id": first.pk, "actor_id": None,
+              "action": "test.event", "object_type": "project", "object_id": str(first.pk),
+              "data": {"n": 2, "t": ["a", 1.5]}, "created_at": canonical_time(last.created_at)}
     expected = hashlib.sha256((last.prev_hash + json.dumps(
         fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)).encode()).hexdigest()
     assert last.row_hash == expected
     assert last.data == {"n": 2, "t": ["a", 1.5]}  # stored as hashed (the tuple became a list)
-    head = AuditChainHead.objects.get(chain=first.pk)
+    head = AuditChainHead.objects.get(chain=system_chain(first))
     assert (head.seq, head.head_hash) == (last.seq, last.row_hash)
     assert [r.seq for r in AuditEvent.objects.filter(chain=0).order_by("seq")] == [1, 2]
     report = audit_verify()
@@ -84,7 +88,7 @@ def test_a_row_changed_through_raw_sql_breaks_the_chain_at_that_row() -> None:
     assert not report.ok
     broken = report.first_break
     assert broken is not None
-    assert (broken.chain, broken.row_id, broken.seq) == (project.pk, target.pk, target.seq)
+    assert (broken.chain, broken.row_id, broken.seq) == (system_chain(project), target.pk, target.seq)
     assert "changed" in broken.problem
     assert len(report.breaks) == 1  # one report per chain: its first broken row
 
@@ -161,13 +165,13 @@ def test_deleting_a_project_or_a_user_leaves_its_history_intact() -> None:
     project = ProjectFactory(slug="short-lived")
     user = get_user_model().objects.create(username="leaver")
     audit_record(actor=user, action="test.by_user", obj=project, project=project)
-    rows = list(AuditEvent.objects.filter(chain=project.pk).order_by("seq").values())
+    rows = list(AuditEvent.objects.filter(project_id=project.pk).order_by("chain", "seq").values())
     project_id = project.pk
     # (The pointer to the current taxonomy is PROTECT: cleared first, as a project deletion would have to.)
     Project.objects.filter(pk=project_id).update(current_taxonomy_version=None)
     Project.objects.filter(pk=project_id).delete()
     user.delete()
-    assert list(AuditEvent.objects.filter(chain=project_id).order_by("seq").values()) == rows
+    assert list(AuditEvent.objects.filter(project_id=project_id).order_by("chain", "seq").values()) == rows
     assert audit_verify().ok
 
 
@@ -178,20 +182,20 @@ def test_verify_command_reports_and_exits_non_zero_on_a_break(capsys: pytest.Cap
     call_command("verify_audit_log", "--project", "commanded")
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True
-    assert report["heads"] == {str(project.pk): rows[-1].row_hash}
+    assert report["heads"] == {str(system_chain(project)): rows[-1].row_hash}
     _raw("UPDATE labeling_auditevent SET object_id = %s WHERE id = %s", ["999", rows[0].pk])
     with pytest.raises(SystemExit) as exited:
         call_command("verify_audit_log")
     assert exited.value.code == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False
-    assert [(b["chain"], b["row_id"]) for b in report["breaks"]] == [(project.pk, rows[0].pk)]
+    assert [(b["chain"], b["row_id"]) for b in report["breaks"]] == [(system_chain(project), rows[0].pk)]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_never_fork_a_chain(postgres_only: None) -> None:
     project = ProjectFactory(slug="concurrent-audit")
-    start = AuditEvent.objects.filter(chain=project.pk).count()
+    start = AuditEvent.objects.filter(chain=system_chain(project)).count()
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
 
@@ -212,6 +216,97 @@ def test_concurrent_writers_never_fork_a_chain(postgres_only: None) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert list(AuditEvent.objects.filter(chain=project.pk).order_by("seq").values_list("seq", flat=True)) == list(
-        range(1, start + 91))
+    seqs = AuditEvent.objects.filter(chain=system_chain(project)).order_by("seq").values_list("seq", flat=True)
+    assert list(seqs) == list(range(1, start + 91))
+    assert audit_verify(project=project).ok
+
+
+@pytest.mark.django_db
+def test_each_actor_has_its_own_chain_and_the_project_report_covers_them_all() -> None:
+    from django.contrib.auth import get_user_model
+
+    project = ProjectFactory(slug="per-actor")
+    alice, bob = (get_user_model().objects.create(username=name) for name in ("alice", "bob"))
+    by_alice = [audit_record(actor=alice, action="test.a", obj=project, project=project) for _ in range(3)]
+    by_bob = [audit_record(actor=bob, action="test.b", obj=project, project=project) for _ in range(2)]
+    assert {row.chain for row in by_alice} == {(project.pk << 32) + alice.pk}
+    assert {row.chain for row in by_bob} == {(project.pk << 32) + bob.pk}
+    assert [row.seq for row in by_alice] == [1, 2, 3] and [row.seq for row in by_bob] == [1, 2]
+    assert by_bob[0].prev_hash == ""  # bob's chain starts fresh: it never saw alice's rows
+
+    report = audit_verify(project=project)
+    assert report.ok, report.as_dict()
+    assert report.rows == AuditEvent.objects.filter(project_id=project.pk).count()
+    assert set(report.heads) == {system_chain(project), by_alice[0].chain, by_bob[0].chain}
+    assert report.heads[by_bob[0].chain] == by_bob[-1].row_hash
+
+    _raw("UPDATE labeling_auditevent SET action = %s WHERE id = %s", ["forged", by_alice[1].pk])
+    report = audit_verify(project=project)
+    assert [(b.chain, b.row_id) for b in report.breaks] == [(by_alice[0].chain, by_alice[1].pk)]
+
+
+@pytest.mark.django_db
+def test_a_legacy_per_project_chain_is_still_verified_with_the_project() -> None:
+    """Rows written before per-actor chains carry the bare project id as their chain, and stay a closed chain."""
+    project = ProjectFactory(slug="legacy-chain")
+    legacy = AuditEvent(project=project, action="test.legacy", object_type="project", object_id=str(project.pk),
+                        data={}, chain=project.pk, seq=1, prev_hash="")
+    legacy.row_hash = legacy.compute_hash()
+    legacy.save(force_insert=True)
+    AuditChainHead.objects.create(chain=project.pk, seq=1, head_hash=legacy.row_hash)
+    _write(project, 2)
+    report = audit_verify(project=project)
+    assert report.ok and report.heads[project.pk] == legacy.row_hash
+    assert report.chains == 2  # the legacy chain and the system's per-actor chain
+
+    _raw("DELETE FROM labeling_auditevent WHERE id = %s", [legacy.pk])
+    report = audit_verify(project=project)
+    assert [(b.chain, b.problem) for b in report.breaks] == [
+        (project.pk, "the chain head is at seq 1 but no rows remain")]
+
+
+def test_chain_keys_refuse_ids_outside_their_range() -> None:
+    assert audit_chain_key(None, 7) == 0
+    assert audit_chain_key(3, None) == 3 << 32
+    with pytest.raises(ValueError, match="outside"):
+        audit_chain_key(2**31, 1)
+    with pytest.raises(ValueError, match="outside"):
+        audit_chain_key(1, 2**32)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_reviewers_open_audit_write_never_blocks_another_reviewer(postgres_only: None) -> None:
+    """The point of per-actor chains: with one chain per project, the second writer waited for the first's commit."""
+    from django.contrib.auth import get_user_model
+
+    project = ProjectFactory(slug="no-waiting")
+    alice, bob = (get_user_model().objects.create(username=name) for name in ("alice", "bob"))
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def alice_submits_slowly() -> None:
+        try:
+            with transaction.atomic():
+                audit_record(actor=alice, action="test.slow", obj=project, project=project)
+                holding.set()
+                release.wait(timeout=30)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            holding.set()
+            connection.close()
+
+    thread = threading.Thread(target=alice_submits_slowly)
+    thread.start()
+    try:
+        assert holding.wait(timeout=30)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '3s'")
+            audit_record(actor=bob, action="test.fast", obj=project, project=project)  # would time out if queued
+        assert AuditEvent.objects.filter(action="test.slow").count() == 0  # alice's is still uncommitted
+    finally:
+        release.set()
+        thread.join()
+    assert errors == []
+    assert AuditEvent.objects.filter(action__in=["test.slow", "test.fast"]).count() == 2
     assert audit_verify(project=project).ok

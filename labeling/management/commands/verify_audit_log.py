@@ -20,7 +20,7 @@ class Command(BaseCommand):
     help = "Verify the audit log's hash chains and report the first broken row of each."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--project", default=None, help="Only this project's chain.")
+        parser.add_argument("--project", default=None, help="Only this project's chains (one per actor).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = None
