@@ -536,39 +536,47 @@ class RawQueue:
                      [lease[9]])
         if item[3] + 1 >= item[4]:
             # A submit that finishes the item asks whether it needs adjudication (its answers, any open case).
-            conn.execute("SELECT id FROM labeling_adjudication WHERE item_id = %s", [item[0]]).fetchall()
-            conn.execute("SELECT labels, taxonomy_version_id, mapped_labels, mapped_taxonomy_version_id, reviewer_id "
-                         "FROM labeling_annotation WHERE item_id = %s ORDER BY id", [item[0]]).fetchall()
+            from labeling.services import adjudication
+
+            conn.execute(adjudication._ANSWERS_SQL, [item[0]]).fetchall()
         if self.with_audit:
             self.audit(project_id=lease[9], annotation_id=annotation[0], now=now,
                        data={"lease_id": lease_id, "item_id": item[0], "labels": [label],
                              "taxonomy_version": lease[10]})
         conn.commit()
-        # The retrain request after commit (learning.scheduling.signal): set the dirty flag, try the enqueue CAS.
-        conn.execute("UPDATE learning_learningjob SET dirty = true, requested_at = %s "
-                     "WHERE project_id = %s AND kind = 'retrain'", [now, lease[9]])
+        # The retrain request after commit (learning.scheduling.signal): nothing but a read while a retrain is
+        # already pending; otherwise set the dirty flag and try the enqueue CAS.
+        from learning import scheduling
+
+        pending = conn.execute(scheduling._ALREADY_PENDING_SQL,
+                               [lease[9], "retrain", now - scheduling.queued_stale_after()]).fetchone()
         conn.commit()
-        conn.execute("UPDATE learning_learningjob SET queued_at = %s WHERE project_id = %s AND kind = 'retrain' "
-                     "AND dirty AND (queued_at IS NULL OR queued_at < %s) AND running_token IS NULL",
-                     [now, lease[9], now - timedelta(seconds=900)])
-        conn.commit()
+        if pending is None:
+            conn.execute("UPDATE learning_learningjob SET dirty = true, requested_at = %s "
+                         "WHERE project_id = %s AND kind = 'retrain'", [now, lease[9]])
+            conn.commit()
+            conn.execute("UPDATE learning_learningjob SET queued_at = %s WHERE project_id = %s AND kind = 'retrain' "
+                         "AND dirty AND (queued_at IS NULL OR queued_at < %s) AND running_token IS NULL",
+                         [now, lease[9], now - scheduling.queued_stale_after()])
+            conn.commit()
 
     def audit(self, *, project_id: int, annotation_id: int, now: datetime, data: dict[str, Any]) -> None:
         """audit_record's statements (imported, so the floor follows them): move the chain head, append the row."""
-        from labeling.models import AuditEvent
+        from labeling.models import AuditEvent, audit_chain_key
         from labeling.models.audit import canonical_json
         from labeling.services import audit
 
-        head = self.conn.execute(audit._BUMP_HEAD, [project_id]).fetchone()
+        chain = audit_chain_key(project_id, self.reviewer_id)
+        head = self.conn.execute(audit._BUMP_HEAD, [chain]).fetchone()
         assert head is not None
         payload = canonical_json(data)
         event = AuditEvent(project_id=project_id, actor_id=self.reviewer_id, action="annotation.submit",
                            object_type="annotation", object_id=str(annotation_id), data=json.loads(payload),
-                           created_at=now, chain=project_id, seq=head[0], prev_hash=head[1])
+                           created_at=now, chain=chain, seq=head[0], prev_hash=head[1])
         row_hash = event.compute_hash()
         self.conn.execute(audit._INSERT_AND_MOVE_HEAD, [
             project_id, self.reviewer_id, event.action, event.object_type, event.object_id, payload, now,
-            project_id, head[0], head[1], row_hash, row_hash, project_id]).fetchone()
+            chain, head[0], head[1], row_hash, row_hash, chain]).fetchone()
 
     def chained_cycle(self) -> tuple[float, float] | None:
         """The chained API's floor: submit, then check out the next item, timed together."""
