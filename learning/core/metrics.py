@@ -7,7 +7,7 @@ out of macro averages of AP, because AP is undefined for them (scikit-learn woul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score
@@ -37,6 +37,31 @@ def average_precision(
         if not hits.any():
             continue
         values.append(float(average_precision_score(hits, proba[:, column[cls]])))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def label_indicator(label_sets: Sequence[Collection[str]], classes: Sequence[str]) -> np.ndarray:
+    """Multi-label truth as a boolean (n, len(classes)) matrix: row i, column c is whether row i carries c."""
+    column = {c: j for j, c in enumerate(classes)}
+    out = np.zeros((len(label_sets), len(classes)), dtype=bool)
+    for i, keys in enumerate(label_sets):
+        for key in keys:
+            out[i, column[key]] = True
+    return out
+
+
+def macro_f1_indicator(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Multi-label macro-F1: the unweighted mean over columns of each label's F1 (0 where undefined)."""
+    return float(f1_score(truth, predicted, average="macro", zero_division=0))
+
+
+def average_precision_indicator(truth: np.ndarray, proba: FloatArray, classes: Sequence[str], *,
+                                positive: str | None = None) -> float:
+    """Multi-label AP: the ``positive`` label's column, else the macro mean over the labels that occur in
+    ``truth`` (nan when none does), each column its own yes/no ranking."""
+    columns = [list(classes).index(positive)] if positive is not None else range(len(classes))
+    values = [float(average_precision_score(truth[:, j], np.asarray(proba)[:, j]))
+              for j in columns if truth[:, j].any()]
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -6,7 +6,10 @@ predict the pool, call ``ranking.rank_pool`` -- and then the simulated reviewers
 held-out test split. Nothing here is a second implementation of a strategy: if the simulation looks good, the
 workers behave the same way.
 
-Single-label files only (one key per row); multi-label simulation is not implemented yet.
+A file is multi-label when any row's ``label`` is a list of other than one key (``[]`` included: "none of the
+labels"). Its rows are then label sets: the classifier is one-vs-rest, the ranking gets ``multi_label``, and the
+curves use per-label figures (macro-F1 at the 0.5 threshold, one-vs-rest AP), as the workers do for a
+multi-label taxonomy.
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from learning.core import cold_start
 from learning.core._types import FloatArray
 from learning.core.classifiers import EmbeddingClassifier
 from learning.core.embedders import Embedder
-from learning.core.metrics import average_precision, macro_f1
+from learning.core.metrics import (
+    average_precision,
+    average_precision_indicator,
+    label_indicator,
+    macro_f1,
+    macro_f1_indicator,
+)
 from learning.core.ranking import rank_pool
 from learning.core.strategies import StrategySpec, get_strategy
 from learning.core.vector_cache import embed_with_cache
@@ -33,11 +42,31 @@ from learning.core.vector_cache import embed_with_cache
 
 @dataclass(frozen=True)
 class Items:
-    """Rows of a labelled file: parallel lists."""
+    """Rows of a labelled file: parallel lists.
+
+    ``labels`` holds each row's key; for a multi-label file it holds the row's keys sorted and joined by "|"
+    (a stratification and display key only), and ``label_sets`` holds the sets themselves.
+    """
 
     external_ids: list[str]
     texts: list[str]
     labels: list[str]
+    label_sets: list[frozenset[str]] | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
+
+    def answers(self, rows: Sequence[int]) -> list[str] | list[frozenset[str]]:
+        """The oracle's answers for these rows: keys, or key sets for a multi-label file."""
+        if self.label_sets is not None:
+            return [self.label_sets[i] for i in rows]
+        return [self.labels[i] for i in rows]
+
+    def all_keys(self) -> set[str]:
+        if self.label_sets is not None:
+            return set().union(*self.label_sets)
+        return set(self.labels)
 
 
 @dataclass(frozen=True)
@@ -56,28 +85,33 @@ def _open_text(path: Path) -> Any:
 
 
 def load_items(path: str | Path) -> Items:
-    """Read a labelled JSON Lines file (optionally .gz): {"external_id", "text", "label"} per line."""
+    """Read a labelled JSON Lines file (optionally .gz): {"external_id", "text", "label"} per line.
+
+    ``label`` is a key, or a list of keys; the file is multi-label when any list has other than one key.
+    """
     ids: list[str] = []
     texts: list[str] = []
-    labels: list[str] = []
+    sets: list[tuple[str, ...]] = []
+    multi_label = False
     with _open_text(Path(path)) as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             row = json.loads(line)
             label = row.get("label")
-            if isinstance(label, list):
-                if len(label) != 1:
-                    raise ValueError(f"{path}:{line_no}: simulation needs exactly one label per row, got {label}")
-                label = label[0]
-            if not isinstance(label, str) or not isinstance(row.get("text"), str):
-                raise ValueError(f"{path}:{line_no}: needs a string 'text' and a string 'label'")
+            keys = tuple(label) if isinstance(label, list) else (label,)
+            if not all(isinstance(k, str) and k for k in keys) or not isinstance(row.get("text"), str):
+                raise ValueError(f"{path}:{line_no}: needs a string 'text' and a 'label' that is a key or a list "
+                                 f"of keys, got {label!r}")
+            multi_label = multi_label or len(keys) != 1
             ids.append(str(row.get("external_id", line_no)))
             texts.append(row["text"])
-            labels.append(label)
+            sets.append(keys)
     if not ids:
         raise ValueError(f"{path}: no rows")
-    return Items(ids, texts, labels)
+    if not multi_label:
+        return Items(ids, texts, [keys[0] for keys in sets])
+    return Items(ids, texts, ["|".join(sorted(set(keys))) for keys in sets], [frozenset(keys) for keys in sets])
 
 
 def prepare_data(
@@ -122,22 +156,36 @@ def prepare_items(
         stratify = items.labels if min(counts.values()) >= 2 else None
         pool_pos, test_pos = train_test_split(positions, test_size=test_fraction, random_state=seed, stratify=stratify)
         pool, test = subset(items, np.sort(pool_pos)), subset(items, np.sort(test_pos))
+    if pool.multi_label != test.multi_label:
+        raise ValueError("the data and the test file must both be single-label or both multi-label")
     vectors, _ = embed_with_cache(pool.texts + test.texts, embedder, cache_dir)
-    classes = tuple(sorted(set(pool.labels) | set(test.labels)))
+    classes = tuple(sorted(pool.all_keys() | test.all_keys()))
     return SimulationData(pool, test, vectors[: len(pool.texts)], vectors[len(pool.texts) :], classes)
 
 
 def subset(items: Items, rows: Sequence[int] | np.ndarray) -> Items:
     """The rows of ``items`` at the given positions, in that order."""
-    return Items([items.external_ids[i] for i in rows], [items.texts[i] for i in rows], [items.labels[i] for i in rows])
+    return Items([items.external_ids[i] for i in rows], [items.texts[i] for i in rows],
+                 [items.labels[i] for i in rows],
+                 None if items.label_sets is None else [items.label_sets[i] for i in rows])
 
 
 def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | None) -> tuple[float, float]:
     proba = model.predict_proba(data.test_vectors)
+    classes = list(model.classes_)
+    if data.test.label_sets is not None:
+        truth = label_indicator(data.test.label_sets, classes)
+        return (macro_f1_indicator(truth, proba >= 0.5),
+                average_precision_indicator(truth, proba, classes, positive=positive))
     predicted = np.asarray(model.classes_)[np.argmax(proba, axis=1)]
     f1 = macro_f1(data.test.labels, predicted.tolist(), data.classes)
-    ap = average_precision(data.test.labels, proba, list(model.classes_), positive=positive)
+    ap = average_precision(data.test.labels, proba, classes, positive=positive)
     return f1, ap
+
+
+def _classifier(data: SimulationData, seed: int, params: Mapping[str, Any]) -> EmbeddingClassifier:
+    return EmbeddingClassifier(classes=data.classes, multi_label=data.pool.multi_label, random_state=seed,
+                               **dict(params))
 
 
 def full_pool_scores(
@@ -148,8 +196,8 @@ def full_pool_scores(
     classifier_params: Mapping[str, Any] | None = None,
 ) -> tuple[float, float]:
     """(macro-F1, AP) of a model trained on the whole labelled pool: the ceiling the curves are compared to."""
-    model = EmbeddingClassifier(classes=data.classes, random_state=seed, **dict(classifier_params or {}))
-    model.fit(data.pool_vectors, data.pool.labels)
+    model = _classifier(data, seed, classifier_params or {})
+    model.fit(data.pool_vectors, data.pool.answers(range(len(data.pool.labels))))
     return _evaluate(model, data, positive)
 
 
@@ -175,8 +223,11 @@ def run_simulation(
     n_pool = len(data.pool.labels)
     budget = min(budget, n_pool)
     rng = np.random.default_rng(seed)
-    pool_labels = np.asarray(data.pool.labels, dtype=object)
-    class_index = {c: i for i, c in enumerate(data.classes)}
+    multi_label = data.pool.multi_label
+    # Row i, column c: pool item i carries class c (the oracle's answers, as the class counts need them).
+    pool_truth = (label_indicator(data.pool.label_sets, data.classes) if data.pool.label_sets is not None
+                  else np.asarray(data.pool.labels, dtype=object)[:, None] == np.asarray(data.classes, dtype=object))
+    positive_column = data.classes.index(positive) if positive is not None else None
 
     labelled: list[int] = []
     out_labels: list[int] = []
@@ -186,21 +237,21 @@ def run_simulation(
     params = dict(classifier_params or {})
 
     while True:
-        answers = [data.pool.labels[i] for i in labelled]
+        answers = data.pool.answers(labelled)
         proba = None
         counts = None
         if labelled:
-            model = EmbeddingClassifier(classes=data.classes, random_state=seed, **params)
+            model = _classifier(data, seed, params)
             model.fit(data.pool_vectors[labelled], answers)
             f1, ap = _evaluate(model, data, positive)
             out_labels.append(len(labelled))
             out_f1.append(f1)
             out_ap.append(ap)
-            if positive is not None:
-                out_pos.append(int(np.sum(pool_labels[labelled] == positive)))
-            if cold_start.can_fit(answers):
+            if positive_column is not None:
+                out_pos.append(int(pool_truth[labelled, positive_column].sum()))
+            if cold_start.can_fit(answers, multi_label=multi_label):
                 proba = model.predict_proba(data.pool_vectors)
-                counts = np.bincount([class_index[a] for a in answers], minlength=len(data.classes))
+                counts = pool_truth[labelled].sum(axis=0).astype(np.int64)
         want = initial if not labelled else batch_size
         want = min(want, budget - len(labelled))
         if want <= 0:
@@ -211,6 +262,7 @@ def run_simulation(
             strategy=spec,
             proba=proba,
             class_counts=counts,
+            multi_label=multi_label,
             seed_vectors=seed_vectors,
             exploration_rate=exploration_rate,
             depth=want,

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 SPAM = ["win a free prize now call {n}", "free cash bonus claim {n} today", "urgent you won {n} text back"]
@@ -89,3 +91,53 @@ def test_cli_reports_bad_positive(tmp_path: Path) -> None:
     ])  # fmt: skip
     assert done.returncode == 2
     assert "--positive 'eggs' is not a label" in done.stderr
+
+
+def _write_multi_label(path: Path, n: int = 150) -> list[list[str]]:
+    """Rows carrying threat, insult, both or neither (an empty list): a multi-label file."""
+    words = {"threat": "i will find you {n}", "insult": "you absolute clown {n}"}
+    written = []
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(n):
+            keys = [key for key, every in (("threat", 3), ("insult", 4)) if i % every == 0]
+            text = " and ".join(words[k].format(n=i) for k in keys) or f"nice weather today {i}"
+            handle.write(json.dumps({"external_id": f"m{i}", "text": text, "label": keys}) + "\n")
+            written.append(keys)
+    return written
+
+
+def test_cli_simulates_a_multi_label_file(tmp_path: Path) -> None:
+    data, test = tmp_path / "multi.jsonl", tmp_path / "multi-test.jsonl"
+    rows = _write_multi_label(data)
+    _write_multi_label(test, 60)
+    out = tmp_path / "curve.json"
+    done = _run([
+        "--data", str(data), "--test", str(test), "--strategy", "default", "--seed", "2", "--initial", "10",
+        "--batch-size", "40", "--budget", "500", "--positive", "threat", "--embedder", "hashing", "--out", str(out),
+    ])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    curve = json.loads(out.read_text(encoding="utf-8"))
+    assert (curve["n_pool"], curve["n_test"]) == (150, 60)
+    # The budget is capped at the pool, so the last round holds every item: it has found all 50 threats, the
+    # items that carry both labels included.
+    assert curve["labels"] == [10, 50, 90, 130, 150]
+    assert curve["positives_found"] == sorted(curve["positives_found"])
+    assert curve["positives_found"][-1] == sum("threat" in keys for keys in rows) == 50
+    # Separable by construction: per-label F1 at the 0.5 threshold and one-vs-rest AP both reach 1 on the test file.
+    assert curve["macro_f1"][-1] == pytest.approx(1.0) and curve["average_precision"][-1] == pytest.approx(1.0)
+
+
+def test_multi_label_figures_are_per_label() -> None:
+    import numpy as np
+
+    from learning.core.metrics import average_precision_indicator, label_indicator, macro_f1_indicator
+
+    classes = ["insult", "threat"]
+    truth = label_indicator([{"threat"}, {"insult", "threat"}, set(), {"insult"}], classes)
+    assert truth.tolist() == [[False, True], [True, True], [False, False], [True, False]]
+    proba = np.array([[0.1, 0.9], [0.6, 0.4], [0.2, 0.3], [0.7, 0.2]], dtype=np.float32)
+    # insult: both right (F1 1); threat: one of two found, no false alarm (P 1, R 0.5, F1 2/3).
+    assert macro_f1_indicator(truth, proba >= 0.5) == (1.0 + 2 / 3) / 2
+    # threat ranks 0.9 (yes), 0.4 (yes), 0.3, 0.2: AP 1; insult ranks 0.7 (yes), 0.6 (yes): AP 1.
+    assert average_precision_indicator(truth, proba, classes) == pytest.approx(1.0)
+    assert average_precision_indicator(truth, proba[:, ::-1], classes, positive="threat") == pytest.approx(0.5)
