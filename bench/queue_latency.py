@@ -72,8 +72,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="offered cycles/s over all clients (0: as fast as possible)")
     parser.add_argument("--duration", type=float, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds at the start of each phase")
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    parser.add_argument("--workers", type=int, default=6, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--no-audit", action="store_true",
