@@ -548,8 +548,8 @@ class RawQueue:
         # already pending; otherwise set the dirty flag and try the enqueue CAS.
         from learning import scheduling
 
-        pending = conn.execute(scheduling._ALREADY_PENDING_SQL,
-                               [lease[9], "retrain", now - scheduling.queued_stale_after()]).fetchone()
+        stale_before = now - scheduling.queued_stale_after()
+        pending = conn.execute(scheduling._ALREADY_PENDING_SQL, [lease[9], "retrain", stale_before]).fetchone()
         conn.commit()
         if pending is None:
             conn.execute("UPDATE learning_learningjob SET dirty = true, requested_at = %s "
@@ -557,7 +557,7 @@ class RawQueue:
             conn.commit()
             conn.execute("UPDATE learning_learningjob SET queued_at = %s WHERE project_id = %s AND kind = 'retrain' "
                          "AND dirty AND (queued_at IS NULL OR queued_at < %s) AND running_token IS NULL",
-                         [now, lease[9], now - scheduling.queued_stale_after()])
+                         [now, lease[9], stale_before])
             conn.commit()
 
     def audit(self, *, project_id: int, annotation_id: int, now: datetime, data: dict[str, Any]) -> None:

@@ -25,19 +25,8 @@ def average_precision(
 ) -> float:
     """AP of the ``positive`` class's probability column; without ``positive``, the macro mean of one-vs-rest AP
     over the classes that occur in ``y_true``. Returns nan when no class occurs (there is nothing to rank)."""
-    truth = np.asarray(list(y_true), dtype=object)
-    proba = np.asarray(proba, dtype=np.float64)
-    column = {c: i for i, c in enumerate(classes)}
-    targets = [positive] if positive is not None else [c for c in classes if np.any(truth == c)]
-    values: list[float] = []
-    for cls in targets:
-        if cls not in column:
-            raise ValueError(f"class {cls!r} is not one of the model's classes")
-        hits = truth == cls
-        if not hits.any():
-            continue
-        values.append(float(average_precision_score(hits, proba[:, column[cls]])))
-    return float(np.mean(values)) if values else float("nan")
+    truth = np.asarray(list(y_true), dtype=object)[:, None] == np.asarray(list(classes), dtype=object)[None, :]
+    return average_precision_indicator(truth, proba, classes, positive=positive)
 
 
 def label_indicator(label_sets: Sequence[Collection[str]], classes: Sequence[str]) -> np.ndarray:
@@ -57,11 +46,14 @@ def macro_f1_indicator(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 def average_precision_indicator(truth: np.ndarray, proba: FloatArray, classes: Sequence[str], *,
                                 positive: str | None = None) -> float:
-    """Multi-label AP: the ``positive`` label's column, else the macro mean over the labels that occur in
-    ``truth`` (nan when none does), each column its own yes/no ranking."""
-    columns = [list(classes).index(positive)] if positive is not None else range(len(classes))
-    values = [float(average_precision_score(truth[:, j], np.asarray(proba)[:, j]))
-              for j in columns if truth[:, j].any()]
+    """AP from a boolean truth matrix (``label_indicator``): the ``positive`` class's column, else the macro
+    mean over the classes that occur in ``truth`` (nan when none does), each column its own yes/no ranking."""
+    names = list(classes)
+    if positive is not None and positive not in names:
+        raise ValueError(f"class {positive!r} is not one of the model's classes")
+    columns = [names.index(positive)] if positive is not None else range(len(names))
+    scores = np.asarray(proba, dtype=np.float64)
+    values = [float(average_precision_score(truth[:, j], scores[:, j])) for j in columns if truth[:, j].any()]
     return float(np.mean(values)) if values else float("nan")
 
 

@@ -29,7 +29,6 @@ from learning.core._types import FloatArray
 from learning.core.classifiers import EmbeddingClassifier
 from learning.core.embedders import Embedder
 from learning.core.metrics import (
-    average_precision,
     average_precision_indicator,
     label_indicator,
     macro_f1,
@@ -63,10 +62,9 @@ class Items:
             return [self.label_sets[i] for i in rows]
         return [self.labels[i] for i in rows]
 
-    def all_keys(self) -> set[str]:
-        if self.label_sets is not None:
-            return set().union(*self.label_sets)
-        return set(self.labels)
+    def key_sets(self) -> list[frozenset[str]]:
+        """Each row's keys as a set, whether the file is multi-label or not."""
+        return self.label_sets if self.label_sets is not None else [frozenset((key,)) for key in self.labels]
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ def prepare_items(
     if pool.multi_label != test.multi_label:
         raise ValueError("the data and the test file must both be single-label or both multi-label")
     vectors, _ = embed_with_cache(pool.texts + test.texts, embedder, cache_dir)
-    classes = tuple(sorted(pool.all_keys() | test.all_keys()))
+    classes = tuple(sorted(set().union(*pool.key_sets(), *test.key_sets())))
     return SimulationData(pool, test, vectors[: len(pool.texts)], vectors[len(pool.texts) :], classes)
 
 
@@ -173,14 +171,12 @@ def subset(items: Items, rows: Sequence[int] | np.ndarray) -> Items:
 def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | None) -> tuple[float, float]:
     proba = model.predict_proba(data.test_vectors)
     classes = list(model.classes_)
-    if data.test.label_sets is not None:
-        truth = label_indicator(data.test.label_sets, classes)
-        return (macro_f1_indicator(truth, proba >= 0.5),
-                average_precision_indicator(truth, proba, classes, positive=positive))
+    truth = label_indicator(data.test.key_sets(), classes)
+    ap = average_precision_indicator(truth, proba, classes, positive=positive)
+    if data.test.multi_label:
+        return macro_f1_indicator(truth, proba >= 0.5), ap
     predicted = np.asarray(model.classes_)[np.argmax(proba, axis=1)]
-    f1 = macro_f1(data.test.labels, predicted.tolist(), data.classes)
-    ap = average_precision(data.test.labels, proba, classes, positive=positive)
-    return f1, ap
+    return macro_f1(data.test.labels, predicted.tolist(), data.classes), ap
 
 
 def _classifier(data: SimulationData, seed: int, params: Mapping[str, Any]) -> EmbeddingClassifier:
@@ -225,8 +221,7 @@ def run_simulation(
     rng = np.random.default_rng(seed)
     multi_label = data.pool.multi_label
     # Row i, column c: pool item i carries class c (the oracle's answers, as the class counts need them).
-    pool_truth = (label_indicator(data.pool.label_sets, data.classes) if data.pool.label_sets is not None
-                  else np.asarray(data.pool.labels, dtype=object)[:, None] == np.asarray(data.classes, dtype=object))
+    pool_truth = label_indicator(data.pool.key_sets(), data.classes)
     positive_column = data.classes.index(positive) if positive is not None else None
 
     labelled: list[int] = []
