@@ -243,6 +243,16 @@ def _train(job: Claim) -> RetrainResult:
     timings["load"] = time.perf_counter() - tick
     _check(job)
 
+    if len(pool) == 0 and newest is not None and newest.status == ModelVersion.Status.FAILED \
+            and newest.n_pool == 0:
+        # Still nothing embedded, but new labels changed the fingerprint: the newest row already says why, so
+        # bring it up to date rather than add one failed row per label while embedding catches up.
+        ModelVersion.objects.filter(pk=newest.pk).update(
+            fingerprint=digest, max_annotation_id=newest_annotation, n_annotations=n_annotations,
+            taxonomy_version_id=config.taxonomy_version_id, embedder=config.embedder_name,
+            finished_at=timezone.now(), timings=_rounded(timings))
+        return RetrainResult(outcome="empty", version=newest.version, timings=timings)
+
     with transaction.atomic():
         version = ModelVersion.objects.create(
             project=project, version=_next_version(project.pk), fingerprint=digest,

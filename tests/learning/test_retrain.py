@@ -11,7 +11,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from config.celery import app
-from labeling.models import Item, Project, RankingEntry
+from labeling.models import Annotation, Item, Project, RankingEntry
 from labeling.querysets import RankingEntryManager, RankingRow
 from learning import scheduling
 from learning.models import LearningJob, ModelVersion
@@ -327,6 +327,22 @@ def test_no_vectors_yet_is_recorded_once(db: Any) -> None:
     assert version.error.startswith("no item has a vector yet")
     project.refresh_from_db()
     assert project.active_ranking_version is None
+
+
+def test_labels_while_nothing_is_embedded_refresh_the_one_empty_row(db: Any) -> None:
+    """Each new label changes the fingerprint; the empty-pool attempt is still one row, brought up to date."""
+    project = _project()
+    items = add_items(project, ["first", "second", "third"])
+    assert model_version_train(project_id=project.pk).outcome == "empty"
+    reviewer = UserFactory(username="oracle")
+    for item in items[:2]:
+        annotate(item, reviewer, ["ham"])
+        assert model_version_train(project_id=project.pk).outcome == "empty"
+    version = ModelVersion.objects.get(project=project)
+    newest = Annotation.objects.filter(project=project).order_by("-id").values_list("id", flat=True).first()
+    assert (version.version, version.status, version.n_pool, version.n_annotations, version.max_annotation_id) == (
+        1, ModelVersion.Status.FAILED, 0, Annotation.objects.filter(project=project).count(), newest)
+    assert model_version_train(project_id=project.pk).outcome == "noop"
 
 
 def test_an_unknown_strategy_fails_the_version_with_the_registrys_message(db: Any) -> None:
