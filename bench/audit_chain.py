@@ -21,27 +21,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._support import recreate_database  # noqa: E402
+
 THREADS = 4
 
 
 def database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sift_audit_bench")
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    if not (name.startswith("sift_audit_bench") or name.startswith("sift_bench_")):
-        raise SystemExit(f"refusing to drop {name!r}: only databases named sift_audit_bench* or sift_bench_*")
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def main() -> int:
@@ -50,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
     n = 300 if args.quick else 2000
     url = database_url()
-    recreate_database(url)
+    recreate_database(url, ["sift_audit_bench", "sift_bench_"])
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("SIFT_DEBUG", "1")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

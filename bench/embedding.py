@@ -33,7 +33,6 @@ import argparse
 import gzip
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +48,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+
+from bench._support import recreate_database, stop_process_group  # noqa: E402
 
 DATASETS = Path(os.environ.get("SIFT_DATASETS_DIR", str(ROOT.parent / "shared" / "data")))
 TIERS = ("static", "hashing")
@@ -225,10 +225,6 @@ def quality(args: argparse.Namespace) -> None:
 # --- 3. workers -------------------------------------------------------------------------------------------------
 
 
-def _admin_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
-
-
 def bench_env(args: argparse.Namespace) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIFT_", "PYTEST_"))}
     env.update({"DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url, "SIFT_DEBUG": "1",
@@ -240,14 +236,7 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def prepare_database(args: argparse.Namespace) -> None:
-    import psycopg
-
-    name = urlsplit(args.database_url).path.lstrip("/")
-    if not name.startswith("sift_bench"):
-        raise SystemExit(f"refusing to drop {name!r}: this bench only rebuilds databases named sift_bench*")
-    with psycopg.connect(_admin_url(args.database_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    recreate_database(args.database_url, ["sift_bench"])
     os.environ.update(bench_env(args))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -281,13 +270,7 @@ class Worker:
         return self.log.read_text(errors="replace").count("succeeded in")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_process_group(self.proc)
         self.log.unlink(missing_ok=True)
 
 

@@ -49,8 +49,10 @@ import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
 from bench import queue_latency, retrain_loop  # noqa: E402
+from bench._support import db_name, recreate_database, stop_process_group  # noqa: E402
 
 SLUG = "bench-million"
+OWNED_DATABASES = ("sift_bench_mil",)
 TAXONOMY = retrain_loop.TAXONOMY
 REVIEWERS = 6
 PAGE_GOAL_MS = 250.0
@@ -103,15 +105,6 @@ class Dataset:
     reviewer_ids: list[int]
     tokens: list[str]  # reviewers' API tokens
     lead_token: str
-
-
-def recreate_database(url: str) -> None:
-    name = queue_latency.db_name(url)
-    if not name.startswith("sift_bench_mil"):
-        raise SystemExit(f"refusing to drop {name!r}: this bench only rebuilds databases named sift_bench_mil*")
-    with psycopg.connect(queue_latency.admin_url(url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def existing(n_items: int) -> Dataset | None:
@@ -425,7 +418,7 @@ def http_phase(args: argparse.Namespace, dataset: Dataset) -> tuple[Timings, dic
         for thread in threads:
             thread.join()
     finally:
-        queue_latency.stop_server(server)
+        stop_process_group(server, timeout=20)
     return timings, cold
 
 
@@ -437,7 +430,7 @@ def main() -> None:
     secret = secrets.token_urlsafe(40)
     fresh = not args.reuse or not queue_latency.database_exists(args.database_url)
     if fresh:
-        recreate_database(args.database_url)
+        recreate_database(args.database_url, OWNED_DATABASES)
     queue_latency.setup_django(_sub_args(args), secret)
     from django.core.management import call_command
 
@@ -448,11 +441,11 @@ def main() -> None:
             from django.db import connection
 
             connection.close()
-            recreate_database(args.database_url)
+            recreate_database(args.database_url, OWNED_DATABASES)
             call_command("migrate", verbosity=0)
         dataset = build(args.items, args.answers)
     else:
-        print(f"reusing the {args.items:,}-item dataset in {queue_latency.db_name(args.database_url)}")
+        print(f"reusing the {args.items:,}-item dataset in {db_name(args.database_url)}")
     host = urlsplit(args.redis_url)
     print(f"million bench: {args.items:,} items, {args.answers:,} answers; redis {host.netloc}{host.path}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")

@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench._support import recreate_database  # noqa: E402
+
 REVIEWERS = 8
 
 
@@ -40,18 +42,6 @@ def parse_args() -> argparse.Namespace:
 def database_url(quick: bool) -> str:
     default = "postgres://postgres@127.0.0.1:5432/sift_quality_bench" + ("_quick" if quick else "")
     return os.environ.get("BENCH_DATABASE_URL", default)
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    name = urlsplit(url).path.lstrip("/")
-    if not name.startswith("sift_quality_bench"):
-        raise SystemExit(f"refusing to drop {name!r}: the bench only rebuilds databases named sift_quality_bench*")
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_django(url: str) -> None:
@@ -180,7 +170,7 @@ def main() -> None:
     n_items = args.items or (100_000 if args.quick else 1_000_000)
     n_labelled = args.labelled or (5_000 if args.quick else 25_000)
     url = database_url(args.quick)
-    recreate_database(url)
+    recreate_database(url, ["sift_quality_bench"])
     setup_django(url)
     project = build(n_items, n_labelled)
     measure(project)

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,13 +45,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
+
+from bench._support import admin_url, db_name, recreate_database, stop_process_group  # noqa: E402
 
 SLUG = "bench-queue"
 TAXONOMY = {"name": "Bench", "multi_label": False,
@@ -106,23 +106,7 @@ def server_env(args: argparse.Namespace, secret: str) -> dict[str, str]:
 # --- the database -----------------------------------------------------------------------------------------------
 
 
-def admin_url(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/postgres"))
-
-
-def db_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/")
-
-
-def recreate_database(url: str) -> None:
-    name = db_name(url)
-    if not name.startswith(("sift_queue_bench", "sift_bench_")):
-        raise SystemExit(f"refusing to drop {name!r}: the bench only rebuilds databases named sift_queue_bench* "
-                         "or sift_bench_*")
-    with psycopg.connect(admin_url(url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+OWNED_DATABASES = ("sift_queue_bench", "sift_bench_")
 
 
 def database_exists(url: str) -> bool:
@@ -651,18 +635,8 @@ def start_server(args: argparse.Namespace, secret: str, token: str) -> subproces
         except OSError:
             pass
         time.sleep(0.3)
-    stop_server(server)
+    stop_process_group(server, timeout=20)
     raise SystemExit("gunicorn did not answer within 60 s")
-
-
-def stop_server(server: subprocess.Popen[bytes]) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 # --- figures ----------------------------------------------------------------------------------------------------
@@ -748,7 +722,7 @@ def main() -> None:
     args = parse_args()
     secret = secrets.token_urlsafe(50)
     if not args.reuse or not database_exists(args.database_url):
-        recreate_database(args.database_url)
+        recreate_database(args.database_url, OWNED_DATABASES)
     setup_django(args, secret)
     from django.core.management import call_command
 
@@ -760,7 +734,7 @@ def main() -> None:
             from django.db import connection
 
             connection.close()
-            recreate_database(args.database_url)
+            recreate_database(args.database_url, OWNED_DATABASES)
             call_command("migrate", verbosity=0)
         dataset = build_dataset(args.items, args.clients, args.overlap)
     else:
@@ -788,7 +762,7 @@ def main() -> None:
         results, duration, cpu = paced_run([api_chained_cycle(c, counter) for c in clients], cpu=probe, **pace)
         api_chained = summarise("api chained", results, duration, cpu)
     finally:
-        stop_server(server)
+        stop_process_group(server, timeout=20)
     load_after_api = load_average()
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("ANALYZE labeling_lease, labeling_annotation")

@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,13 +40,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
+
+from bench._support import admin_url, db_name, recreate_database, stop_process_group  # noqa: E402
 
 TAXONOMY = {"name": "Bench", "multi_label": False,
             "labels": [{"key": "ham", "name": "Ham"}, {"key": "spam", "name": "Spam"}]}
@@ -80,25 +80,12 @@ def parse_args() -> argparse.Namespace:
 # --- database and Django ------------------------------------------------------------------------------------------
 
 
-def _admin_url(url: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/postgres"))
-
-
-def _db_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/")
-
-
 def prepare_database(args: argparse.Namespace) -> None:
-    name = _db_name(args.database_url)
-    with psycopg.connect(_admin_url(args.database_url), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
-        if exists and args.reuse:
-            return
-        if not name.startswith(("sift_retrain_bench", "sift_bench_")):
-            raise SystemExit(f"refusing to drop {name!r}: the bench only rebuilds databases named "
-                             "sift_retrain_bench* or sift_bench_*")
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(admin_url(args.database_url), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              [db_name(args.database_url)]).fetchone() is not None
+    if not (exists and args.reuse):
+        recreate_database(args.database_url, ["sift_retrain_bench", "sift_bench_"])
 
 
 def bench_env(args: argparse.Namespace) -> dict[str, str]:
@@ -288,13 +275,7 @@ class Worker:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_process_group(self.proc)
         self.log.unlink(missing_ok=True)
 
 

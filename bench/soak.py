@@ -25,7 +25,6 @@ this deployment recovering, which those knobs set. ``run`` is also what tests/re
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -43,6 +42,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench._support import stop_process_group  # noqa: E402
+
 TAXONOMY = {"name": "Soak", "multi_label": False, "labels": [
     {"key": "ham", "name": "Ham", "description": "Fine."}, {"key": "spam", "name": "Spam", "description": "Not."}]}
 WORDS = ["win", "free", "prize", "call", "now", "claim", "cash", "offer", "meeting", "lunch", "tomorrow", "see",
@@ -85,14 +88,8 @@ class Proc:
         out.close()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        if self.proc is not None:
+            stop_process_group(self.proc, sig)
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
@@ -537,7 +534,6 @@ def main() -> int:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("SIFT_DEBUG", "1")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    sys.path.insert(0, str(REPO))
     import django
     from django.core.management import call_command
 
