@@ -31,6 +31,7 @@ from labeling.api.serializers_queue import (
     submit_payload,
 )
 from labeling.models import Capability, Lease, Project, TaxonomyVersion, role_allows
+from labeling.rows import first_instance
 from labeling.selectors import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
 from labeling.services.errors import Conflict
@@ -68,7 +69,7 @@ _BY_LEASE = _PROJECT_SQL.format(where="p.id = (SELECT l.project_id FROM labeling
 
 def _labelling_project(request: Request, sql: str, key: Any) -> Project:
     """The project if the caller is a member with the LABEL capability (else 404 / 403), as ``get_for`` decides."""
-    project: Project | None = next(iter(Project.objects.raw(sql, [request.user.pk, key])), None)
+    project = first_instance(Project, sql, [request.user.pk, key])
     if project is None:
         raise Http404
     role: str = project.caller_role  # type: ignore[attr-defined]

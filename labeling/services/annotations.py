@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from labeling.models import Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
+from labeling.rows import first_instance
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -136,7 +137,7 @@ def _lock_sql() -> tuple[str, str]:
 
 
 def _first(model: type[Any], sql: str, params: list[Any]) -> Any:
-    return next(iter(model.objects.raw(sql, params)), None)
+    return first_instance(model, sql, params)
 
 
 def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None = None) -> tuple[Item, Lease]:

@@ -9,6 +9,7 @@ port where nothing listens (the real Redis client, a refused connection) and lab
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any
 
@@ -20,9 +21,9 @@ from django.test import override_settings
 from config.cache import ResilientRedisCache
 from labeling.models import Annotation
 from learning.models import LearningJob
-from tests.conftest import SMS_TAXONOMY
+from tests.conftest import SMS_TAXONOMY, require_service
 from tests.factories import ItemFactory, ProjectFactory, member
-from tests.learning.worker_harness import worker_database_url
+from tests.learning.worker_harness import redis_available, worker_database_url
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call is refused at once
 
@@ -70,6 +71,27 @@ def test_the_resilient_cache_answers_misses_fast_when_redis_is_refused() -> None
     with pytest.raises(ValueError, match="cache unavailable"):
         cache.incr("k")
     assert time.perf_counter() - started < 2.0
+
+
+def test_the_cache_reuses_one_redis_client_across_calls_and_threads() -> None:
+    """One ``redis.Redis`` per pool, not one per call (config/cache.py), and it still reads back what it wrote."""
+    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    cache = ResilientRedisCache(django_settings.REDIS_URL, {})
+    client = cache._cache.get_client(write=True)
+    key = f"sift-test-reuse-{time.monotonic_ns()}"
+    cache.set(key, {"floor": 7}, timeout=30)
+    seen: list[Any] = []
+    threads = [threading.Thread(target=lambda: seen.append((cache.get(key), cache._cache.get_client(write=True))))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [value for value, _client in seen] == [{"floor": 7}] * 4
+    assert {id(other) for _value, other in seen} == {id(client)}
+    assert cache._cache.get_client(write=False) is cache._cache.get_client(write=False)
+    cache.delete(key)
+    assert cache.get(key, "gone") == "gone"
 
 
 def test_a_hung_redis_costs_one_timeout_then_the_cache_skips_it() -> None:
