@@ -95,12 +95,16 @@ def _migration_dict(migration: LabelMigration) -> dict[str, Any]:
             "requeue_priority": migration.requeue_priority}
 
 
-def version_history(project: Project) -> list[dict[str, Any]]:
-    """Published versions, newest first, each with its label count and the migrations that led to it."""
-    versions = list(
-        TaxonomyVersion.objects.filter(project=project, status=TaxonomyVersion.Status.PUBLISHED)
-        .select_related("published_by").order_by("-number")
-    )
+def version_history(project: Project, *, before: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Published versions, newest first, each with its label count and the migrations that led to it.
+
+    ``before`` keeps only versions numbered below it and ``limit`` caps the count (a page of the API's list).
+    """
+    published = TaxonomyVersion.objects.filter(project=project, status=TaxonomyVersion.Status.PUBLISHED)
+    if before is not None:
+        published = published.filter(number__lt=before)
+    ordered = published.select_related("published_by").order_by("-number")
+    versions = list(ordered[:limit] if limit is not None else ordered)
     counts: dict[int, int] = {}
     for version_id in Label.objects.filter(version__in=versions).values_list("version_id", flat=True):
         counts[version_id] = counts.get(version_id, 0) + 1

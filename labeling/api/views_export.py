@@ -28,6 +28,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from labeling.api.errors import validated
+from labeling.api.pagination import NewestFirstQuerySerializer, newest_first_parameters, page
 from labeling.models import Capability, ExportSnapshot, Project
 from labeling.services.audit import audit_record
 from labeling.services.errors import NotFound
@@ -135,12 +137,18 @@ class SnapshotCreateSerializer(serializers.Serializer):  # type: ignore[type-arg
 
 
 class SnapshotListView(APIView):
-    @extend_schema(responses={200: SnapshotSerializer(many=True)})
+    """Snapshots, newest first, ``limit`` per page (labeling/api/pagination.py)."""
+
+    @extend_schema(parameters=newest_first_parameters("id"), responses={200: SnapshotSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
         project = Project.objects.get_for(request.user, slug, Capability.EXPORT)
-        snapshots = (ExportSnapshot.objects.filter(project=project).select_related("created_by", "project")
-                     .order_by("-id"))
-        return Response(SnapshotSerializer(snapshots, many=True).data)
+        query = validated(NewestFirstQuerySerializer, request.query_params)
+        snapshots = ExportSnapshot.objects.filter(project=project)
+        if "before" in query:
+            snapshots = snapshots.filter(id__lt=query["before"])
+        rows = list(snapshots.select_related("created_by", "project").order_by("-id")[:query["limit"] + 1])
+        return page(rows, query["limit"], request, body=lambda shown: SnapshotSerializer(shown, many=True).data,
+                    cursor=lambda last: {"before": last.pk})
 
     @extend_schema(request=SnapshotCreateSerializer,
                    responses={202: SnapshotDetailSerializer,

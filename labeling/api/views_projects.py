@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django.contrib.auth import authenticate
 from django.db.models import F
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -16,6 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from labeling.api.errors import validated
+from labeling.api.pagination import page
 from labeling.api.serializers import (
     ProjectCreateSerializer,
     ProjectSerializer,
@@ -82,15 +81,9 @@ class ProjectListView(APIView):
         )
         if "after" in query:
             projects = projects.filter(slug__gt=query["after"])
-        page = list(projects[:query["limit"] + 1])
-        more = len(page) > query["limit"]
-        page = page[:query["limit"]]
-        response = Response(ProjectSerializer(page, many=True).data)
-        if more:
-            cursor = urlencode({"limit": query["limit"], "after": page[-1].slug})
-            url = request.build_absolute_uri(request.path) + f"?{cursor}"
-            response["Link"] = f'<{url}>; rel="next"'
-        return response
+        return page(list(projects[:query["limit"] + 1]), query["limit"], request,
+                    body=lambda shown: ProjectSerializer(shown, many=True).data,
+                    cursor=lambda last: {"after": last.slug})
 
     @extend_schema(request=ProjectCreateSerializer, responses={
         201: ProjectSerializer, 409: OpenApiResponse(description="A project with this slug already exists."),

@@ -18,6 +18,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling import selectors_taxonomy as selectors
+from labeling.api.errors import validated
+from labeling.api.pagination import NewestFirstQuerySerializer, newest_first_parameters, page
 from labeling.api.serializers_taxonomy import (
     DiffSerializer,
     DraftSerializer,
@@ -59,11 +61,16 @@ class TaxonomyCurrentView(APIView):
 
 
 class TaxonomyVersionListView(APIView):
+    """Published versions, newest first, ``limit`` per page (labeling/api/pagination.py)."""
+
     @extend_schema(tags=TAG, summary="Published versions, newest first",
+                   parameters=newest_first_parameters("version number"),
                    responses={200: VersionListItemSerializer(many=True)})
     def get(self, request: Request, slug: str) -> Response:
         project = _project(request, slug, Capability.VIEW)
-        return Response(selectors.version_history(project))
+        query = validated(NewestFirstQuerySerializer, request.query_params)
+        rows = selectors.version_history(project, before=query.get("before"), limit=query["limit"] + 1)
+        return page(rows, query["limit"], request, body=list, cursor=lambda last: {"before": last["number"]})
 
 
 class TaxonomyVersionDetailView(APIView):
