@@ -11,10 +11,15 @@ Flow:
 - ``adjudication_decide`` records the lead's labels (validated against the project's current taxonomy
   version, so exports can read them), who decided and when. Deciding twice needs ``revise=True``; the
   previous answer is kept in the audit log. Every opening and decision writes an audit event.
+
+The audit log is append-only and outlives a deletion request (labeling/services/privacy.py), so its rows keep
+no content: an item's external id and a lead's note (which can quote the text) go in as sha256 digests. The
+note itself lives on the adjudication row, which a deletion removes with the item.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -26,6 +31,7 @@ from django.utils import timezone
 from labeling.models import Adjudication, Annotation, Capability, Item, Label, Membership, Project, role_allows
 from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from labeling.services.privacy import external_id_digest
 from learning import scheduling
 
 DEFAULT_SEVERITY_THRESHOLD = 4
@@ -69,7 +75,8 @@ def _create(*, item: Item, reason: str, actor: Actor, note: str, answers: list[d
     except IntegrityError:
         return Adjudication.objects.get(item_id=item.pk)
     audit_record(actor=actor, action="adjudication.open", obj=adjudication, project=item.project,
-                 data={"item_id": item.pk, "external_id": item.external_id, "reason": reason, "answers": answers})
+                 data={"item_id": item.pk, "external_id_sha256": external_id_digest(item.project, item.external_id),
+                       "reason": reason, "answers": answers})
     return adjudication
 
 
@@ -161,6 +168,11 @@ def _require_lead(*, actor: User, project: Project) -> None:
         raise PermissionDenied("only policy leads and admins may adjudicate in this project")
 
 
+def _note_digest(note: str) -> str:
+    """What the audit log keeps of a lead's note: its sha256, or "" for no note (see the module docstring)."""
+    return hashlib.sha256(note.encode()).hexdigest() if note else ""
+
+
 def _clean_note(note: Any) -> str:
     if not isinstance(note, str):
         raise ValidationFailed("note: must be a string", field="note")
@@ -208,8 +220,8 @@ def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, 
         if adjudication is None:
             # Another project's adjudication is reported exactly like a missing one (no IDOR).
             raise NotFound(f"no adjudication {adjudication_id} in project {project.slug!r}")
-        previous = {"state": adjudication.state, "labels": adjudication.labels, "note": adjudication.note,
-                    "decided_by": adjudication.decided_by_id}
+        previous = {"state": adjudication.state, "labels": adjudication.labels,
+                    "note_sha256": _note_digest(adjudication.note), "decided_by": adjudication.decided_by_id}
         if adjudication.state == Adjudication.State.DECIDED and not revise:
             raise Conflict(
                 f"adjudication {adjudication.pk} was already decided ({', '.join(adjudication.labels or [])}); "
@@ -225,9 +237,10 @@ def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, 
         adjudication.save(update_fields=["state", "labels", "taxonomy_version", "note", "decided_by", "decided_at"])
         audit_record(actor=actor, action="adjudication.revise" if previous["state"] == "decided"
                      else "adjudication.decide", obj=adjudication, project=project,
-                     data={"item_id": adjudication.item_id, "external_id": adjudication.item.external_id,
+                     data={"item_id": adjudication.item_id,
+                           "external_id_sha256": external_id_digest(project, adjudication.item.external_id),
                            "labels": cleaned, "taxonomy_version": version.number, "reason": adjudication.reason,
-                           "note": note, "previous": previous})
+                           "note_sha256": _note_digest(note), "previous": previous})
         # The decision is a training label: the learning side folds decided adjudications into its fingerprint.
         scheduling.request_retrain(project_id=project.pk)
     return adjudication

@@ -3,6 +3,7 @@ end to end through the real queue, submit, stats and export."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from datetime import timedelta
@@ -23,6 +24,7 @@ from labeling.services.adjudication import (
 )
 from labeling.services.annotations import annotation_submit
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from labeling.services.privacy import external_id_digest
 from labeling.services.queues import queue_checkout_next
 from tests.factories import ItemFactory, ProjectFactory, member
 
@@ -99,7 +101,7 @@ def test_disagreement_opens_one_pending_adjudication_and_audits_it(world: dict[s
     assert Adjudication.objects.count() == 1
     events = list(AuditEvent.objects.filter(action="adjudication.open").values_list("object_id", "data"))
     assert events == [(str(adjudication.pk), {
-        "item_id": item.pk, "external_id": "x1", "reason": "disagreement",
+        "item_id": item.pk, "external_id_sha256": external_id_digest(project, "x1"), "reason": "disagreement",
         "answers": [{"reviewer_id": world["ann"].pk, "labels": ["ok"]}, {"reviewer_id": world["bob"].pk,
                                                                           "labels": ["spam"]}]})]
 
@@ -162,9 +164,11 @@ def test_lead_decides_and_it_is_audited(world: dict[str, Any], retrains: list[in
     assert decided.decided_at is not None
     event = AuditEvent.objects.get(action="adjudication.decide")
     assert (event.actor_id, event.object_id) == (world["lead"].pk, str(adjudication.pk))
-    assert event.data == {"item_id": adjudication.item_id, "external_id": "x9", "labels": ["spam"],
-                          "taxonomy_version": 1, "reason": "disagreement", "note": "promo with link",
-                          "previous": {"state": "pending", "labels": None, "note": "", "decided_by": None}}
+    # The audit row keeps digests, never the external id or the note in the clear (they can carry PII).
+    assert event.data == {"item_id": adjudication.item_id, "external_id_sha256": external_id_digest(project, "x9"),
+                          "labels": ["spam"], "taxonomy_version": 1, "reason": "disagreement",
+                          "note_sha256": hashlib.sha256(b"promo with link").hexdigest(),
+                          "previous": {"state": "pending", "labels": None, "note_sha256": "", "decided_by": None}}
 
 
 def test_deciding_twice_needs_revise(world: dict[str, Any]) -> None:

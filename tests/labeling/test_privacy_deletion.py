@@ -22,7 +22,7 @@ from labeling.models import (
     RankingEntry,
 )
 from labeling.querysets import RankingRow
-from labeling.services.adjudication import adjudication_open
+from labeling.services.adjudication import adjudication_decide, adjudication_open
 from labeling.services.annotations import annotation_submit
 from labeling.services.audit import audit_verify
 from labeling.services.exports import export_params_parse, export_prepare, export_snapshot_create, export_stream
@@ -79,7 +79,10 @@ def world(cast: dict[str, Any]) -> dict[str, Any]:
                    suggested_label="", suggested_confidence=None),
         RankingRow(item_id=doomed.pk, score=0.4, reason="uncertainty", inclusion_probability=1.0,
                    suggested_label="", suggested_confidence=None)])
-    adjudication_open(actor=cast["users"]["policy_lead"], project=project, external_id="doomed")
+    adjudication, _ = adjudication_open(actor=cast["users"]["policy_lead"], project=project, external_id="doomed",
+                                        note="jane's number is in it")
+    adjudication_decide(actor=cast["users"]["policy_lead"], project=project, adjudication_id=adjudication.pk,
+                        labels=["spam"], note="jane's number again")
     assert Adjudication.objects.filter(item=doomed).exists()
     snapshot = export_snapshot_create(project=project, actor=None, name="before-deletion",
                                       params=export_params_parse({"format": "jsonl"}))
@@ -134,6 +137,10 @@ def test_delete_removes_content_everywhere_and_leaves_a_tombstone(world: dict[st
         "snapshots_purged": [{"name": "before-deletion", "sha256": world["snapshot"].sha256}]}
     dumped = json.dumps(tombstone.data)
     assert "jane" not in dumped and "7946" not in dumped and '"doomed"' not in dumped
+    # No row the deletion leaves behind carries the content, the external id or a note about it.
+    everything = json.dumps(list(AuditEvent.objects.values_list("data", flat=True)))
+    assert AuditEvent.objects.filter(action__startswith="adjudication.").count() == 2
+    assert "jane" not in everything and '"doomed"' not in everything
     assert audit_verify().ok
     assert _quiet[-1] == project.pk  # a retrain was requested: the model must forget the deleted labels
 
