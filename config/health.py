@@ -19,14 +19,16 @@ user (Django's ``is_staff``, i.e. the operators) also gets the figures and the e
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Max, Min, OuterRef, Subquery
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -36,6 +38,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 logger = logging.getLogger(__name__)
+
+# Projects per staleness query: one OR of (project, id) ranges each; bounded so the statement stays small.
+HEALTH_PROJECTS_PER_QUERY = 500
 
 
 def _seconds_since(moment: datetime | None, now: datetime) -> float | None:
@@ -79,7 +84,12 @@ def check_worker(now: datetime) -> dict[str, Any]:
 
 
 def check_queue(now: datetime) -> dict[str, Any]:
-    """Labels no active model has learned yet, and the oldest of them: one query over the projects."""
+    """Labels no active model has learned yet, and the oldest of them.
+
+    Two queries whatever the number of projects (a load balancer polls this): each project's newest learned
+    annotation id, then one count and minimum over every project's newer annotations, which the
+    (project, id) index serves as one range per project.
+    """
     from labeling.models import Annotation, Project
     from learning.models import LearningJob, ModelVersion
 
@@ -89,11 +99,13 @@ def check_queue(now: datetime) -> dict[str, Any]:
     projects = list(Project.objects.annotate(learned=Subquery(learned)).values_list("pk", "learned"))
     oldest: datetime | None = None
     unlearned = 0
-    for project_id, learned_id in projects:
-        pending = Annotation.objects.filter(project_id=project_id, id__gt=learned_id or 0)
-        first = pending.order_by("id").values_list("created_at", flat=True).first()
+    for start in range(0, len(projects), HEALTH_PROJECTS_PER_QUERY):
+        chunk = projects[start:start + HEALTH_PROJECTS_PER_QUERY]
+        newer = reduce(operator.or_, (Q(project_id=pk, id__gt=learned_id or 0) for pk, learned_id in chunk))
+        figures = Annotation.objects.filter(newer).aggregate(n=Count("id"), first=Min("created_at"))
+        unlearned += int(figures["n"])
+        first = figures["first"]
         if first is not None:
-            unlearned += pending.count()
             oldest = first if oldest is None or first < oldest else oldest
     dirty_since = (LearningJob.objects.filter(kind=LearningJob.Kind.RETRAIN, dirty=True)
                    .aggregate(oldest=Min("requested_at"))["oldest"])

@@ -82,3 +82,34 @@ def test_broker_down_is_503_naming_the_broker(project: Any, settings: Any) -> No
     assert response.status_code == 503
     assert response.json()["failing"] == ["broker"]
     assert "Connection" in response.json()["checks"]["broker"]["error"]
+
+
+def test_learning_staleness_over_many_projects_costs_the_same_few_queries(
+        project: Any, django_assert_max_num_queries: Any) -> None:
+    """Each project counts only the labels newer than its active model; the check's queries do not grow with
+    the number of projects (it used to run two per project)."""
+    from learning.models import ModelVersion
+
+    worker_heartbeat(worker="w1@host")
+    reviewer = UserFactory(username="rev")
+    old = timezone.now() - timedelta(seconds=30)
+    expected = 0
+    for n in range(12):
+        other = ProjectFactory(slug=f"many-{n}", taxonomy=SMS_TAXONOMY, embedder="hashing")
+        annotations = [annotate(ItemFactory(project=other), reviewer, ["spam"]) for _ in range(n % 3 + 1)]
+        if n % 2:  # a model learned the first of them: only the later ones are waiting
+            ModelVersion.objects.create(project=other, version=1, fingerprint=f"fp{n}", status="active",
+                                        embedder="hashing-v1-64", strategy="margin",
+                                        max_annotation_id=annotations[0].pk)
+            expected += len(annotations) - 1
+        else:
+            expected += len(annotations)
+    from labeling.models import Annotation
+
+    Annotation.objects.filter(project__slug="many-4").update(created_at=old)
+    client = _staff()
+    client.get("/api/health/")  # warm the auth and session path
+    with django_assert_max_num_queries(8):
+        body = client.get("/api/health/").json()
+    assert body["checks"]["queue"]["labels_not_in_active_model"] == expected
+    assert 30 <= body["checks"]["queue"]["oldest_unlearned_label_age_seconds"] < 60
