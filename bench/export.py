@@ -240,12 +240,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_export(slug: str, fmt: str, aggregation: str, split: str | None) -> dict[str, Any]:
+def child_export(slug: str, fmt: str, aggregation: str, extra: dict[str, str]) -> dict[str, Any]:
     from labeling.models import Project
     from labeling.services.exports import export_params_parse, export_write_file
 
     project = Project.objects.get(slug=slug)
-    params = {"format": fmt, "aggregation": aggregation, **({"split": split} if split else {})}
+    params = {"format": fmt, "aggregation": aggregation, **extra}
     with tempfile.TemporaryDirectory() as tmp:
         server_before = _server_cpu_s()
         cpu_before = time.process_time()
@@ -308,8 +308,8 @@ def main() -> None:
         _setup_django()
         kind, slug, *rest = args.child
         if kind == "export":
-            fmt, aggregation, split = rest[0], rest[1], (rest[2] if len(rest) > 2 else None)
-            print(json.dumps(child_export(slug, fmt, aggregation, split)))
+            fmt, aggregation, *pairs = rest  # then name=value export parameters
+            print(json.dumps(child_export(slug, fmt, aggregation, dict(p.split("=", 1) for p in pairs))))
         else:
             print(json.dumps(child_ttfb(slug, rest[0])))
         return
@@ -340,11 +340,14 @@ def main() -> None:
     print(f"\n{'export':34} {'rows':>9} {'seconds':>8} {'rows/s':>9} {'cpu s':>7} {'CPU rows/s':>10} {'MB out':>7} "
           f"{'peak RSS MB':>11}")
     results: dict[str, dict[str, Any]] = {}
-    runs = [("jsonl", "majority", None), ("csv", "majority", None), ("parquet", "majority", None),
-            ("parquet", "dawid_skene", None), ("jsonl", "majority", "0.8,0.1,0.1")]
-    for fmt, aggregation, split in runs:
-        label = f"{fmt} {aggregation}" + (" + split (assigning)" if split else "")
-        figures, peak = run_child(["export", slug, fmt, aggregation, *([split] if split else [])])
+    runs: list[tuple[str, str, dict[str, str], str]] = [
+        ("jsonl", "majority", {}, ""), ("csv", "majority", {}, ""), ("parquet", "majority", {}, ""),
+        ("parquet", "dawid_skene", {}, ""), ("jsonl", "majority", {"split": "0.8,0.1,0.1"}, " + split (assigning)"),
+        ("jsonl", "majority", {"raw": "true"}, " + raw answers"), ("parquet", "majority", {"raw": "true"},
+                                                                   " + raw answers")]
+    for fmt, aggregation, extra, suffix in runs:
+        label = f"{fmt} {aggregation}{suffix}"
+        figures, peak = run_child(["export", slug, fmt, aggregation, *(f"{k}={v}" for k, v in extra.items())])
         rate = figures["rows"] / figures["seconds"]
         cpu = figures["client_cpu_s"] + (figures["server_cpu_s"] or 0.0)
         cpu_rate = figures["rows"] / cpu if cpu else 0.0
