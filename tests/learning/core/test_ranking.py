@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -158,7 +156,12 @@ def test_errors() -> None:
 
 
 @pytest.mark.slow
-def test_ranks_a_million_items_in_a_few_seconds() -> None:
+def test_ranks_a_million_items_warm_and_cold() -> None:
+    """The whole path at production scale (1M x 384): picks are valid and labelled items never come back.
+
+    How fast it is belongs to a benchmark, not a test: bench/retrain_loop.py times load, fit, score, write and
+    activate at 100k and 1M items against the scoring matmul as its floor.
+    """
     rng = np.random.default_rng(0)
     n = 1_000_000
     vectors = rng.standard_normal((n, 384), dtype=np.float32)
@@ -166,22 +169,18 @@ def test_ranks_a_million_items_in_a_few_seconds() -> None:
     p = rng.random(n, dtype=np.float32)
     proba = np.c_[1 - p, p]
     labelled = rng.choice(n, size=5000, replace=False)
-    # CPU time, not wall time: the shared CI box may be busy, and CPU seconds are what the worker pays.
-    start = time.process_time()
     ranking = rank_pool(
         vectors, labelled_indices=labelled, proba=proba, class_counts=[4900, 100], depth=1000, random_state=0
     )
-    elapsed = time.process_time() - start
     assert len(ranking) == 1000
+    assert np.unique(ranking.indices).size == 1000
     assert np.intersect1d(ranking.indices, labelled).size == 0
-    assert elapsed < 6.0, f"ranking 1M items took {elapsed:.2f} CPU s"
 
     # The cold start at the same scale: seed neighbours over the whole pool plus k-means on a sample.
-    start = time.process_time()
     cold = rank_pool(
         vectors, labelled_indices=labelled[:3], proba=None, seed_vectors=vectors[:3], depth=1000, random_state=0
     )
-    elapsed = time.process_time() - start
     assert len(cold) == 1000
+    assert np.unique(cold.indices).size == 1000
+    assert np.intersect1d(cold.indices, labelled[:3]).size == 0
     assert set(cold.reasons.tolist()) == {"seed_query", "cold_start_diverse", "exploration"}
-    assert elapsed < 20.0, f"cold-start ranking of 1M items took {elapsed:.2f} CPU s"
