@@ -811,6 +811,13 @@ def main() -> None:
           f"{'met' if chained_p99 <= 50 and rate_ok(api_chained) else 'NOT met'}")
     print(f"goal API <= 3x raw SQL (p99): queue/next {ratios[99]:.2f}x -> {'met' if ratios[99] <= 3 else 'NOT met'}; "
           f"submit+next {chained_ratios[99]:.2f}x -> {'met' if chained_ratios[99] <= 3 else 'NOT met'}")
+    # The budget behind the rate goal: the CPU each path spends per cycle (server, PostgreSQL, this client),
+    # times the offered rate, is the number of cores that rate keeps busy before any queueing.
+    cores = os.cpu_count() or 1
+    for figures in (api, api_chained, raw, raw_chained):
+        per_cycle = sum(figures.cpu_ms.values())
+        print(f"CPU budget {figures.name:<12} {per_cycle:5.1f} ms per cycle -> {per_cycle * args.rate / 1000:.2f} "
+              f"of this box's {cores} cores at {args.rate:g} cycles/s")
     print("Label Studio reference: next-task p99 6 s with 8 annotators, 39 s with 32.")
     print(f"invariants after the run: over-held items {overfull}, duplicate (item, reviewer) annotations {doubles}")
     if overfull or doubles or any(f.errors for f in (api, api_chained, raw, raw_chained)):
