@@ -50,6 +50,6 @@ def page(rows: Sequence[Row], limit: int, request: Request, *, body: Callable[[l
     shaped by ``body``; while more remain, a ``Link`` to the page after, whose query is ``cursor(last row)``."""
     shown = list(rows[:limit])
     response = Response(body(shown))
-    if len(rows) > limit and shown:
+    if len(rows) > limit:
         response["Link"] = next_link(request, limit=limit, **cursor(shown[-1]))
     return response

@@ -136,10 +136,6 @@ def _lock_sql() -> tuple[str, str]:
             f"SELECT * FROM {lease} WHERE id = %s {lock}")  # noqa: S608
 
 
-def _first(model: type[Any], sql: str, params: list[Any]) -> Any:
-    return first_instance(model, sql, params)
-
-
 def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None = None) -> tuple[Item, Lease]:
     """Lock the lease's item row, then the lease row (the queue's lock order); fresh copies of both.
 
@@ -148,15 +144,16 @@ def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None 
     its taxonomy version and its project (``project`` when the caller has it loaded already).
     """
     item_sql, lease_sql = _lock_sql()
-    item: Item | None = _first(Item, item_sql, [lease_id])
+    item = first_instance(Item, item_sql, [lease_id])
     if item is None:
         raise NotFound(f"no lease {lease_id}")
-    lease: Lease = _first(Lease, lease_sql, [lease_id])
+    lease = first_instance(Lease, lease_sql, [lease_id])
+    assert lease is not None  # its item was just found through it, and that item is now locked
     if lease.reviewer_id != reviewer.pk:
         raise PermissionDenied(f"lease {lease_id} belongs to another reviewer")
     if lease.taxonomy_version_id is not None:
-        lease.taxonomy_version = _first(TaxonomyVersion, f"SELECT * FROM {TaxonomyVersion._meta.db_table} "  # noqa: S608
-                                        "WHERE id = %s", [lease.taxonomy_version_id])
+        version_sql = f"SELECT * FROM {TaxonomyVersion._meta.db_table} WHERE id = %s"  # noqa: S608
+        lease.taxonomy_version = first_instance(TaxonomyVersion, version_sql, [lease.taxonomy_version_id])
     lease.project = (project if project is not None and project.pk == lease.project_id
                      else Project.objects.get(pk=lease.project_id))
     return item, lease

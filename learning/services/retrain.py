@@ -229,8 +229,9 @@ def _train(job: Claim) -> RetrainResult:
     if active is not None and active.fingerprint == digest:
         return RetrainResult(outcome="noop", version=active.version)
     newest = ModelVersion.objects.filter(project_id=project.pk).order_by("-version").first()
-    if newest is not None and newest.fingerprint == digest and newest.status == ModelVersion.Status.FAILED \
-            and newest.n_pool == 0:
+    # The newest attempt found no embedded item: it is the one row that says so (see the empty pool below).
+    found_nothing = newest is not None and newest.status == ModelVersion.Status.FAILED and newest.n_pool == 0
+    if found_nothing and newest is not None and newest.fingerprint == digest:
         return RetrainResult(outcome="noop", version=newest.version)
 
     tick = time.perf_counter()
@@ -243,8 +244,7 @@ def _train(job: Claim) -> RetrainResult:
     timings["load"] = time.perf_counter() - tick
     _check(job)
 
-    if len(pool) == 0 and newest is not None and newest.status == ModelVersion.Status.FAILED \
-            and newest.n_pool == 0:
+    if len(pool) == 0 and found_nothing and newest is not None:
         # Still nothing embedded, but new labels changed the fingerprint: the newest row already says why, so
         # bring it up to date rather than add one failed row per label while embedding catches up.
         ModelVersion.objects.filter(pk=newest.pk).update(
