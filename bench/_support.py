@@ -23,6 +23,13 @@ def db_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 
 
+def database_exists(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(admin_url(url), autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name(url)]).fetchone() is not None
+
+
 def refuse_unless_owned(url: str, prefixes: Sequence[str]) -> str:
     """``url``'s database name, or SystemExit when it does not start with one of the benchmark's ``prefixes``."""
     name = db_name(url)

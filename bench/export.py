@@ -57,12 +57,12 @@ def _environment() -> None:
 def _ensure_database() -> None:
     import psycopg
 
+    from bench._support import admin_url, database_exists, db_name  # importable once _environment() ran
+
     url = os.environ["DATABASE_URL"]
-    name = url.rsplit("/", 1)[1].split("?")[0]
-    admin_url = url.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
+    if not database_exists(url):
+        with psycopg.connect(admin_url(url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db_name(url)}"')
 
 
 def _setup_django(migrate: bool = False) -> None:

@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import psycopg  # noqa: E402
 
 from bench import queue_latency, retrain_loop  # noqa: E402
-from bench._support import db_name, recreate_database, stop_process_group  # noqa: E402
+from bench._support import database_exists, db_name, recreate_database, stop_process_group  # noqa: E402
 
 SLUG = "bench-million"
 OWNED_DATABASES = ("sift_bench_mil",)
@@ -428,7 +428,7 @@ def http_phase(args: argparse.Namespace, dataset: Dataset) -> tuple[Timings, dic
 def main() -> None:
     args = parse_args()
     secret = secrets.token_urlsafe(40)
-    fresh = not args.reuse or not queue_latency.database_exists(args.database_url)
+    fresh = not args.reuse or not database_exists(args.database_url)
     if fresh:
         recreate_database(args.database_url, OWNED_DATABASES)
     queue_latency.setup_django(_sub_args(args), secret)

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
-from bench._support import admin_url, db_name, recreate_database, stop_process_group  # noqa: E402
+from bench._support import admin_url, database_exists, db_name, recreate_database, stop_process_group  # noqa: E402
 
 SLUG = "bench-queue"
 TAXONOMY = {"name": "Bench", "multi_label": False,
@@ -107,11 +107,6 @@ def server_env(args: argparse.Namespace, secret: str) -> dict[str, str]:
 
 
 OWNED_DATABASES = ("sift_queue_bench", "sift_bench_")
-
-
-def database_exists(url: str) -> bool:
-    with psycopg.connect(admin_url(url), autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name(url)]).fetchone() is not None
 
 
 def setup_django(args: argparse.Namespace, secret: str) -> None:

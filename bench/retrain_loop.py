@@ -45,9 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import psycopg  # noqa: E402
 
-from bench._support import admin_url, db_name, recreate_database, stop_process_group  # noqa: E402
+from bench._support import database_exists, recreate_database, stop_process_group  # noqa: E402
 
 TAXONOMY = {"name": "Bench", "multi_label": False,
             "labels": [{"key": "ham", "name": "Ham"}, {"key": "spam", "name": "Spam"}]}
@@ -81,10 +80,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def prepare_database(args: argparse.Namespace) -> None:
-    with psycopg.connect(admin_url(args.database_url), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              [db_name(args.database_url)]).fetchone() is not None
-    if not (exists and args.reuse):
+    if not (args.reuse and database_exists(args.database_url)):
         recreate_database(args.database_url, ["sift_retrain_bench", "sift_bench_"])
 
 
