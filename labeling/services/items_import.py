@@ -24,10 +24,20 @@ The invariants, and what keeps them:
 
 * **Idempotent on (project, external_id).** Same text, meta (and, for gold imports, gold
   answer) means ``unchanged`` and no write. A changed text is ``updated`` with a new
-  ``content_hash``; the embedding worker re-embeds by hash. An item that already has
-  annotations keeps its text: changing it would silently re-point existing labels at
-  different content, so that row is an error (import it under a new external id).
-  A non-gold import never touches ``is_gold``/``gold_labels``.
+  ``content_hash``; the embedding worker re-embeds by hash. A non-gold import never touches
+  ``is_gold``/``gold_labels``.
+
+* **A label never lands on text its reviewer did not see.** An item keeps its text while it has
+  any answer (changing it would re-point existing labels at different content) *or* while a
+  reviewer holds an unexpired lease on it (they are reading the old text, and their submit would
+  label the new one). Such a row is a per-line error saying which, and when the lease runs out.
+  The check runs under the item's row lock, in a statement issued after the lock was granted
+  (``_text_change_refusals``), for the reason the queue's essay gives (labeling/services/queues.py,
+  "Why a lock alone is not enough"): a checkout commits its lease without updating the item row, so
+  only a fresh snapshot taken after our lock sees every lease committed before it, and every later
+  checkout must wait for (or, with SKIP LOCKED, skip) our lock until the new text has committed.
+  A lease that expires stops holding the item, and its late submit is refused as expired
+  (labeling/services/annotations.py), so an expired lease does not block a text change.
 
 * **Duplicate external ids inside one file: rows apply in file order, the last one wins.**
   Each occurrence is counted as what it did (the first ``created``, a later different one
@@ -64,6 +74,7 @@ import threading
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import orjson
@@ -71,7 +82,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from labeling.models import Item, Label, Project
+from labeling.models import Item, Label, Lease, Project
 from labeling.services.audit import Actor, audit_record
 from learning.scheduling import request_embedding
 
@@ -695,6 +706,9 @@ def _apply_chunk(project: Project, chunk: list[_Row], *, gold: bool, write: bool
     """Classify a chunk's rows against what is stored (one SELECT), then write them (one insert, one update)."""
     result = _ChunkResult()
     state = _stored(project, list({row.external_id for row in chunk}))
+    text_changes = sorted({current.pk for row in chunk if (current := state.get(row.external_id)) is not None
+                           and current.pk is not None and current.content_hash != row.content_hash})
+    refusals = _text_change_refusals(text_changes)
     writes: list[_Write] = []
     for row in chunk:
         current = state.get(row.external_id)
@@ -712,10 +726,8 @@ def _apply_chunk(project: Project, chunk: list[_Row], *, gold: bool, write: bool
                 and current.is_gold == is_gold and current.gold_labels == gold_labels):
             result.unchanged += 1
             continue
-        if current.content_hash != row.content_hash and current.n_done > 0:
-            result.errors.append((row.line, f"external_id {row.external_id!r} already has {current.n_done} "
-                                            f"annotation(s); its text cannot change (import the new text under a "
-                                            f"new external_id)"))
+        if current.content_hash != row.content_hash and current.pk in refusals:
+            result.errors.append((row.line, f"external_id {row.external_id!r} {refusals[current.pk]}"))
             continue
         if current.write is None:
             current.write = _Write(pk=current.pk, external_id=row.external_id, text=row.text,
@@ -740,6 +752,45 @@ def _apply_chunk(project: Project, chunk: list[_Row], *, gold: bool, write: bool
 
 
 _STORED_COLUMNS = ("external_id", "id", "content_hash", "meta", "is_gold", "gold_labels", "n_done")
+
+# Run after the item rows are locked, as a new statement: its snapshot sees every lease and answer committed before
+# the lock was granted (see "A label never lands on text its reviewer did not see" above).
+_TEXT_CHANGE_SQL = """
+SELECT i.id, i.n_done,
+       (SELECT MAX(l.expires_at) FROM {lease} l WHERE l.item_id = i.id AND l.state = 'active' AND l.expires_at > %s)
+FROM {item} i WHERE i.id IN ({ids})
+"""
+
+
+def _text_change_refusals(item_ids: list[int]) -> dict[int, str]:
+    """Lock the items whose text a chunk would change and say, per item, why its text must stay.
+
+    Inside the chunk's transaction, so the locks are held until the new text commits. Locked in id order, so two
+    imports touching the same items cannot deadlock. Items with no answer and no unexpired lease are absent.
+    """
+    if not item_ids:
+        return {}
+    item, lease = Item._meta.db_table, Lease._meta.db_table
+    placeholders = ", ".join(["%s"] * len(item_ids))
+    now = timezone.now()
+    refusals: dict[int, str] = {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # SQLite: BEGIN IMMEDIATE already holds the database's write lock
+            cursor.execute(f"SELECT id FROM {item} WHERE id IN ({placeholders}) ORDER BY id "  # noqa: S608
+                           "FOR NO KEY UPDATE", item_ids)
+        cursor.execute(_TEXT_CHANGE_SQL.format(item=item, lease=lease, ids=placeholders),
+                       [connection.ops.adapt_datetimefield_value(now), *item_ids])
+        for item_id, n_done, held_until in cursor.fetchall():
+            if n_done > 0:
+                refusals[item_id] = (f"already has {n_done} annotation(s); its text cannot change (import the new "
+                                     "text under a new external_id)")
+            elif held_until is not None:
+                until = datetime.fromisoformat(held_until) if isinstance(held_until, str) else held_until
+                until = until.replace(tzinfo=UTC) if timezone.is_naive(until) else until.astimezone(UTC)
+                refusals[item_id] = (f"is being labelled (a reviewer holds it until {until:%Y-%m-%d %H:%M:%S} UTC); "
+                                     "its text cannot change under them: import it again after that, or under a "
+                                     "new external_id")
+    return refusals
 
 
 def _stored(project: Project, external_ids: list[str]) -> dict[str, _State]:
