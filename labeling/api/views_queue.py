@@ -7,9 +7,11 @@ The services decide everything else, including "this lease is another reviewer's
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
@@ -37,6 +39,8 @@ from labeling.services.annotations import annotation_submit, annotation_undo, le
 from labeling.services.errors import Conflict
 from labeling.services.privacy import masked_item
 from labeling.services.queues import queue_checkout_next, queue_retry_after
+
+logger = logging.getLogger(__name__)
 
 ERRORS = {
     400: OpenApiResponse(QueueErrorSerializer, description="Invalid input; `detail` names what is wrong."),
@@ -105,6 +109,11 @@ def _checkout_or_none(request: Request, project: Project) -> dict[str, Any] | No
     try:
         lease = queue_checkout_next(project=project, reviewer=request.user)  # type: ignore[arg-type]
     except Conflict:
+        return None
+    except DatabaseError:
+        # The submit has committed: a checkout that fails on the database (a lock timeout, a dropped connection)
+        # must not turn it into a 500 the page would retry. The page asks queue/next, which reports the error.
+        logger.warning("next item after a submit failed; the submit stands", exc_info=True)
         return None
     return None if lease is None else _next_body(project, lease)
 

@@ -24,7 +24,11 @@ from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.queues import queue_rank_floor_reset
-from labeling.services.taxonomy_migrations import annotation_map_forward
+from labeling.services.taxonomy_migrations import (
+    annotation_map_forward,
+    answer_lock_shared_for_lease,
+    project_share_lock,
+)
 from learning import scheduling
 
 MAX_LISTED_KEYS = 20
@@ -143,6 +147,9 @@ def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None 
     never changes), so the locks are two round trips. 404 / 403 before anything is written. The lease comes with
     its taxonomy version and its project (``project`` when the caller has it loaded already).
     """
+    # First, before any row lock: the project's answer lock, shared (a publish's final moments wait out the submits
+    # in flight and hold back later ones; the lock order is taxonomy_migrations.py's essay).
+    answer_lock_shared_for_lease(lease_id=lease_id)
     item_sql, lease_sql = _lock_sql()
     item = first_instance(Item, item_sql, [lease_id])
     if item is None:
@@ -327,6 +334,9 @@ def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
     lease = _lease_of(lease_id=lease_id, reviewer=reviewer)
     window = int(settings.SIFT_UNDO_SECONDS)
     with transaction.atomic():
+        # An undo deletes an answer that a running publish may have locked already: wait that publish out first,
+        # holding nothing (taxonomy_migrations.py's essay, "A publish never stalls reviewers").
+        project_share_lock(project_id=lease.project_id)
         # Lock order membership -> item -> lease, as in checkout: undo also changes which lease the reviewer holds.
         Membership.objects.select_for_update(no_key=True).filter(
             project_id=lease.project_id, user_id=reviewer.pk).exists()

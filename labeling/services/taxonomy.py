@@ -29,10 +29,12 @@ from labeling.services.taxonomy_migrations import (
     MigrationSpec,
     Plan,
     Problem,
+    answer_lock_exclusive,
     items_without_eligible_reviewer,
     migrations_check,
     migrations_parse,
-    plan_apply,
+    plan_apply_answers,
+    plan_apply_requeue,
     plan_build,
     plan_problems,
     step_build,
@@ -210,7 +212,7 @@ def _draft_problems(draft: TaxonomyVersion, base: TaxonomyVersion | None,
 
 
 def _plan(project: Project, draft: TaxonomyVersion, base: TaxonomyVersion | None,
-          specs: list[MigrationSpec]) -> Plan:
+          specs: list[MigrationSpec], unstamped_for: int | None = None) -> Plan:
     if base is None:
         return Plan()
     new_rows = list(Label.objects.filter(version=draft).values_list("key", "parent__key"))
@@ -223,7 +225,7 @@ def _plan(project: Project, draft: TaxonomyVersion, base: TaxonomyVersion | None
     answer_keys = None if draft.allow_non_leaf else frozenset(k for k in new_keys if k not in parents)
     chain = Chain(project_id=project.pk, previous_version_id=base.pk, final=step)
     return plan_build(project_id=project.pk, chain=chain, answer_keys=answer_keys,
-                      single_label=not draft.multi_label)
+                      single_label=not draft.multi_label, unstamped_for=unstamped_for)
 
 
 def _require_draft(project: Project, *, lock: bool = False) -> TaxonomyVersion:
@@ -265,6 +267,15 @@ def taxonomy_draft_preview(*, project: Project) -> dict[str, Any]:
     }
 
 
+def _refuse_problems(problems: list[Problem]) -> None:
+    if problems:
+        raise ValidationFailed(
+            f"the draft cannot be published: {problems[0].as_dict()['message']}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            problems=[p.as_dict() for p in problems],
+        )
+
+
 def taxonomy_draft_publish(*, actor: Actor, project: Project, changelog: str) -> TaxonomyVersion:
     """Publish the draft as the next immutable version, mapping annotations and re-queueing items.
 
@@ -276,26 +287,18 @@ def taxonomy_draft_publish(*, actor: Actor, project: Project, changelog: str) ->
     if len(changelog) > MAX_CHANGELOG_CHARS:
         raise ValidationFailed(f"changelog: longer than {MAX_CHANGELOG_CHARS} characters", path="changelog")
     with transaction.atomic():
-        # FOR UPDATE on the project row serialises publishes and draft edits, and also holds back every
-        # INSERT that references the project (annotations, leases: their foreign-key check takes a key-share
-        # lock on this row) until we commit. So no submit commits between our scan and our commit; one that
-        # was waiting inserts afterwards, under its lease's (now old) version, and the submit path maps it
-        # forward with taxonomy_migrations.annotation_map_forward. The cost: checkouts and submits of this
-        # project pause for the length of the publish (see the report's measured figures).
-        locked = Project.objects.select_for_update(of=("self",)).select_related("current_taxonomy_version").get(
-            pk=project.pk)
+        # The three parts and the lock order of a publish are an essay in taxonomy_migrations.py ("A publish never
+        # stalls reviewers"). Part 1: NO KEY UPDATE serialises publishes and draft edits without holding back the
+        # FOR KEY SHARE of every lease and annotation INSERT, so reviewers label on while the slow work runs.
+        locked = Project.objects.select_for_update(no_key=True, of=("self",)).select_related(
+            "current_taxonomy_version").get(pk=project.pk)
         draft = _require_draft(locked, lock=True)
         base = _require_current_base(locked, draft)
         specs = _draft_specs(draft)
         problems = _draft_problems(draft, base, specs)
         plan = _plan(locked, draft, base, specs) if not problems else Plan()
         problems += plan_problems(plan)
-        if problems:
-            raise ValidationFailed(
-                f"the draft cannot be published: {problems[0].as_dict()['message']}"
-                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-                problems=[p.as_dict() for p in problems],
-            )
+        _refuse_problems(problems)
 
         last = TaxonomyVersion.objects.filter(project=locked).aggregate(n=Max("number"))["n"] or 0
         now = timezone.now()
@@ -304,7 +307,17 @@ def taxonomy_draft_publish(*, actor: Actor, project: Project, changelog: str) ->
             published_by=acting_user(actor), changelog=changelog,
         )
         draft.refresh_from_db()
-        plan_apply(plan=plan, new_version_id=draft.pk)
+        plan_apply_answers(plan=plan, new_version_id=draft.pk)
+
+        # Part 2: wait for the submits in flight; the ones after this wait for our commit.
+        answer_lock_exclusive(project_id=locked.pk)
+        # Part 3: the answers committed since the plan's snapshot, then the item re-queue and the switch.
+        if base is not None:
+            late = _plan(locked, draft, base, specs, unstamped_for=draft.pk)
+            _refuse_problems(plan_problems(late))
+            plan_apply_answers(plan=late, new_version_id=draft.pk)
+            plan.absorb(late)
+        plan_apply_requeue(plan=plan)
         Project.objects.filter(pk=locked.pk).update(current_taxonomy_version=draft)
         project.current_taxonomy_version = draft
 

@@ -35,6 +35,36 @@ label has already annotated them), so the lead sees that before publishing.
 
 Multi-label answers map key by key; if any key is not determinable the whole answer is not (the
 reviewer might have picked a different combination), so the item re-queues.
+
+A publish never stalls reviewers, and never deadlocks with them (PostgreSQL)
+----------------------------------------------------------------------------
+The one race that matters: a submit on a lease taken under the old version inserts its answer while a
+publish runs. Either the publish must see that answer, or the submit must see the new version (and map its
+answer forward itself, ``annotation_map_forward``). Nothing else a reviewer does needs to wait for a publish:
+a checkout records whatever version is current when it runs, and its submit maps forward later.
+
+So the serialisation is narrow, and it is not a row lock: the *answer lock*, a per-project advisory lock
+(``pg_advisory_xact_lock(ANSWER_LOCK_CLASS, project_id)``). A submit takes it SHARED as its first statement
+(``answer_lock_shared_for_lease``), so submits never wait for each other; a publish takes it EXCLUSIVE only
+for its last moments. The publish runs in three parts, in one transaction:
+
+1. the project row FOR NO KEY UPDATE (serialises publishes and draft edits; it does not conflict with the
+   FOR KEY SHARE that every lease and annotation INSERT takes through its foreign key, so checkouts and
+   submits go on), then validation and the plan over every answer in its snapshot, then the bulk writes
+   of ``mapped_labels``: all the slow work, while reviewers keep labelling;
+2. the answer lock EXCLUSIVE: it waits for the submits in flight to commit, and queues every later one
+   behind it (advisory locks queue fairly, so a stream of submits cannot starve the publish);
+3. the catch-up: the answers committed since the plan's snapshot (``plan_build(unstamped_for=...)``, a few
+   at most), the re-queue of items, and the switch of ``current_taxonomy_version``. Then COMMIT releases the
+   lock, and the submits that queued read the new version in a fresh statement.
+
+Deadlock freedom: a submit holds the answer lock before any row lock, and the publish requests it holding only
+rows no submit ever waits for (the project row in NO KEY UPDATE mode, the draft's version row, existing answer
+rows); the item rows a publish re-queues are locked only after it holds the answer lock, as every other lock
+of a submit is. An undo deletes an existing answer, which part 1 may have locked, so an undo takes the project
+row FOR SHARE first (``project_share_lock``) and waits out a running publish entirely, before it locks anything
+else; undos are rare, and a publish's first lock is that same row. SQLite has one writer at a time
+(BEGIN IMMEDIATE), so none of these locks exist there.
 """
 
 from __future__ import annotations
@@ -352,23 +382,44 @@ def _stored(version_ids: list[int]) -> tuple[dict[int, list[str]], dict[int, lis
     return keys, specs
 
 
-def current_version_pinned(*, project_id: int) -> int | None:
-    """The project's current taxonomy version id, read under a FOR KEY SHARE lock on PostgreSQL.
+# Arbitrary constant naming "answers of a project" in pg_advisory_xact_lock(class, project) (splits.py uses 0x51F7).
+ANSWER_LOCK_CLASS = 0x7A0A
+_ANSWER_LOCK_FOR_LEASE_SQL = ("SELECT pg_advisory_xact_lock_shared(%s, l.project_id::int4) FROM labeling_lease l "
+                              "WHERE l.id = %s")
 
-    Why the lock: publish holds FOR UPDATE on the project row for its whole transaction, and KEY SHARE
-    conflicts with it (and with nothing else a hot path takes). So a submit that reads the version here
-    either waits for a running publish to commit and then sees the new version, or holds the lock first
-    and makes the publish wait until the submit has committed, so that the publish's scan sees its
-    answer. Either way no answer slips between the two. SQLite serialises writers anyway (BEGIN IMMEDIATE).
+
+def answer_lock_shared_for_lease(*, lease_id: int) -> None:
+    """Take the answer lock of the lease's project, SHARED, for the rest of the transaction (see the essay).
+
+    A submit's first statement: a publish in its final moments is waited for here, before any row lock is held.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT current_taxonomy_version_id FROM {Project._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
-                [project_id],
-            )
-            row = cursor.fetchone()
-        return row[0] if row else None
+            cursor.execute(_ANSWER_LOCK_FOR_LEASE_SQL, [ANSWER_LOCK_CLASS, lease_id])
+
+
+def answer_lock_exclusive(*, project_id: int) -> None:
+    """Take the project's answer lock EXCLUSIVE: waits for submits in flight; later ones wait for our commit."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ANSWER_LOCK_CLASS, project_id])
+
+
+def project_share_lock(*, project_id: int) -> None:
+    """FOR SHARE on the project row: waits for a running publish (and draft edit) to commit; see the essay."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT 1 FROM {Project._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608
+                           [project_id])
+
+
+def current_version_pinned(*, project_id: int) -> int | None:
+    """The project's current taxonomy version id, which cannot change before the caller commits.
+
+    The caller holds the project's answer lock (``answer_lock_shared_for_lease``, taken at the start of its
+    transaction), so no publish can switch the version until it commits; and this is a new statement, with a
+    snapshot taken after the lock was granted, so a publish that finished while we waited is seen.
+    """
     return Project.objects.filter(pk=project_id).values_list("current_taxonomy_version_id", flat=True).first()
 
 
@@ -444,6 +495,23 @@ class Plan:
     requeue: dict[int, int] = field(default_factory=dict)  # item id -> priority
     per_migration: dict[int, MigrationCounts] = field(default_factory=lambda: defaultdict(MigrationCounts))
 
+    def absorb(self, later: Plan) -> None:
+        """Count ``later`` (the publish's catch-up over answers committed after this plan's snapshot) in this one.
+
+        Its writes are not taken over: the catch-up applies its own."""
+        for name in ("annotations_total", "annotations_unchanged", "annotations_mapped", "annotations_undeterminable",
+                     "annotations_already_undeterminable", "annotations_stale", "multi_in_single"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        for key, count in later.invalid_keys.items():
+            self.invalid_keys[key] += count
+        for item_id, priority in later.requeue.items():
+            self.requeue[item_id] = max(self.requeue.get(item_id, 0), priority)
+        for index, counts in later.per_migration.items():
+            mine = self.per_migration[index]
+            mine.annotations_mapped += counts.annotations_mapped
+            mine.annotations_undeterminable += counts.annotations_undeterminable
+            mine.items_requeued |= counts.items_requeued
+
     def summary(self, specs: Sequence[MigrationSpec]) -> dict[str, Any]:
         return {
             "annotations_total": self.annotations_total,
@@ -462,12 +530,19 @@ class Plan:
         }
 
 
-def _annotation_rows(project_id: int) -> Iterator[tuple[int, int, int, Any, int | None, Any]]:
-    """Every annotation of the project in id order, read in keyset batches (bounded memory)."""
+def _annotation_rows(project_id: int, unstamped_for: int | None = None,
+                     ) -> Iterator[tuple[int, int, int, Any, int | None, Any]]:
+    """Every annotation of the project in id order, read in keyset batches (bounded memory).
+
+    ``unstamped_for``: only those not yet readable in that version (neither given under it nor mapped onto it).
+    """
+    scope = Annotation.objects.filter(project_id=project_id)
+    if unstamped_for is not None:
+        scope = scope.exclude(taxonomy_version_id=unstamped_for).exclude(mapped_taxonomy_version_id=unstamped_for)
     last_id = 0
     while True:
         batch = list(
-            Annotation.objects.filter(project_id=project_id, id__gt=last_id).order_by("id").values_list(
+            scope.filter(id__gt=last_id).order_by("id").values_list(
                 "id", "item_id", "taxonomy_version_id", "labels", "mapped_taxonomy_version_id", "mapped_labels",
             )[:SCAN_BATCH]
         )
@@ -478,14 +553,16 @@ def _annotation_rows(project_id: int) -> Iterator[tuple[int, int, int, Any, int 
 
 
 def plan_build(*, project_id: int, chain: Chain, answer_keys: frozenset[str] | None = None,
-               single_label: bool = False) -> Plan:
+               single_label: bool = False, unstamped_for: int | None = None) -> Plan:
     """Walk the project's annotations and decide, for each, its answer under the version being published.
 
     ``answer_keys`` are the keys an answer may carry in the new version (its leaves, unless non-leaf
-    answers are allowed); None skips that check.
+    answers are allowed); None skips that check. ``unstamped_for`` (the publish's catch-up): only the
+    answers not yet written for that version.
     """
     plan = Plan()
-    for ann_id, item_id, version_id, labels, mapped_version_id, mapped_labels in _annotation_rows(project_id):
+    rows = _annotation_rows(project_id, unstamped_for)
+    for ann_id, item_id, version_id, labels, mapped_version_id, mapped_labels in rows:
         plan.annotations_total += 1
         if mapped_version_id is not None:
             effective_version, effective = mapped_version_id, mapped_labels
@@ -547,17 +624,22 @@ def _chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield ids[start:start + size]
 
 
-def plan_apply(*, plan: Plan, new_version_id: int) -> None:
-    """Write the plan. Call inside the publish transaction: it is all-or-nothing with the publish.
+def plan_apply_answers(*, plan: Plan, new_version_id: int) -> None:
+    """Write the plan's answers as read in the new version. Inside the publish transaction.
 
     Answers are grouped by their mapped labels, so a 100k-annotation project is a few hundred
-    ``UPDATE ... WHERE id IN (...)`` statements, not one per row.
+    ``UPDATE ... WHERE id IN (...)`` statements, not one per row. An answer undone meanwhile is simply absent.
     """
     for labels, ids in plan.writes.items():
         value = list(labels) if labels is not None else None
         for chunk in _chunks(ids, UPDATE_BATCH):
             Annotation.objects.filter(id__in=chunk).update(mapped_labels=value,
                                                            mapped_taxonomy_version_id=new_version_id)
+
+
+def plan_apply_requeue(*, plan: Plan) -> None:
+    """Re-open the plan's items for one more answer, at their priority. Only while holding the answer lock
+    EXCLUSIVE (see the essay): these are item rows that submits lock."""
     by_priority: dict[int, list[int]] = defaultdict(list)
     for item_id, priority in plan.requeue.items():
         by_priority[priority].append(item_id)

@@ -360,6 +360,26 @@ def test_submit_with_next_returns_the_next_item(cast: dict[str, Any], sms: Proje
     assert next_item(client).status_code == 204
 
 
+def test_a_failing_next_checkout_never_turns_a_committed_submit_into_an_error(
+        cast: dict[str, Any], sms: Project, api_as: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deadlock or lock timeout in the chained checkout: the submit stands (201, next null), not a 500."""
+    from django.db import OperationalError
+
+    add_item(sms, "m1"), add_item(sms, "m2")
+    client = api_as(cast["users"]["reviewer"])
+    body = take(client)
+
+    def deadlocked(**kwargs: Any) -> None:
+        raise OperationalError("deadlock detected")
+
+    monkeypatch.setattr("labeling.api.views_queue.queue_checkout_next", deadlocked)
+    response = submit(client, body["lease"]["id"], labels=["ham"], idempotency_key="k-dead", next=True)
+    assert (response.status_code, response.json()["next"]) == (201, None)
+    stored = Annotation.objects.get()
+    assert (stored.pk, stored.labels, stored.lease_id) == (response.json()["annotation_id"], ["ham"],
+                                                            body["lease"]["id"])
+
+
 def test_submit_without_next_leases_nothing(cast: dict[str, Any], sms: Project, api_as: Any) -> None:
     add_item(sms, "m1"), add_item(sms, "m2")
     client = api_as(cast["users"]["reviewer"])

@@ -471,74 +471,7 @@ def test_published_version_is_immutable_and_draft_must_be_current(world: dict[st
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_submit_racing_a_publish_is_mapped_not_lost(postgres_only: None, world: dict[str, Any]) -> None:
-    """The publish has scanned the annotations; a reviewer submits on an old lease before it commits.
-
-    The submit's ``annotation_map_forward`` must wait for the publish (FOR KEY SHARE vs FOR UPDATE) and then
-    map the new answer onto v2, re-queueing its item: nothing slips between the scan and the commit.
-    """
-    import threading
-    import time
-
-    from django.db import connection, transaction
-    from django.db.models import F
-
-    project, (r0, r1, _) = world["project"], world["reviewers"]
-    its = items(project, "a", "b")
-    annotate(project, r0, its["a"], ["hate"])
-    v1 = project.current_taxonomy_version
-    assert v1 is not None
-    taxonomy_draft_save(
-        actor=world["lead"], project=project,
-        document=doc(lab("ok"), lab("spam"), lab("scam"), lab("hate/slur"), lab("hate/threat"), lab("other")),
-        migrations=[{"kind": "split", "sources": ["hate"], "targets": ["hate/slur", "hate/threat"],
-                     "requeue_priority": 6}],
-    )
-    scanned, proceed, submitted = threading.Event(), threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-    from labeling.services.taxonomy_migrations import plan_apply as real_apply
-
-    def paused_apply(**kwargs: Any) -> None:
-        scanned.set()
-        assert proceed.wait(30)
-        real_apply(**kwargs)
-
-    def run_publish() -> None:
-        try:
-            taxonomy_draft_publish(actor=world["lead"], project=project, changelog="race")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    def run_submit() -> None:
-        try:
-            with transaction.atomic():
-                late = Annotation.objects.create(project=project, item=its["b"], reviewer=r1, taxonomy_version=v1,
-                                                 labels=["hate"], selection_reason="fallback_random")
-                Item.objects.filter(pk=its["b"].pk).update(n_done=F("n_done") + 1)
-                annotation_map_forward(annotation=late)
-            submitted.set()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    with mock.patch("labeling.services.taxonomy.plan_apply", side_effect=paused_apply):
-        publisher = threading.Thread(target=run_publish)
-        publisher.start()
-        assert scanned.wait(30)
-        submitter = threading.Thread(target=run_submit)
-        submitter.start()
-        time.sleep(1.0)
-        assert not submitted.is_set()  # blocked behind the publish's lock
-        proceed.set()
-        publisher.join(30)
-        submitter.join(30)
-    assert errors == []
-    late = Annotation.objects.get(item=its["b"], reviewer=r1)
-    assert mapped(late) == (None, 2)
-    assert state(project) == {"a": (6, 2, 1), "b": (6, 2, 1)}
+# A submit racing a publish, on real concurrent transactions: tests/labeling/test_publish_concurrency.py.
 
 
 def test_submit_on_a_lease_taken_before_a_publish_is_mapped_at_once(world: dict[str, Any]) -> None:
