@@ -47,7 +47,10 @@ ERRORS = {
     403: OpenApiResponse(QueueErrorSerializer, description="Your role may not label here, or the lease is not yours."),
     404: OpenApiResponse(QueueErrorSerializer, description="No such project or lease among your projects."),
     409: OpenApiResponse(QueueErrorSerializer, description="The lease expired, was already used, or the undo window "
-                                                      "closed; `detail` says which."),
+                                                      "closed, or the submit an idempotency_key names was undone; "
+                                                      "`detail` says which."),
+    422: OpenApiResponse(QueueErrorSerializer, description="This idempotency_key was already used with other labels "
+                                                      "or another comment: a replay sends the same body."),
 }
 
 
@@ -154,7 +157,7 @@ class LeaseSubmitView(_QueueView):
         responses={201: SubmitResponseSerializer,
                    200: OpenApiResponse(SubmitResponseSerializer,
                                         description="A replay of an earlier submit with the same idempotency_key."),
-                   **_errors(400, 403, 404, 409)},
+                   **_errors(400, 403, 404, 409, 422)},
     )
     def post(self, request: Request, lease_id: int) -> Response:
         project = _lease_project(request, lease_id)

@@ -34,6 +34,10 @@ class Annotation(models.Model):
 
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # What this answer's own re-queue changed on its item (a submit on a lease older than a split or deprecation:
+    # taxonomy_migrations.annotation_map_forward), {"n_required": [before, after], "boost": [before, after]}, so an
+    # undo can put the item back exactly. None: it re-queued nothing.
+    requeued_item = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -81,6 +81,9 @@ class Lease(models.Model):
     # {"label": key, "confidence": float} as shown to the reviewer, or None.
     suggestion = models.JSONField(null=True, blank=True)
     suggestion_hidden = models.BooleanField(default=False, help_text="Suggestion withheld to measure automation bias.")
+    # The idempotency keys of submits on this lease that were undone: a replay of one must not answer again
+    # (labeling/services/annotations.py). None until the first undo; the checkout's INSERT never names it.
+    undone_idempotency_keys = models.JSONField(null=True, blank=True)
 
     objects = LeaseQuerySet.as_manager()
 

@@ -18,11 +18,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.models import Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
+from labeling.models import Adjudication, Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
 from labeling.rows import first_instance
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
-from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from labeling.services.errors import Conflict, KeyReused, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.queues import queue_rank_floor_reset
 from labeling.services.taxonomy_migrations import (
     annotation_map_forward,
@@ -184,8 +184,13 @@ def _gold_correct(item: Item, labels: list[str]) -> bool | None:
 # Submit.
 
 
-def _replay(*, reviewer: AbstractBaseUser, lease_id: int, idempotency_key: str) -> Annotation | None:
-    """The annotation an earlier request with this key created, or None; a key reused on another lease is 409."""
+def _replay(*, reviewer: AbstractBaseUser, lease_id: int, idempotency_key: str, labels: Any,
+            comment: str) -> Annotation | None:
+    """The annotation an earlier request with this key created, or None.
+
+    A key reused on another lease is 409; the same key with other labels or another comment is 422 (answering 200
+    with the first submit's labels would tell the page that what it just sent was saved).
+    """
     earlier = (Annotation.objects.select_related("taxonomy_version")
                .filter(reviewer_id=reviewer.pk, idempotency_key=idempotency_key).first())
     if earlier is None:
@@ -195,7 +200,24 @@ def _replay(*, reviewer: AbstractBaseUser, lease_id: int, idempotency_key: str) 
             f"idempotency_key {idempotency_key!r} was already used for annotation {earlier.pk} on another lease; "
             "use a new key for each submit", annotation_id=earlier.pk,
         )
+    sent = list(dict.fromkeys(labels)) if isinstance(labels, list) else labels
+    # A replay that leaves the comment out is still the same submit; one that sends another comment is not.
+    if sent != earlier.labels or (comment and comment != earlier.comment):
+        raise KeyReused(
+            f"idempotency_key {idempotency_key!r} was already used for annotation {earlier.pk} with labels "
+            f"{earlier.labels}{' and another comment' if sent == earlier.labels else ''}; a replay must send the "
+            "same body, and a new answer needs a new key", annotation_id=earlier.pk,
+        )
     return earlier
+
+
+def _refuse_undone_key(lease: Lease, idempotency_key: str | None) -> None:
+    """A replay of a submit that was undone must not create the answer again: undo is what the reviewer did last."""
+    if idempotency_key and idempotency_key in (lease.undone_idempotency_keys or []):
+        raise Conflict(
+            f"the submit with idempotency_key {idempotency_key!r} was undone; submit again with a new key",
+            state="undone",
+        )
 
 
 def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any, idempotency_key: str | None = None,
@@ -219,11 +241,13 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             if lease.state == Lease.State.SUBMITTED:
                 if idempotency_key:
                     # A replay (or a concurrent twin that held the lock first and has committed): same answer.
-                    earlier = _replay(reviewer=reviewer, lease_id=lease_id, idempotency_key=idempotency_key)
+                    earlier = _replay(reviewer=reviewer, lease_id=lease_id, idempotency_key=idempotency_key,
+                                      labels=labels, comment=comment)
                     if earlier is not None:
                         return earlier, False
                 done = Annotation.objects.filter(lease_id=lease.pk).values_list("id", flat=True).first()
                 raise Conflict("lease already submitted", annotation_id=done, state=lease.state)
+            _refuse_undone_key(lease, idempotency_key)
             now = timezone.now()
             _refuse_unless_holding(lease, now)
             if lease.taxonomy_version is None:
@@ -261,14 +285,16 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
     except IntegrityError as exc:
         # The unique constraints caught a race the locks did not cover (e.g. the same key on two leases at once).
         assert lease is not None  # the INSERT comes after the lease was read
-        return _after_integrity_error(exc, reviewer=reviewer, lease=lease, idempotency_key=idempotency_key)
+        return _after_integrity_error(exc, reviewer=reviewer, lease=lease, idempotency_key=idempotency_key,
+                                      labels=labels, comment=comment)
     return annotation, True
 
 
 def _after_integrity_error(exc: IntegrityError, *, reviewer: AbstractBaseUser, lease: Lease,
-                           idempotency_key: str | None) -> tuple[Annotation, bool]:
+                           idempotency_key: str | None, labels: Any, comment: str) -> tuple[Annotation, bool]:
     if idempotency_key:
-        earlier = _replay(reviewer=reviewer, lease_id=lease.pk, idempotency_key=idempotency_key)
+        earlier = _replay(reviewer=reviewer, lease_id=lease.pk, idempotency_key=idempotency_key, labels=labels,
+                          comment=comment)
         if earlier is not None:
             return earlier, False
     existing = Annotation.objects.filter(item_id=lease.item_id, reviewer_id=reviewer.pk).values_list(
@@ -323,6 +349,30 @@ def lease_renew(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
     return lease
 
 
+def _requeue_undone(item: Item, annotation: Annotation) -> dict[str, int]:
+    """The item fields to put back because the undone answer had re-queued it (``Annotation.requeued_item``).
+
+    Each goes back only if it still holds the value that answer set: a publish or another answer that moved it
+    since had its own reason, which the undo does not take away.
+    """
+    changed = annotation.requeued_item or {}
+    current = {"n_required": item.n_required, "boost": item.boost}
+    return {name: before for name, (before, after) in changed.items() if current.get(name) == after}
+
+
+def _adjudication_withdraw(*, item: Item, actor: AbstractBaseUser, project: Project) -> None:
+    """An undo re-opens a finished item, so the adjudication its answers opened no longer has a complete set of
+    answers to judge: a pending one goes (audited), and the next finish decides again. A lead's own (manual) or
+    decided adjudication stays."""
+    withdrawn = list(Adjudication.objects.filter(item_id=item.pk, state=Adjudication.State.PENDING).exclude(
+        reason=Adjudication.Reason.MANUAL).values_list("id", "reason"))
+    for adjudication_id, reason in withdrawn:
+        Adjudication.objects.filter(pk=adjudication_id).delete()
+        audit_record(actor=actor, action="adjudication.withdraw", obj=item, project=project,  # type: ignore[arg-type]
+                     data={"adjudication_id": adjudication_id, "item_id": item.pk, "reason": reason,
+                           "why": "an answer was undone"})
+
+
 def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
     """Take back a submit within ``settings.SIFT_UNDO_SECONDS``: the annotation is deleted (its labels kept in the
     audit log), ``n_done`` drops by one and the SAME lease is active again, with a fresh expiry, so the page can
@@ -356,12 +406,18 @@ def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
                            "taxonomy_version": lease.taxonomy_version.number if lease.taxonomy_version else None,
                            "submitted_at": annotation.created_at.isoformat()})
         annotation.delete()
-        Item.objects.filter(pk=item.pk).update(n_done=F("n_done") - 1)
+        Item.objects.filter(pk=item.pk).update(n_done=F("n_done") - 1, **_requeue_undone(item, annotation))
+        _adjudication_withdraw(item=item, actor=reviewer, project=lease.project)
         Lease.objects.filter(project_id=lease.project_id, reviewer_id=reviewer.pk, state=Lease.State.ACTIVE).update(
             state=Lease.State.RELEASED, closed_at=now)
         expires_at = now + timedelta(seconds=lease.project.lease_seconds)
-        Lease.objects.filter(pk=lease.pk).update(state=Lease.State.ACTIVE, expires_at=expires_at, closed_at=None)
+        # The undone submit's key stays consumed: a late replay of that request must not answer again.
+        undone_keys = [*(lease.undone_idempotency_keys or []), *([annotation.idempotency_key]
+                                                                  if annotation.idempotency_key else [])]
+        Lease.objects.filter(pk=lease.pk).update(state=Lease.State.ACTIVE, expires_at=expires_at, closed_at=None,
+                                                 undone_idempotency_keys=undone_keys or None)
         lease.state, lease.expires_at, lease.closed_at = Lease.State.ACTIVE, expires_at, None
+        lease.undone_idempotency_keys = undone_keys or None
         scheduling.request_retrain(project_id=lease.project_id)
         project: Project = lease.project
         transaction.on_commit(lambda: queue_rank_floor_reset(project=project))

@@ -33,3 +33,10 @@ class PermissionDenied(ServiceError):
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
+
+
+class KeyReused(ServiceError):
+    """An idempotency key sent again with a different body: replaying the first answer would be a lie."""
+
+    status = 422
+    code = "idempotency_key_reused"

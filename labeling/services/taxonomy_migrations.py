@@ -442,18 +442,23 @@ def annotation_map_forward(*, annotation: Annotation) -> MappedAnswer | None:
     if steps is None:
         return None
     answer = answer_map_chain(list(annotation.labels), steps)
+    requeued: dict[str, list[int]] | None = None
     with transaction.atomic():
+        if answer.labels is None:
+            # The caller (the submit) holds the item's row lock, so these values cannot move under us. What changed
+            # is kept on the answer, for an undo to put back (annotation_undo).
+            n_required, boost, n_done = Item.objects.filter(pk=annotation.item_id).values_list(
+                "n_required", "boost", "n_done").get()
+            after = (max(n_required, n_done + 1), max(boost, answer.priority))
+            Item.objects.filter(pk=annotation.item_id).update(n_required=after[0], boost=after[1])
+            requeued = {"n_required": [n_required, after[0]], "boost": [boost, after[1]]}
         Annotation.objects.filter(pk=annotation.pk).update(
             mapped_labels=list(answer.labels) if answer.labels is not None else None,
-            mapped_taxonomy_version_id=current,
+            mapped_taxonomy_version_id=current, requeued_item=requeued,
         )
-        if answer.labels is None:
-            Item.objects.filter(pk=annotation.item_id).update(
-                boost=Greatest(F("boost"), Value(answer.priority)),
-                n_required=Greatest(F("n_required"), F("n_done") + 1),
-            )
     annotation.mapped_labels = list(answer.labels) if answer.labels is not None else None
     annotation.mapped_taxonomy_version_id = current
+    annotation.requeued_item = requeued
     return answer
 
 

@@ -112,13 +112,52 @@ def test_replay_with_the_same_key_returns_the_first_answer_and_writes_nothing(
     project, target, (reviewer, _) = setup()
     lease = checkout(project, reviewer)
     with django_capture_on_commit_callbacks(execute=True):
-        first, created = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["ok"], idempotency_key="k")
+        first, created = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["ok"], idempotency_key="k",
+                                           comment="looks fine")
         before = snapshot(target)
-        again, created_again = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["bad"],
-                                                 idempotency_key="k")
+        again, created_again = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["ok", "ok"],
+                                                 idempotency_key="k", comment="looks fine")
     assert (created, created_again, again.pk, again.labels) == (True, False, first.pk, ["ok"])
     assert snapshot(target) == before
     assert retrains == [project.pk]
+
+
+@pytest.mark.parametrize(("labels", "comment", "says"), [
+    (["bad"], "looks fine", "with labels ['ok']; a replay must send the same body"),
+    (["ok"], "changed my mind", "with labels ['ok'] and another comment; a replay must send the same body"),
+])
+def test_the_same_key_with_another_body_is_422_and_writes_nothing(labels: list[str], comment: str, says: str) -> None:
+    from labeling.services.errors import KeyReused
+
+    project, target, (reviewer, _) = setup()
+    lease = checkout(project, reviewer)
+    first, _ = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["ok"], idempotency_key="k",
+                                 comment="looks fine")
+    before = snapshot(target)
+    with pytest.raises(KeyReused) as refused:
+        annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=labels, idempotency_key="k", comment=comment)
+    assert (refused.value.status, refused.value.message) == (
+        422, f"idempotency_key 'k' was already used for annotation {first.pk} {says}, and a new answer needs a new key")
+    assert snapshot(target) == before
+
+
+def test_a_replay_of_an_undone_submit_is_409_and_creates_nothing() -> None:
+    project, target, (reviewer, _) = setup()
+    lease = checkout(project, reviewer)
+    annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["bad"], idempotency_key="k1")
+    annotation_undo(lease_id=lease.pk, reviewer=reviewer)
+    before = snapshot(target)
+    with pytest.raises(Conflict) as refused:
+        annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["bad"], idempotency_key="k1")
+    assert (refused.value.status, refused.value.message, refused.value.extra) == (
+        409, "the submit with idempotency_key 'k1' was undone; submit again with a new key", {"state": "undone"})
+    assert snapshot(target) == before
+    # A new answer with a new key is taken, and its own replay answers with it; the undone key stays refused.
+    second, created = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["ok"], idempotency_key="k2")
+    replay, replayed = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["ok"], idempotency_key="k2")
+    assert (created, replayed, replay.pk, replay.labels) == (True, False, second.pk, ["ok"])
+    assert Lease.objects.get(pk=lease.pk).undone_idempotency_keys == ["k1"]
+    assert list(Annotation.objects.values_list("labels", flat=True)) == [["ok"]]
 
 
 def test_replay_without_a_key_is_409_already_submitted() -> None:
@@ -427,3 +466,54 @@ def test_undo_forgets_the_rank_floor_so_the_item_is_found_at_its_rank(
     with django_capture_on_commit_callbacks(execute=True):
         annotation_undo(lease_id=lease.pk, reviewer=reviewer)
     assert (cache.get(key), cache.get(key + ":fresh")) == (None, None)
+
+
+def test_undo_takes_back_the_extra_answer_its_split_re_queue_asked_for() -> None:
+    """A submit on a lease older than a split re-queues its item (one more answer, boosted); undoing that submit
+    puts the item back exactly as it was, so nobody is asked for an answer that exists for no reason."""
+    from labeling.services.taxonomy import taxonomy_draft_publish, taxonomy_draft_save
+
+    flat = {"name": "Abuse", "multi_label": False, "labels": [{"key": "ok", "name": "OK"},
+                                                              {"key": "hate", "name": "Hate"}]}
+    project, target, (reviewer, _) = setup(flat)
+    lead = member(project, username=f"{project.slug}-lead", role="policy_lead")
+    lease = checkout(project, reviewer)
+    taxonomy_draft_save(actor=lead, project=project, document={**flat, "labels": [
+        {"key": "ok", "name": "OK"}, {"key": "slur", "name": "Slur"}, {"key": "threat", "name": "Threat"}]},
+        migrations=[{"kind": "split", "sources": ["hate"], "targets": ["slur", "threat"], "requeue_priority": 7}])
+    taxonomy_draft_publish(actor=lead, project=project, changelog="split hate")
+
+    annotation, _ = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["hate"])
+    item = Item.objects.get(pk=target.pk)
+    assert (item.n_required, item.boost, item.n_done) == (2, 7, 1)
+    assert Annotation.objects.get(pk=annotation.pk).requeued_item == {"n_required": [1, 2], "boost": [0, 7]}
+
+    annotation_undo(lease_id=lease.pk, reviewer=reviewer)
+    item = Item.objects.get(pk=target.pk)
+    assert (item.n_required, item.boost, item.n_done) == (1, 0, 0)
+
+
+def test_undo_withdraws_the_pending_adjudication_the_finished_item_had_opened() -> None:
+    from labeling.models import Adjudication
+    from labeling.services.adjudication import adjudication_open
+
+    project, target, (first, second) = setup(overlap=2)
+    annotation_submit(lease_id=checkout(project, first).pk, reviewer=first, labels=["ok"])
+    lease = checkout(project, second)
+    annotation_submit(lease_id=lease.pk, reviewer=second, labels=["bad"])
+    opened = Adjudication.objects.get(item=target)
+    assert (opened.state, opened.reason) == ("pending", "disagreement")
+
+    annotation_undo(lease_id=lease.pk, reviewer=second)
+    assert not Adjudication.objects.filter(item=target).exists()
+    event = AuditEvent.objects.get(action="adjudication.withdraw")
+    assert (event.actor_id, event.data) == (second.pk, {
+        "adjudication_id": opened.pk, "item_id": target.pk, "reason": "disagreement", "why": "an answer was undone"})
+    # Answered again in agreement: the finished item needs no lead.
+    annotation_submit(lease_id=lease.pk, reviewer=second, labels=["ok"])
+    assert not Adjudication.objects.filter(item=target).exists()
+    # A lead's own adjudication is theirs: an undo leaves it.
+    lead = member(project, username=f"{project.slug}-lead", role="policy_lead")
+    adjudication_open(project=project, external_id=target.external_id, actor=lead)
+    annotation_undo(lease_id=lease.pk, reviewer=second)
+    assert Adjudication.objects.get(item=target).reason == "manual"
