@@ -46,9 +46,11 @@ membership -> item -> lease, so these locks cannot deadlock.
 Candidate order (also in queues.md)
 -----------------------------------
 1. boosted open items (``Item.boost > 0``), by ``-boost, id`` (re-queued after a taxonomy change);
-2. the active ranking: ``RankingEntry`` rows of ``(project, Project.active_ranking_version)`` by ``rank``;
-3. fallback, when there is no active ranking or it has nothing left for this reviewer: open items by
-   ``Item.random_key``, a uniform random permutation, recorded as ``fallback_random``.
+2. at the project's gold rate, a gold item the reviewer has not seen (labeling/services/gold.py);
+3. the active ranking: ``RankingEntry`` rows of ``(project, Project.active_ranking_version)`` by ``rank``;
+4. fallback, when there is no active ranking or it has nothing left for this reviewer: open items by
+   ``Item.random_key``, a uniform random permutation, recorded as ``fallback_random`` with inclusion
+   probability 1/N (N: the open pool at that moment).
 In every stage an item is skipped when it is finished, fully held by others, or this reviewer already has a
 submitted/skipped lease, an unexpired active lease, or an annotation on it.
 
@@ -84,7 +86,16 @@ from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from labeling.models import Annotation, Item, Lease, Membership, Project, RankingEntry, SelectionReason
+from labeling.models import (
+    Annotation,
+    Item,
+    ItemCount,
+    Lease,
+    Membership,
+    Project,
+    RankingEntry,
+    SelectionReason,
+)
 from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.gold import gold_pick
 
@@ -359,8 +370,19 @@ class _Scanner:
         return self._stage(RANKING_SCAN_SQL, {"version": version, "floor": self.floor}, to_pick)
 
     def fallback(self) -> Lease | None:
-        return self._stage(FALLBACK_SCAN_SQL, {},
-                           lambda row: _Pick(item_id=row[0], reason=SelectionReason.FALLBACK_RANDOM))
+        inclusion: list[float] = []
+
+        def to_pick(row: tuple[Any, ...]) -> _Pick:
+            # The random order is a uniform permutation of the open pool, so this pick is one uniform draw from the
+            # N items open now: its inclusion probability is 1/N, recorded so that answers given before the first
+            # model still carry their sampling design (prevalence, weighted exports). Counted once per checkout,
+            # and only when the stage has a candidate.
+            if not inclusion:
+                counts = ItemCount.objects.counts([self.project.pk])[self.project.pk]
+                inclusion.append(1.0 / max(1, counts.pool - counts.pool_finished))
+            return _Pick(item_id=row[0], reason=SelectionReason.FALLBACK_RANDOM, inclusion_probability=inclusion[0])
+
+        return self._stage(FALLBACK_SCAN_SQL, {}, to_pick)
 
 
 def _page_item(project: Project, row: tuple[Any, ...]) -> Item:
@@ -467,8 +489,10 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
         held, boosted = _held_and_boosted(project=project, reviewer_id=reviewer_id)
         if held is not None:
             return held
-        return _gold_lease(project=project, reviewer=reviewer, rng=scanner.rng) or (
-            (boosted and scanner.boosted()) or scanner.ranked() or scanner.fallback())
+        # Re-queued items (a split or deprecation took their answer away) come first, before gold checks (which
+        # wear an exploration or uncertainty disguise) and the ranking: the lead asked for them at a priority.
+        return ((boosted and scanner.boosted()) or _gold_lease(project=project, reviewer=reviewer, rng=scanner.rng)
+                or scanner.ranked() or scanner.fallback())
 
 
 def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Random) -> Lease | None:
@@ -484,13 +508,26 @@ def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Ran
     return lease
 
 
+# Is any item open for this reviewer, whether or not some other transaction has its row locked this instant?
+# The checkout's scans SKIP LOCKED rows, so an item only row-locked for a moment (another reviewer's checkout
+# scanning past it, a submit, an import) is invisible to them; this look-up does not lock, so it sees it.
+AVAILABLE_NOW_SQL = """
+SELECT 1 FROM {item} i WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """
+LIMIT 1
+"""
+
+
 def queue_retry_after(*, project: Project, reviewer: AbstractBaseUser) -> int | None:
     """When checkout found nothing: seconds after which asking again may succeed, or None if never.
 
-    Nothing may be left for this reviewer *now* while items they could still take are held by others; a holder
-    may skip, or let the lease expire, and the item comes back. Clients should stop only on a 204 without
-    Retry-After. Only the empty path pays for this query.
+    Nothing may be left for this reviewer *now* while items they could still take are row-locked for a moment
+    (1 s), or held by others' leases (a holder may skip, or let the lease expire, and the item comes back).
+    Clients should stop only on a 204 without Retry-After. Only the empty path pays for these queries.
     """
+    sql, _ = render_sql(AVAILABLE_NOW_SQL)
+    if _fetch(sql, {"project": project.pk, "reviewer": reviewer.pk,
+                    "now": connection.ops.adapt_datetimefield_value(timezone.now())}):
+        return 1
     now = timezone.now()
     seen_by_reviewer = Lease.objects.filter(item_id=OuterRef("item_id"), reviewer_id=reviewer.pk).exclude(
         state=Lease.State.ACTIVE, expires_at__lte=now)

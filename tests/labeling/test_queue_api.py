@@ -424,3 +424,38 @@ def test_empty_queue_says_whether_to_come_back(cast: dict[str, Any], sms: Projec
     done = next_item(holder)
     assert done.status_code == 204
     assert "Retry-After" not in done
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_item_only_row_locked_for_a_moment_is_204_with_retry_after(postgres_only: None, cast: dict[str, Any],
+                                                                      api_as: Any) -> None:
+    """Another transaction has the only open item's row locked (a checkout scanning past it, a submit, an import):
+    the checkout's SKIP LOCKED scan cannot see it, but it is not done, so the page must ask again, not stop."""
+    import threading
+
+    from django.db import connection, transaction
+
+    sms: Project = cast["project"]
+    item = add_item(sms, "only")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_row_lock() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT id FROM labeling_item WHERE id = %s FOR NO KEY UPDATE", [item.pk])
+                locked.set()
+                assert release.wait(30)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_row_lock)
+    holder.start()
+    try:
+        assert locked.wait(30)
+        client = api_as(cast["users"]["reviewer"])
+        waiting = next_item(client)
+        assert (waiting.status_code, waiting["Retry-After"]) == (204, "1")
+    finally:
+        release.set()
+        holder.join(30)
+    assert take(client)["item"]["external_id"] == "only"

@@ -15,6 +15,7 @@ from labeling.models import Annotation, AuditEvent, Item, Lease, Project, Rankin
 from labeling.querysets import RankingRow
 from labeling.services import queues
 from labeling.services.errors import Conflict, PermissionDenied
+from labeling.services.annotations import annotation_submit, lease_skip
 from labeling.services.queues import queue_checkout_next, queue_rank_floor_reset
 from tests.factories import ItemFactory, ProjectFactory, member
 
@@ -81,9 +82,38 @@ def test_fallback_serves_open_items_in_random_key_order() -> None:
         item(project, name, random_key=key)
     people = reviewers(project, 4)
     assert [next_name(project, r) for r in people] == ["a", "b", "c", None]
-    lease = Lease.objects.get(item__external_id="a")
-    assert (lease.selection_reason, lease.selection_score, lease.model_version, lease.inclusion_probability,
-            lease.suggestion, lease.suggestion_hidden) == ("fallback_random", None, None, None, None, False)
+    # Each pick is one uniform draw from the items not yet finished: 3 while none is labelled...
+    assert set(Lease.objects.values_list("inclusion_probability", flat=True)) == {1 / 3}
+    Lease.objects.all().delete()
+    # ...and, as answers finish items, from the 3, 2 and 1 still open.
+    for name in ("a", "b", "c"):
+        lease = queue_checkout_next(project=project, reviewer=people[0])
+        assert lease is not None and lease.item.external_id == name
+        annotation_submit(lease_id=lease.pk, reviewer=people[0], labels=["ok"])
+    recorded = {lease.item.external_id: (lease.selection_reason, lease.selection_score, lease.model_version,
+                                         lease.inclusion_probability, lease.suggestion, lease.suggestion_hidden)
+                for lease in Lease.objects.select_related("item")}
+    assert recorded == {"a": ("fallback_random", None, None, 1 / 3, None, False),
+                        "b": ("fallback_random", None, None, 1 / 2, None, False),
+                        "c": ("fallback_random", None, None, 1.0, None, False)}
+
+
+def test_boosted_items_come_before_gold_checks() -> None:
+    """A re-queued item waits for nothing: not for the gold checks mixed in at the gold rate (disguised as
+    exploration picks), nor for the ranking."""
+    project = make_project(gold_rate=1.0)
+    item(project, "gold", is_gold=True, gold_labels=["ok"])
+    item(project, "requeued", boost=3)
+    explored = item(project, "explored")
+    rank(project, [explored], reason="exploration", inclusion_probability=0.5)
+    (reviewer,) = reviewers(project, 1)
+    served = []
+    for _ in range(3):
+        lease = queue_checkout_next(project=project, reviewer=reviewer)
+        assert lease is not None
+        served.append((lease.item.external_id, lease.selection_reason))
+        lease_skip(lease_id=lease.pk, reviewer=reviewer)
+    assert served == [("requeued", "relabel"), ("gold", "gold"), ("explored", "exploration")]
 
 
 def test_order_is_boost_then_ranking_then_fallback() -> None:
