@@ -14,8 +14,8 @@ from labeling.api.serializers_queue import checkout_payload
 from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry
 from labeling.querysets import RankingRow
 from labeling.services import queues
-from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.annotations import annotation_submit, lease_skip
+from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.queues import queue_checkout_next, queue_rank_floor_reset
 from tests.factories import ItemFactory, ProjectFactory, member
 
