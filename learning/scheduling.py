@@ -25,13 +25,23 @@ The transitions, each one UPDATE with a WHERE clause, so that racing processes c
 3. run start (claim): ``UPDATE ... SET running_token = T, dirty := false, queued_at := NULL WHERE
    running_token IS NULL OR running_since < stale``. No row matched: another run is live; this delivery
    does nothing (the live run will see the flag, below). The run reads the database only AFTER its claim.
+   A delivery that finds a live claim (3b) still consumed the message: it clears ``queued_at`` and then
+   *tries to enqueue* (which matches only when the live run has released meanwhile).
 4. run end (release): ``running_token := NULL WHERE running_token = T``; then *try to enqueue* again.
+
+THE NO-LOST-SIGNAL INVARIANT: while ``dirty`` is true, something is on its way to act on it promptly: a live
+claim (its release (4) tries to enqueue), or a message in the broker (``queued_at`` set; its delivery either
+claims (3) or, finding a live claim, clears ``queued_at`` and tries to enqueue (3b)), or a failed send (the sweep
+retries). Every transition that ends a claim or consumes a message is followed by a *try to enqueue* in the same
+process, so none of them can leave the flag with neither a live claim nor a pending message behind it.
 
 Why no label is ever left unlearned: a label's request sets ``dirty`` after the label committed. If that
 happens before a run's claim (3), the run reads after the claim and sees the label. If it happens after the
 claim, ``dirty`` is true again when the run ends, and (4) enqueues the follow-up. Why at most one run plus one
 follow-up: (2) needs ``queued_at IS NULL`` and no live claim, so while a run is live every request only sets
-the flag, and at most one message waits in the broker at any time.
+the flag, and at most one message waits in the broker at any time (a busy delivery (3b) clears ``queued_at``
+only for the message it consumed; in the rare case that a duplicate of it is still queued, e.g. re-sent after
+a broker restart, that duplicate finds the fingerprint seen and does nothing).
 
 What can still go wrong, and what catches it:
 
@@ -229,6 +239,7 @@ def claim(*, kind: str, project_id: int) -> Claim | None:
     # run_requested = dirty reads the old value: SET expressions see the row as it was before the UPDATE.
     if not LearningJob.objects.filter(_job(kind, project_id), _free(now)).update(**fields):
         if LearningJob.objects.filter(_job(kind, project_id)).exists():
+            consumed_while_busy(kind=kind, project_id=project_id)
             return None
         if not Project.objects.filter(pk=project_id).exists():
             return None
@@ -243,6 +254,21 @@ def claim(*, kind: str, project_id: int) -> Claim | None:
         return Claim(kind=kind, project_id=project_id, token=token, requested=False)
     requested = LearningJob.objects.filter(_job(kind, project_id)).values_list("run_requested", flat=True).first()
     return Claim(kind=kind, project_id=project_id, token=token, requested=bool(requested))
+
+
+def consumed_while_busy(*, kind: str, project_id: int) -> bool:
+    """Transition 3b: this delivery found a live claim. It consumed the message ``queued_at`` stands for, so
+    clear it, then try to enqueue. True when this call sent the follow-up.
+
+    Why both steps: left set, ``queued_at`` would make the live run's release (4) fail its compare-and-set and
+    the follow-up would wait for the queued cutoff (15 minutes). That happens when a run stalls past the stale
+    cutoff, a request enqueues on the strength of it, and the run resumes (its heartbeat refreshes the claim)
+    before the message arrives. Cleared first, the release's enqueue matches. And the enqueue here covers the
+    other order: the run released between this delivery's failed claim and the clear (its enqueue saw
+    ``queued_at`` still set), so no live claim is left and this call sends the follow-up itself.
+    """
+    LearningJob.objects.filter(_job(kind, project_id), queued_at__isnull=False).update(queued_at=None)
+    return try_enqueue(kind=kind, project_id=project_id, force=True)
 
 
 def heartbeat(claim_: Claim) -> bool:

@@ -286,3 +286,53 @@ def test_a_request_while_a_message_is_pending_writes_nothing(project: Any, sent:
     assert claim is not None
     assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is False  # a live run: flag only, no send
     assert LearningJob.objects.values_list("dirty", flat=True).get(project=project, kind=RETRAIN) is True
+
+
+def test_a_stalled_run_that_resumes_still_sends_its_follow_up_at_release(project: Any, sent: list[Any],
+                                                                         settings: Any) -> None:
+    """Issue 14: a delivery that finds the resumed run busy consumed the message; the release must not wait for
+    the queued cutoff (15 minutes) before sending the follow-up."""
+    settings.SIFT_LEARNING_STALE_SECONDS = 60
+    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert run is not None
+    # The run stalls past the stale cutoff; a request on the strength of it sends a message.
+    LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
+    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert len(sent) == 1
+    # The run resumes (its heartbeat still matches its token) before the message is delivered.
+    assert scheduling.heartbeat(run) is True
+    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None  # the delivery: busy
+    job = LearningJob.objects.get(project=project, kind=RETRAIN)
+    assert (job.dirty, job.queued_at, job.running_token) == (True, None, run.token)
+    assert len(sent) == 1  # busy: nothing sent yet, the live run will
+    # The run ends: the follow-up goes at once.
+    assert scheduling.release(run, completed=True) is True
+    assert len(sent) == 2
+    follow_up = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert follow_up is not None and follow_up.requested is True
+
+
+def test_a_run_releasing_between_a_busy_claim_and_its_clear_still_gets_a_follow_up(
+    project: Any, sent: list[Any], settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other interleaving: the release's enqueue sees queued_at still set, so the busy delivery sends."""
+    settings.SIFT_LEARNING_STALE_SECONDS = 60
+    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert run is not None
+    LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
+    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert scheduling.heartbeat(run) is True
+    real = scheduling.consumed_while_busy
+    released: list[bool] = []
+
+    def release_first(**kwargs: Any) -> bool:
+        released.append(scheduling.release(run, completed=True))  # the live run ends right here
+        return real(**kwargs)
+
+    monkeypatch.setattr(scheduling, "consumed_while_busy", release_first)
+    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None
+    assert released == [False]  # the release could not send: queued_at was still set
+    assert len(sent) == 2  # the busy delivery sent the follow-up instead
+    job = LearningJob.objects.get(project=project, kind=RETRAIN)
+    assert (job.dirty, job.running_token) == (True, None)
+    assert job.queued_at is not None
