@@ -29,7 +29,8 @@ class ModelVersion(models.Model):
     # Per project, 1, 2, 3...; equals the RankingEntry.ranking_version this retrain writes.
     version = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING)
-    # sha256 of (latest annotation, taxonomy version, embedder, pool generation, config): see services/retrain.py.
+    # sha256 of (label counter, latest annotation, taxonomy version, embedder, pool generation, config): see
+    # services/retrain.py.
     fingerprint = models.CharField(max_length=64)
     max_annotation_id = models.BigIntegerField(null=True, blank=True)
     n_annotations = models.PositiveIntegerField(default=0)

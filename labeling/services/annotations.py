@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.models import Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
+from labeling.models import Annotation, Item, Label, LabelCounter, Lease, Membership, Project, TaxonomyVersion
 from labeling.rows import first_instance
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
@@ -249,6 +249,7 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})
+            LabelCounter.objects.bump(project_id=lease.project_id)  # the last write: see label_counter.py
             # on_commit inside: a rolled-back submit never triggers a retrain.
             scheduling.request_retrain(project_id=lease.project_id)
     except IntegrityError as exc:
@@ -352,6 +353,7 @@ def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
         expires_at = now + timedelta(seconds=lease.project.lease_seconds)
         Lease.objects.filter(pk=lease.pk).update(state=Lease.State.ACTIVE, expires_at=expires_at, closed_at=None)
         lease.state, lease.expires_at, lease.closed_at = Lease.State.ACTIVE, expires_at, None
+        LabelCounter.objects.bump(project_id=lease.project_id)  # the last write: see label_counter.py
         scheduling.request_retrain(project_id=lease.project_id)
         project: Project = lease.project
         transaction.on_commit(lambda: queue_rank_floor_reset(project=project))
