@@ -201,14 +201,19 @@ def _abandon_stale_attempts(project_id: int) -> None:
     )
 
 
-def model_version_train(*, project_id: int) -> RetrainResult:
-    """Retrain ``project_id`` and switch its queue to the new ranking (see the module docstring)."""
-    job = scheduling.claim(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
+def model_version_train(*, project_id: int, owner: str = "") -> RetrainResult:
+    """Retrain ``project_id`` and switch its queue to the new ranking (see the module docstring).
+
+    ``owner`` is the Celery task id of the delivery: a redelivery of a message whose run died takes its claim over
+    (learning/scheduling.py). The claim is kept fresh by a background heartbeat for the whole run.
+    """
+    job = scheduling.claim(kind=LearningJob.Kind.RETRAIN, project_id=project_id, owner=owner)
     if job is None:
         return RetrainResult(outcome="busy")
     error = ""
     try:
-        return _train(job)
+        with scheduling.heartbeating(job):
+            return _train(job)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
