@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import celeryd_init, worker_process_init, worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -48,3 +48,22 @@ def _pin_threads(**_kwargs: Any) -> None:
 # celeryd_init: the worker's main process (the solo pool runs tasks there); worker_process_init: prefork children.
 celeryd_init.connect(_pin_threads, weak=False)
 worker_process_init.connect(_pin_threads, weak=False)
+
+
+def _liveness_start(sender: Any = None, **_kwargs: Any) -> None:
+    """The worker's main process says "alive, running N tasks" every few seconds (learning/worker.py), so the health
+    endpoint can tell a worker busy with a long task from a dead one."""
+    from learning.worker import liveness_start
+
+    liveness_start(worker=str(getattr(sender, "hostname", None) or "unknown"))
+
+
+def _liveness_stop(**_kwargs: Any) -> None:
+    from learning.worker import liveness_stop
+
+    liveness_stop()
+
+
+# worker_ready fires once in the main process (the one that tracks every running task, whatever the pool).
+worker_ready.connect(_liveness_start, weak=False)
+worker_shutdown.connect(_liveness_stop, weak=False)

@@ -6,7 +6,12 @@ Four checks, each cheap and bounded by a short timeout, so a load balancer may p
 - ``broker``: a PING to Redis (half-second timeouts), or the file-system broker's folder being there.
 - ``worker``: the age of the newest worker heartbeat. The beat-scheduled sweep writes it on whichever worker
   runs it (learning/tasks.py), so a fresh one proves beat, broker, worker and database work end to end. Stale
-  after ``SIFT_HEALTH_HEARTBEAT_MAX_AGE`` (default three sweep periods).
+  after ``SIFT_HEALTH_HEARTBEAT_MAX_AGE`` (default three sweep periods). A busy worker is healthy too: one
+  busy with a long task cannot run the sweep, so the check also passes while some worker's liveness thread
+  (learning/worker.py) reports it alive (within ``SIFT_HEALTH_ALIVE_MAX_AGE``, default four of its beats) and
+  running a task that started less than ``SIFT_TASK_TIME_LIMIT_SECONDS`` ago (past it the task is hung: the
+  hard limit should have killed it). An idle worker that is alive but has not run a sweep means beat or the
+  broker is broken, and fails.
 - ``queue``: learning staleness, the age of the oldest label that no active model has learned yet (over all
   projects), and whether a retrain flag has waited longer than ``SIFT_HEALTH_MAX_STALENESS``.
 
@@ -76,11 +81,18 @@ def check_worker(now: datetime) -> dict[str, Any]:
     from learning.models import WorkerHeartbeat
 
     max_age = float(getattr(settings, "SIFT_HEALTH_HEARTBEAT_MAX_AGE", 3 * settings.SIFT_LEARNING_SWEEP_SECONDS))
-    newest = WorkerHeartbeat.objects.aggregate(newest=Max("beat_at"))["newest"]
-    recent = WorkerHeartbeat.objects.filter(beat_at__gte=now - timedelta(seconds=max_age)).count()
-    age = _seconds_since(newest, now)
-    return {"ok": age is not None and age <= max_age, "heartbeat_age_seconds": age, "max_age_seconds": max_age,
-            "workers_recent": recent}
+    alive_max_age = float(getattr(settings, "SIFT_HEALTH_ALIVE_MAX_AGE", 4 * settings.SIFT_WORKER_HEARTBEAT_SECONDS))
+    task_limit = float(settings.SIFT_TASK_TIME_LIMIT_SECONDS)
+    figures = WorkerHeartbeat.objects.aggregate(
+        newest=Max("beat_at"),
+        recent=Count("id", filter=Q(beat_at__gte=now - timedelta(seconds=max_age))),
+        busy=Count("id", filter=Q(alive_at__gte=now - timedelta(seconds=alive_max_age), active_tasks__gt=0,
+                                  busy_since__gte=now - timedelta(seconds=task_limit))),
+    )
+    age = _seconds_since(figures["newest"], now)
+    swept = age is not None and age <= max_age
+    return {"ok": swept or figures["busy"] > 0, "heartbeat_age_seconds": age, "max_age_seconds": max_age,
+            "workers_recent": figures["recent"], "workers_busy": figures["busy"]}
 
 
 def check_queue(now: datetime) -> dict[str, Any]:

@@ -347,7 +347,16 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Learning loop (learning/scheduling.py, learning/services) -----------------
 # A running claim without a heartbeat for this long is presumed dead (a killed worker) and may be taken over.
-SIFT_LEARNING_STALE_SECONDS = env_int("SIFT_LEARNING_STALE_SECONDS", 300)
+# Short because a background thread of the run refreshes the claim every SIFT_LEARNING_HEARTBEAT_SECONDS, however
+# long its phases (learning/scheduling.py): only a stopped process misses three beats in a row.
+SIFT_LEARNING_STALE_SECONDS = env_int("SIFT_LEARNING_STALE_SECONDS", 30)
+SIFT_LEARNING_HEARTBEAT_SECONDS = env_int("SIFT_LEARNING_HEARTBEAT_SECONDS", 5)
+if SIFT_LEARNING_HEARTBEAT_SECONDS < 1 or 3 * SIFT_LEARNING_HEARTBEAT_SECONDS > SIFT_LEARNING_STALE_SECONDS:
+    raise ImproperlyConfigured("SIFT_LEARNING_HEARTBEAT_SECONDS must be at least 1 and at most a third of "
+                               "SIFT_LEARNING_STALE_SECONDS: otherwise a live run's claim could be taken over")
+# A worker's main process records that it is alive, and how many tasks it runs, this often (learning/worker.py);
+# the health endpoint counts a worker busy with a long task as healthy while these keep coming.
+SIFT_WORKER_HEARTBEAT_SECONDS = env_int("SIFT_WORKER_HEARTBEAT_SECONDS", 15)
 # A queued message not consumed for this long is presumed lost; the sweep may enqueue again.
 SIFT_LEARNING_QUEUED_STALE_SECONDS = env_int("SIFT_LEARNING_QUEUED_STALE_SECONDS", 900)
 # Ranked positions written per retrain; past them the queue serves its random fallback (learning/services/retrain.py).

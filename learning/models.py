@@ -29,7 +29,8 @@ class ModelVersion(models.Model):
     # Per project, 1, 2, 3...; equals the RankingEntry.ranking_version this retrain writes.
     version = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING)
-    # sha256 of (latest annotation, taxonomy version, embedder, pool generation, config): see services/retrain.py.
+    # sha256 of (label counter, latest annotation, taxonomy version, embedder, pool generation, config): see
+    # services/retrain.py.
     fingerprint = models.CharField(max_length=64)
     max_annotation_id = models.BigIntegerField(null=True, blank=True)
     n_annotations = models.PositiveIntegerField(default=0)
@@ -110,6 +111,9 @@ class LearningJob(models.Model):
     # The running claim: a random token and a heartbeat. Stale after settings.SIFT_LEARNING_STALE_SECONDS.
     running_token = models.CharField(max_length=32, null=True, blank=True)
     running_since = models.DateTimeField(null=True, blank=True)
+    # The Celery task id of the delivery that holds the claim ("" for a call outside Celery). A redelivery of that
+    # same message means the holder died (learning/scheduling.py), so it may take the claim over at once.
+    running_owner = models.CharField(max_length=255, blank=True, default="")
     # Completed passes of this job; the embed job's count is the "pool generation" in a retrain fingerprint.
     generation = models.PositiveIntegerField(default=0)
     runs = models.PositiveIntegerField(default=0)
@@ -125,14 +129,21 @@ class LearningJob(models.Model):
 
 
 class WorkerHeartbeat(models.Model):
-    """The last time a worker ran the beat-scheduled sweep (learning/tasks.py): read by the health endpoint.
+    """What the health endpoint knows of each worker (one row per worker name).
 
-    One row per worker name. A recent row proves the whole loop end to end: beat scheduled the sweep, the broker
-    carried it and a worker ran it against the database.
+    ``beat_at``: the last time the worker ran the beat-scheduled sweep (learning/tasks.py). A recent one proves the
+    whole loop end to end: beat scheduled the sweep, the broker carried it and a worker ran it.
+    ``alive_at``, ``active_tasks``, ``busy_since``: written every few seconds by a thread in the worker's main
+    process (learning/worker.py), whatever its tasks are doing. A worker busy with a long task cannot run the
+    sweep, and these say it is alive and busy rather than gone.
     """
 
     worker = models.CharField(max_length=255, unique=True)
-    beat_at = models.DateTimeField()
+    beat_at = models.DateTimeField(null=True, blank=True)
+    alive_at = models.DateTimeField(null=True, blank=True)
+    active_tasks = models.PositiveIntegerField(default=0)
+    # When the oldest of the running tasks started (as first seen by the liveness thread); None when idle.
+    busy_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"{self.worker} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.worker} (sweep {self.beat_at}, alive {self.alive_at}, {self.active_tasks} running)"

@@ -13,7 +13,8 @@ one ``LearningJob`` row carries three things:
 - ``dirty``: something happened that no run has started after. Every request sets it (after its commit).
 - ``queued_at``: a message for this job is in the broker. Set by whoever wins the enqueue compare-and-set,
   cleared by the run that consumes the message.
-- ``running_token``/``running_since``: the running claim and its heartbeat.
+- ``running_token``/``running_since``/``running_owner``: the running claim, its heartbeat and the Celery task id
+  of the delivery that holds it.
 
 The transitions, each one UPDATE with a WHERE clause, so that racing processes cannot both win:
 
@@ -22,25 +23,44 @@ The transitions, each one UPDATE with a WHERE clause, so that racing processes c
    check skips them: a burst of submits writes the job row once, not twice per submit.
 2. try to enqueue: ``UPDATE ... SET queued_at = now WHERE dirty AND queued_at IS NULL AND (running_token IS
    NULL OR running_since < stale)``. Only the process whose UPDATE matched a row sends the message.
-3. run start (claim): ``UPDATE ... SET running_token = T, dirty := false, queued_at := NULL WHERE
-   running_token IS NULL OR running_since < stale``. No row matched: another run is live; this delivery
-   does nothing (the live run will see the flag, below). The run reads the database only AFTER its claim.
+3. run start (claim): ``UPDATE ... SET running_token = T, running_owner = task id, dirty := false, queued_at :=
+   NULL WHERE running_token IS NULL OR running_since < stale OR running_owner = this task id``. No row matched:
+   another run is live; this delivery does nothing (the live run will see the flag, below). The run reads the
+   database only AFTER its claim.
+   A delivery that finds a live claim (3b) still consumed the message: it clears ``queued_at`` and then
+   *tries to enqueue* (which matches only when the live run has released meanwhile).
 4. run end (release): ``running_token := NULL WHERE running_token = T``; then *try to enqueue* again.
+
+THE NO-LOST-SIGNAL INVARIANT: while ``dirty`` is true, something is on its way to act on it promptly: a live
+claim (its release (4) tries to enqueue), or a message in the broker (``queued_at`` set; its delivery either
+claims (3) or, finding a live claim, clears ``queued_at`` and tries to enqueue (3b)), or a failed send (the sweep
+retries). Every transition that ends a claim or consumes a message is followed by a *try to enqueue* in the same
+process, so none of them can leave the flag with neither a live claim nor a pending message behind it.
 
 Why no label is ever left unlearned: a label's request sets ``dirty`` after the label committed. If that
 happens before a run's claim (3), the run reads after the claim and sees the label. If it happens after the
 claim, ``dirty`` is true again when the run ends, and (4) enqueues the follow-up. Why at most one run plus one
 follow-up: (2) needs ``queued_at IS NULL`` and no live claim, so while a run is live every request only sets
-the flag, and at most one message waits in the broker at any time.
+the flag, and at most one message waits in the broker at any time (a busy delivery (3b) clears ``queued_at``
+only for the message it consumed; in the rare case that a duplicate of it is still queued, e.g. re-sent after
+a broker restart, that duplicate finds the fingerprint seen and does nothing).
 
 What can still go wrong, and what catches it:
 
 - the broker is down: the send fails, we log it, put ``queued_at`` back to NULL and leave ``dirty`` set.
   Nothing ever falls back to running synchronously inside a web request. The periodic ``sift.learning.sweep``
   (and the next request) retries the enqueue.
-- a worker dies mid-run (SIGKILL, OOM): its claim goes stale after ``SIFT_LEARNING_STALE_SECONDS`` without a
-  heartbeat; the next request or the sweep can enqueue again, and the next run takes the claim over. The
-  dead run's half-written ranking was never activated (learning/services/retrain.py).
+- a worker dies mid-run (SIGKILL, OOM): when its message comes back (``reject_on_worker_lost`` requeues it at
+  once when a pool child dies), the redelivery carries the same task id as the claim's owner and takes the claim
+  over at once: one message is never run twice at the same time (every task's hard time limit is shorter than the
+  broker's visibility timeout, and a retry is sent only after the failed run released), so a claim owned by
+  the task id being delivered belongs to a run that is gone. Without a redelivery the claim goes stale after
+  ``SIFT_LEARNING_STALE_SECONDS`` (30 s) without a heartbeat; the next request or the sweep enqueues again, and
+  the next run takes the claim over. The stale time can be that short because a running claim is refreshed
+  every ``SIFT_LEARNING_HEARTBEAT_SECONDS`` (5 s) by a background thread of the run (``heartbeating``), not
+  only between its phases: a claim goes stale only when its process stopped (killed, frozen), never because a
+  phase (a fit, a ranking of a million items) is long. The dead run's half-written ranking was never activated
+  (learning/services/retrain.py).
 - a process dies between the commit and the on_commit callback: the label is committed but nobody set the
   flag. The sweep compares each project's newest annotation with the newest model attempt's and sets the flag.
 - a message is lost in the broker: ``queued_at`` goes stale after ``SIFT_LEARNING_QUEUED_STALE_SECONDS``.
@@ -60,15 +80,17 @@ live claim and stops, or it runs and the retrain's fingerprint makes it a no-op.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -100,7 +122,11 @@ def _request(*, kind: str, project_id: int) -> None:
 
 
 def stale_after() -> timedelta:
-    return timedelta(seconds=getattr(settings, "SIFT_LEARNING_STALE_SECONDS", 300))
+    return timedelta(seconds=getattr(settings, "SIFT_LEARNING_STALE_SECONDS", 30))
+
+
+def heartbeat_seconds() -> float:
+    return float(getattr(settings, "SIFT_LEARNING_HEARTBEAT_SECONDS", 5))
 
 
 def queued_stale_after() -> timedelta:
@@ -215,20 +241,25 @@ class Claim:
     requested: bool
 
 
-def claim(*, kind: str, project_id: int) -> Claim | None:
+def claim(*, kind: str, project_id: int, owner: str = "") -> Claim | None:
     """Transition 3: take the running claim and clear the flag.
 
-    None when another run holds a live claim, or the project does not exist (nothing to do either way).
+    ``owner`` is the Celery task id of the delivery (empty outside Celery): a claim held by the same task id is
+    taken over even while fresh, since its holder died (see the module essay). None when another run holds a
+    live claim, or the project does not exist (nothing to do either way).
     """
     token = uuid.uuid4().hex
     now = timezone.now()
+    owner = owner[:255]
     fields = {
-        "running_token": token, "running_since": now, "run_requested": F("dirty"), "dirty": False,
-        "queued_at": None, "last_started_at": now, "runs": F("runs") + 1,
+        "running_token": token, "running_since": now, "running_owner": owner, "run_requested": F("dirty"),
+        "dirty": False, "queued_at": None, "last_started_at": now, "runs": F("runs") + 1,
     }
+    takeable = (_free(now) | Q(running_owner=owner)) if owner else _free(now)
     # run_requested = dirty reads the old value: SET expressions see the row as it was before the UPDATE.
-    if not LearningJob.objects.filter(_job(kind, project_id), _free(now)).update(**fields):
+    if not LearningJob.objects.filter(_job(kind, project_id), takeable).update(**fields):
         if LearningJob.objects.filter(_job(kind, project_id)).exists():
+            consumed_while_busy(kind=kind, project_id=project_id)
             return None
         if not Project.objects.filter(pk=project_id).exists():
             return None
@@ -236,13 +267,28 @@ def claim(*, kind: str, project_id: int) -> Claim | None:
             with transaction.atomic():
                 LearningJob.objects.create(
                     project_id=project_id, kind=kind, running_token=token, running_since=now,
-                    last_started_at=now, runs=1,
+                    running_owner=owner, last_started_at=now, runs=1,
                 )
         except IntegrityError:
             return None  # a concurrent first run created the row and holds the claim
         return Claim(kind=kind, project_id=project_id, token=token, requested=False)
     requested = LearningJob.objects.filter(_job(kind, project_id)).values_list("run_requested", flat=True).first()
     return Claim(kind=kind, project_id=project_id, token=token, requested=bool(requested))
+
+
+def consumed_while_busy(*, kind: str, project_id: int) -> bool:
+    """Transition 3b: this delivery found a live claim. It consumed the message ``queued_at`` stands for, so
+    clear it, then try to enqueue. True when this call sent the follow-up.
+
+    Why both steps: left set, ``queued_at`` would make the live run's release (4) fail its compare-and-set and
+    the follow-up would wait for the queued cutoff (15 minutes). That happens when a run stalls past the stale
+    cutoff, a request enqueues on the strength of it, and the run resumes (its heartbeat refreshes the claim)
+    before the message arrives. Cleared first, the release's enqueue matches. And the enqueue here covers the
+    other order: the run released between this delivery's failed claim and the clear (its enqueue saw
+    ``queued_at`` still set), so no live claim is left and this call sends the follow-up itself.
+    """
+    LearningJob.objects.filter(_job(kind, project_id), queued_at__isnull=False).update(queued_at=None)
+    return try_enqueue(kind=kind, project_id=project_id, force=True)
 
 
 def heartbeat(claim_: Claim) -> bool:
@@ -253,13 +299,47 @@ def heartbeat(claim_: Claim) -> bool:
     )
 
 
+@contextmanager
+def heartbeating(claim_: Claim) -> Iterator[None]:
+    """Keep ``claim_`` fresh from a background thread while the body runs (every ``heartbeat_seconds()``).
+
+    The thread stops at the end of the body, or by itself once a beat finds the claim lost (the run notices at
+    its next ``heartbeat``). It beats while the run's own thread is inside one long call (a fit, a COPY), so
+    only a stopped process lets the claim go stale, and the stale time can be a few heartbeats long.
+    """
+    stop = threading.Event()
+    beater = threading.Thread(target=_beat_until, args=(claim_, stop, heartbeat_seconds()), daemon=True,
+                              name=f"sift-claim-{claim_.kind}-{claim_.project_id}")
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        # A beat in flight is one short UPDATE; a late one cannot revive the claim (it matches the token only).
+        beater.join(timeout=10)
+
+
+def _beat_until(claim_: Claim, stop: threading.Event, interval: float) -> None:
+    try:
+        while not stop.wait(interval):
+            try:
+                if not heartbeat(claim_):
+                    return
+            except Exception:  # a database blip: try again next beat; a long outage lets the claim go stale
+                logger.warning("heartbeat of %s claim of project %s failed", claim_.kind, claim_.project_id,
+                               exc_info=True)
+    finally:
+        connections.close_all()  # this thread's own connections only
+
+
 def release(claim_: Claim, *, error: str = "", completed: bool = False) -> bool:
     """Transition 4: drop the claim, then enqueue the follow-up if requests arrived during the run.
 
     ``completed`` counts a finished pass in ``generation``. Returns True when a follow-up was sent.
     """
     fields: dict[str, object] = {
-        "running_token": None, "running_since": None, "last_finished_at": timezone.now(), "last_error": error[:4000],
+        "running_token": None, "running_since": None, "running_owner": "", "last_finished_at": timezone.now(),
+        "last_error": error[:4000],
     }
     if completed:
         fields["generation"] = F("generation") + 1

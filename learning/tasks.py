@@ -35,10 +35,10 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 12
 
 # Late ack safe: batches commit on their own and only look for hashes without a vector, so a rerun after a kill
 # continues where the dead run stopped; a redelivery during a live run finds its claim and does nothing.
-@shared_task(name="sift.learning.embed_project", acks_late=True, reject_on_worker_lost=True,
+@shared_task(name="sift.learning.embed_project", bind=True, acks_late=True, reject_on_worker_lost=True,
              **RETRY)  # type: ignore[untyped-decorator]
-def embed_project(project_id: int, **_ignored: Any) -> dict[str, Any]:
-    result = project_embed_items(project_id=int(project_id))
+def embed_project(self: Any, project_id: int, **_ignored: Any) -> dict[str, Any]:
+    result = project_embed_items(project_id=int(project_id), owner=str(self.request.id or ""))
     return {"skipped": result.skipped, "embedded": result.embedded, "batches": result.batches}
 
 
@@ -53,10 +53,12 @@ def embed_items(project_id: int, item_ids: list[int], **_ignored: Any) -> dict[s
 
 # Late ack safe: keyed by its fingerprint (a second run is a no-op) and claimed in the database; a half-written
 # ranking of a dead run is never activated (learning/services/retrain.py), the next run writes a new version.
-@shared_task(name="sift.learning.retrain_project", acks_late=True, reject_on_worker_lost=True, time_limit=3600,
-             **RETRY)  # type: ignore[untyped-decorator]
-def retrain_project(project_id: int, **_ignored: Any) -> dict[str, Any]:
-    result = model_version_train(project_id=int(project_id))
+# The task id names the claim's owner: the redelivery of a message whose run was killed takes the claim over at
+# once instead of finding it "busy" (learning/scheduling.py).
+@shared_task(name="sift.learning.retrain_project", bind=True, acks_late=True, reject_on_worker_lost=True,
+             time_limit=3600, **RETRY)  # type: ignore[untyped-decorator]
+def retrain_project(self: Any, project_id: int, **_ignored: Any) -> dict[str, Any]:
+    result = model_version_train(project_id=int(project_id), owner=str(self.request.id or ""))
     return {"outcome": result.outcome, "version": result.version, "n_ranked": result.n_ranked}
 
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0008_audit_chain_per_actor'),
+        ('labeling', '0009_label_counter'),
     ]
 
     operations = [

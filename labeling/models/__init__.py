@@ -7,6 +7,7 @@ from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, a
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
 from labeling.models.items import Item, Split
+from labeling.models.label_counter import LabelCounter
 from labeling.models.projects import (
     ROLE_CAPABILITIES,
     Capability,
@@ -33,6 +34,7 @@ __all__ = [
     "ItemCount",
     "ItemCounts",
     "Label",
+    "LabelCounter",
     "LabelMigration",
     "Lease",
     "Membership",

@@ -28,7 +28,17 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from labeling.models import Adjudication, Annotation, Capability, Item, Label, Membership, Project, role_allows
+from labeling.models import (
+    Adjudication,
+    Annotation,
+    Capability,
+    Item,
+    Label,
+    LabelCounter,
+    Membership,
+    Project,
+    role_allows,
+)
 from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.privacy import external_id_digest
@@ -241,6 +251,7 @@ def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, 
                            "external_id_sha256": external_id_digest(project, adjudication.item.external_id),
                            "labels": cleaned, "taxonomy_version": version.number, "reason": adjudication.reason,
                            "note_sha256": _note_digest(note), "previous": previous})
-        # The decision is a training label: the learning side folds decided adjudications into its fingerprint.
+        # The decision is a training label: counted (the last write: see label_counter.py) for the fingerprint.
+        LabelCounter.objects.bump(project_id=project.pk)
         scheduling.request_retrain(project_id=project.pk)
     return adjudication

@@ -18,7 +18,17 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from labeling.models import Adjudication, Annotation, Item, Label, Lease, Membership, Project, TaxonomyVersion
+from labeling.models import (
+    Adjudication,
+    Annotation,
+    Item,
+    Label,
+    LabelCounter,
+    Lease,
+    Membership,
+    Project,
+    TaxonomyVersion,
+)
 from labeling.rows import first_instance
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
@@ -280,6 +290,7 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})
+            LabelCounter.objects.bump(project_id=lease.project_id)  # the last write: see label_counter.py
             # on_commit inside: a rolled-back submit never triggers a retrain.
             scheduling.request_retrain(project_id=lease.project_id)
     except IntegrityError as exc:
@@ -418,6 +429,7 @@ def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
                                                  undone_idempotency_keys=undone_keys or None)
         lease.state, lease.expires_at, lease.closed_at = Lease.State.ACTIVE, expires_at, None
         lease.undone_idempotency_keys = undone_keys or None
+        LabelCounter.objects.bump(project_id=lease.project_id)  # the last write: see label_counter.py
         scheduling.request_retrain(project_id=lease.project_id)
         project: Project = lease.project
         transaction.on_commit(lambda: queue_rank_floor_reset(project=project))

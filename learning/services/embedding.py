@@ -178,15 +178,16 @@ class EmbedResult:
     dispatched: int = 0
 
 
-def project_embed_items(*, project_id: int, batch_size: int | None = None) -> EmbedResult:
+def project_embed_items(*, project_id: int, batch_size: int | None = None, owner: str = "") -> EmbedResult:
     """Embed every item of the project whose content hash has no vector for the project's embedder.
 
     Claims the project's embed job (learning/scheduling.py), embeds in batches of ``batch_size`` distinct
     hashes, committing each, then asks for a retrain (which gives a cold-start ranking before any label) when
-    this pass embedded something or was requested by an import.
+    this pass embedded something or was requested by an import. ``owner`` is the Celery task id (see
+    ``model_version_train``); a background heartbeat keeps the claim fresh while a batch is being embedded.
     """
     started = time.perf_counter()
-    job = scheduling.claim(kind=LearningJob.Kind.EMBED, project_id=project_id)
+    job = scheduling.claim(kind=LearningJob.Kind.EMBED, project_id=project_id, owner=owner)
     if job is None:
         return EmbedResult(skipped=True)
     size: int = batch_size if batch_size is not None else int(getattr(settings, "SIFT_EMBED_BATCH", 256))
@@ -209,23 +210,25 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None) -> Em
                 _send_chunk(project_id, ids)
             logger.info("project %s: %d items to embed, sent as %d chunks", project_id, len(pending), len(chunks))
             return EmbedResult(batches=len(chunks), seconds=time.perf_counter() - started, dispatched=len(pending))
-        after_id = 0
-        while True:
-            rows = _missing_batch(project_id, embedder.name, after_id, size)
-            if not rows:
-                break
-            after_id = rows[-1][0]
-            # The same text may occur on many items: embed each hash once.
-            texts = {h: t for _, h, t in rows}
-            vectors = embedder.embed(list(texts.values()))
-            with transaction.atomic():
-                store_vectors(embedder_name=embedder.name, hashes=list(texts), vectors=vectors)
-            embedded += len(texts)
-            batches += 1
-            if not scheduling.heartbeat(job):
-                error = "claim lost (taken over as stale); stopped after a committed batch"
-                logger.warning("embed run for project %s lost its claim; stopping", project_id)
-                return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started)
+        # A batch of a slow embedder can outlast the stale time: the claim is refreshed in the background.
+        with scheduling.heartbeating(job):
+            after_id = 0
+            while True:
+                rows = _missing_batch(project_id, embedder.name, after_id, size)
+                if not rows:
+                    break
+                after_id = rows[-1][0]
+                # The same text may occur on many items: embed each hash once.
+                texts = {h: t for _, h, t in rows}
+                vectors = embedder.embed(list(texts.values()))
+                with transaction.atomic():
+                    store_vectors(embedder_name=embedder.name, hashes=list(texts), vectors=vectors)
+                embedded += len(texts)
+                batches += 1
+                if not scheduling.heartbeat(job):
+                    error = "claim lost (taken over as stale); stopped after a committed batch"
+                    logger.warning("embed run for project %s lost its claim; stopping", project_id)
+                    return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started)
         completed = True
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"

@@ -15,10 +15,14 @@ THE RANKING INVARIANT. ``Project.active_ranking_version`` only ever points at a 
 A worker killed anywhere before (3) leaves a "training" row and an orphan, inactive version; the next run
 marks the row failed ("abandoned") and its prune deletes the orphan rows. Nothing a reviewer reads changes.
 
-IDEMPOTENCY. A run first computes a fingerprint of everything its result depends on: the newest annotation id
-and the annotation count (an undo lowers the count), decided adjudications, the taxonomy version, the
-embedder, the pool generation (bumped by every embedding pass) and the ranking config. When the newest model
-attempt has that fingerprint and is active (or still training under a live claim), the run does nothing.
+IDEMPOTENCY. A run first computes a fingerprint of everything its result depends on: the project's label counter
+(labeling/models/label_counter.py: every submit, undo and adjudication decision raises it in its own
+transaction, so it never returns to an earlier value, unlike (newest annotation id, annotation count), which an
+out-of-order commit plus an undo can restore over a different label set), that pair too (it still sees writes
+that do not go through those services, such as a hard deletion), decided adjudications, the taxonomy version,
+the embedder, the pool generation (bumped by every embedding pass) and the ranking config. When the newest
+model attempt has that fingerprint and is active (or still training under a live claim), the run does nothing.
+Models made before the counter existed have fingerprints without it: each project retrains once more.
 
 RANKING DEPTH. The whole rankable pool is written, up to ``SIFT_RANKING_MAX_DEPTH`` (200k) positions. Reviewers
 consume a few hundred positions between retrains, so a deeper ranking would only cost write time (and the
@@ -45,7 +49,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.models import Adjudication, Annotation, Label, Project, RankingEntry, TaxonomyVersion
+from labeling.models import Adjudication, Annotation, Label, LabelCounter, Project, RankingEntry, TaxonomyVersion
 from learning import scheduling
 from learning.core import (
     DEFAULT_C,
@@ -142,6 +146,8 @@ def pool_generation(project: Project) -> str:
 
 def fingerprint(config: _Config) -> tuple[str, int | None, int]:
     """(sha256 hex, newest annotation id, annotation count) of everything a retrain's result depends on."""
+    # Read first: every change it counts had committed, so the labels this run loads later include them all.
+    label_changes = LabelCounter.objects.value(project_id=config.project_id)
     annotations = Annotation.objects.filter(project_id=config.project_id).aggregate(newest=Max("id"))
     n_annotations = Annotation.objects.filter(project_id=config.project_id).count()
     decided = Adjudication.objects.filter(project_id=config.project_id, state=Adjudication.State.DECIDED)
@@ -151,6 +157,7 @@ def fingerprint(config: _Config) -> tuple[str, int | None, int]:
         .values_list("generation", flat=True).first()
     ) or 0
     payload = {
+        "label_changes": label_changes,
         "annotations": [annotations["newest"], n_annotations],
         "adjudications": [decided.count(), adjudication.isoformat() if adjudication else None],
         "taxonomy_version": config.taxonomy_version_id,
@@ -194,14 +201,19 @@ def _abandon_stale_attempts(project_id: int) -> None:
     )
 
 
-def model_version_train(*, project_id: int) -> RetrainResult:
-    """Retrain ``project_id`` and switch its queue to the new ranking (see the module docstring)."""
-    job = scheduling.claim(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
+def model_version_train(*, project_id: int, owner: str = "") -> RetrainResult:
+    """Retrain ``project_id`` and switch its queue to the new ranking (see the module docstring).
+
+    ``owner`` is the Celery task id of the delivery: a redelivery of a message whose run died takes its claim over
+    (learning/scheduling.py). The claim is kept fresh by a background heartbeat for the whole run.
+    """
+    job = scheduling.claim(kind=LearningJob.Kind.RETRAIN, project_id=project_id, owner=owner)
     if job is None:
         return RetrainResult(outcome="busy")
     error = ""
     try:
-        return _train(job)
+        with scheduling.heartbeating(job):
+            return _train(job)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise

@@ -30,6 +30,7 @@ WORKER_ENV = {
     "SIFT_TEST_RETRAIN_WRITE_PAUSE": "0.3",
     "SIFT_RANKING_WRITE_BATCH": "50",
     "SIFT_LEARNING_STALE_SECONDS": str(STALE_SECONDS),
+    "SIFT_LEARNING_HEARTBEAT_SECONDS": "1",
 }
 
 INVARIANT_SQL = """
@@ -140,4 +141,56 @@ def test_sigkill_mid_write_never_activates_a_partial_ranking(broker: None, setti
     assert Project.objects.get(pk=project.pk).active_ranking_version == 3
     assert monitor.checks > 100
     assert monitor.seen == {1, 3}
+    assert monitor.violations == []
+
+
+def test_a_retrain_redelivered_after_its_pool_child_is_sigkilled_takes_the_claim_over_at_once(
+    broker: None, settings: Any,
+) -> None:
+    """Issue 14: the killed run's claim is still fresh when ``reject_on_worker_lost`` puts its message back. The
+    redelivery carries the same task id as the claim's owner and takes the claim over, instead of being acked
+    as "busy" and leaving the work to the stale cutoff, which is five minutes here: only the takeover can finish
+    within the wait below, and the test sends no second request."""
+    stale = 300
+    settings.SIFT_LEARNING_STALE_SECONDS = stale
+    project = ProjectFactory(slug="redeliver", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    rows = sms_rows(600)
+    items = add_items(project, [r["text"] for r in rows])
+    embed_items(items)
+    reviewer = UserFactory(username="oracle")
+    labels = [r["label"] for r in rows]
+    picked = [i for i, label in enumerate(labels) if label == "spam"][:5] + [
+        i for i, label in enumerate(labels) if label == "ham"][:15]
+    for i in picked:
+        annotate(items[i], reviewer, [labels[i]])
+    monitor = Monitor(project.pk)
+    monitor.start()
+    worker = Worker(pool="prefork", **{**WORKER_ENV, "SIFT_LEARNING_STALE_SECONDS": str(stale)})
+    try:
+        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
+        wait_until(lambda: RankingEntry.objects.filter(project=project, ranking_version=1).count() >= 150,
+                   timeout=180, what="v1 to be half-written", worker=worker)
+        job = LearningJob.objects.get(project=project, kind=LearningJob.Kind.RETRAIN)
+        assert job.running_token is not None and job.running_owner != ""
+        killed_at = time.monotonic()
+        [child] = worker.children()
+        worker.kill_child(child)
+        v2 = wait_until(lambda: ModelVersion.objects.filter(project=project, version=2, status="active").first(),
+                        timeout=120, what="the redelivered retrain to activate v2", worker=worker)
+        assert time.monotonic() - killed_at < stale
+    finally:
+        worker.stop()
+        monitor.stop.set()
+        monitor.join(timeout=10)
+
+    v1 = ModelVersion.objects.get(project=project, version=1)
+    assert v1.status == ModelVersion.Status.FAILED and v1.error.startswith("abandoned")
+    assert (v2.n_labels, v2.n_ranked) == (20, 580)
+    job = LearningJob.objects.get(project=project, kind=LearningJob.Kind.RETRAIN)
+    # Two runs of the one message: the killed one and its redelivery; the claim is released.
+    assert (job.runs, job.running_token, job.running_owner, job.dirty) == (2, None, "", False)
+    assert {v: RankingEntry.objects.filter(project=project, ranking_version=v).count() for v in (1, 2)} == {
+        1: 0, 2: 580}
+    assert Project.objects.get(pk=project.pk).active_ranking_version == 2
+    assert monitor.seen == {2}
     assert monitor.violations == []

@@ -381,3 +381,78 @@ def test_multi_label_hierarchical_projects_train_on_leaves(db: Any) -> None:
     assert {e["suggested_label"] for e in entries} <= {"scam", "insult", "benign"}
     scores = np.array([e["score"] for e in entries])
     assert np.all(np.isfinite(scores))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_out_of_order_commit_plus_an_undo_is_not_mistaken_for_a_seen_label_set(
+    postgres_only: None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14: (newest annotation id, count) comes back to the first model's pair over a different label set;
+    the label counter does not, so the second retrain runs (and a third call is still a no-op)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from labeling.models import LabelCounter
+    from labeling.services import annotations as annotations_module
+    from labeling.services.annotations import annotation_submit, annotation_undo
+    from labeling.services.queues import queue_checkout_next
+    from tests.factories import member
+
+    project = _project(slug="ooo")
+    _pool(project)
+    first, slow, fast = (member(project, username=name, role="reviewer") for name in ("first", "slow", "fast"))
+    leases: dict[str, Any] = {user.username: queue_checkout_next(project=project, reviewer=user)
+                              for user in (first, slow, fast)}
+    assert all(lease is not None for lease in leases.values())
+    early, _ = annotation_submit(lease_id=leases["first"].pk, reviewer=first, labels=["ham"])
+
+    # The slow submit has inserted its annotation (taking the lower id) and pauses before it commits.
+    inserted, go = threading.Event(), threading.Event()
+    real_map_forward = annotations_module.annotation_map_forward  # type: ignore[attr-defined]
+
+    def pause_in_the_slow_submit(**kwargs: Any) -> Any:
+        out = real_map_forward(**kwargs)
+        if threading.current_thread().name == "slow-submit":
+            inserted.set()
+            assert go.wait(timeout=60)
+        return out
+
+    monkeypatch.setattr(annotations_module, "annotation_map_forward", pause_in_the_slow_submit)
+    slow_ids: list[int] = []
+    errors: list[BaseException] = []
+
+    def slow_submit() -> None:
+        try:
+            with transaction.atomic():
+                annotation, _ = annotation_submit(lease_id=leases["slow"].pk, reviewer=slow, labels=["spam"])
+                slow_ids.append(annotation.pk)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=slow_submit, name="slow-submit")
+    thread.start()
+    assert inserted.wait(timeout=60)
+    late, _ = annotation_submit(lease_id=leases["fast"].pk, reviewer=fast, labels=["spam"])
+    v1 = model_version_train(project_id=project.pk)  # learns the first and the fast answer
+    go.set()
+    thread.join(timeout=60)
+    assert errors == [] and len(slow_ids) == 1
+    assert early.pk < slow_ids[0] < late.pk
+    annotation_undo(lease_id=leases["first"].pk, reviewer=first)
+
+    v2 = model_version_train(project_id=project.pk)
+    assert (v1.outcome, v1.version, v2.outcome, v2.version) == ("activated", 1, "activated", 2)
+    models = {m.version: m for m in ModelVersion.objects.filter(project=project)}
+    # The old key collides: same newest id, same count, over {early, late} and then {slow, late}.
+    assert (models[1].max_annotation_id, models[1].n_annotations) == (late.pk, 2)
+    assert (models[2].max_annotation_id, models[2].n_annotations) == (late.pk, 2)
+    assert models[1].fingerprint != models[2].fingerprint
+    assert (models[1].n_labels, models[2].n_labels) == (2, 2)
+    assert LabelCounter.objects.value(project_id=project.pk) == 4  # three submits and an undo
+    # Call twice, effect once: nothing changed since v2.
+    again = model_version_train(project_id=project.pk)
+    assert (again.outcome, again.version) == ("noop", 2)
+    assert ModelVersion.objects.filter(project=project).count() == 2

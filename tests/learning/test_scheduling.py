@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -286,3 +287,102 @@ def test_a_request_while_a_message_is_pending_writes_nothing(project: Any, sent:
     assert claim is not None
     assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is False  # a live run: flag only, no send
     assert LearningJob.objects.values_list("dirty", flat=True).get(project=project, kind=RETRAIN) is True
+
+
+def test_a_stalled_run_that_resumes_still_sends_its_follow_up_at_release(project: Any, sent: list[Any],
+                                                                         settings: Any) -> None:
+    """Issue 14: a delivery that finds the resumed run busy consumed the message; the release must not wait for
+    the queued cutoff (15 minutes) before sending the follow-up."""
+    settings.SIFT_LEARNING_STALE_SECONDS = 60
+    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert run is not None
+    # The run stalls past the stale cutoff; a request on the strength of it sends a message.
+    LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
+    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert len(sent) == 1
+    # The run resumes (its heartbeat still matches its token) before the message is delivered.
+    assert scheduling.heartbeat(run) is True
+    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None  # the delivery: busy
+    job = LearningJob.objects.get(project=project, kind=RETRAIN)
+    assert (job.dirty, job.queued_at, job.running_token) == (True, None, run.token)
+    assert len(sent) == 1  # busy: nothing sent yet, the live run will
+    # The run ends: the follow-up goes at once.
+    assert scheduling.release(run, completed=True) is True
+    assert len(sent) == 2
+    follow_up = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert follow_up is not None and follow_up.requested is True
+
+
+def test_a_run_releasing_between_a_busy_claim_and_its_clear_still_gets_a_follow_up(
+    project: Any, sent: list[Any], settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other interleaving: the release's enqueue sees queued_at still set, so the busy delivery sends."""
+    settings.SIFT_LEARNING_STALE_SECONDS = 60
+    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert run is not None
+    LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
+    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert scheduling.heartbeat(run) is True
+    real = scheduling.consumed_while_busy
+    released: list[bool] = []
+
+    def release_first(**kwargs: Any) -> bool:
+        released.append(scheduling.release(run, completed=True))  # the live run ends right here
+        return real(**kwargs)
+
+    monkeypatch.setattr(scheduling, "consumed_while_busy", release_first)
+    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None
+    assert released == [False]  # the release could not send: queued_at was still set
+    assert len(sent) == 2  # the busy delivery sent the follow-up instead
+    job = LearningJob.objects.get(project=project, kind=RETRAIN)
+    assert (job.dirty, job.running_token) == (True, None)
+    assert job.queued_at is not None
+
+
+def test_a_redelivery_of_the_same_message_takes_over_its_dead_run_claim_at_once(project: Any, sent: list[Any]) -> None:
+    """Issue 14: a message redelivered after its run was SIGKILLed finds the claim fresh; the same task id says the
+    holder is gone, so it takes the claim over instead of being acked as "busy"."""
+    dead = scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="task-1")
+    assert dead is not None
+    scheduling.signal(kind=RETRAIN, project_id=project.pk)  # a label during the dead run: flag only
+    assert sent == []
+    # Another message (another task id) still finds the claim live.
+    assert scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="task-2") is None
+    assert LearningJob.objects.get(project=project, kind=RETRAIN).running_token == dead.token
+    # The redelivery of task-1 takes it over, fresh as it is, and sees the flag.
+    again = scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="task-1")
+    assert again is not None and again.token != dead.token and again.requested is True
+    job = LearningJob.objects.get(project=project, kind=RETRAIN)
+    assert (job.running_token, job.running_owner, job.dirty, job.runs) == (again.token, "task-1", False, 2)
+    assert scheduling.heartbeat(dead) is False  # the dead run, were it only frozen, would stop at its next check
+    scheduling.release(again, completed=True)
+    assert LearningJob.objects.values_list("running_token", "running_owner").get(pk=job.pk) == (None, "")
+    # A call outside Celery (no owner) never matches an empty owner of a live claim.
+    manual = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert manual is not None
+    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_background_heartbeat_keeps_a_claim_fresh_while_the_run_is_inside_one_long_call(
+    postgres_only: None, sent: list[Any], settings: Any,
+) -> None:
+    settings.SIFT_LEARNING_HEARTBEAT_SECONDS = 0.05
+    project = ProjectFactory(slug="beat", taxonomy=SMS_TAXONOMY)
+    run = scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="t")
+    assert run is not None
+    started = LearningJob.objects.values_list("running_since", flat=True).get(project=project, kind=RETRAIN)
+    with scheduling.heartbeating(run):
+        # The run's own thread does nothing here (a long fit); the claim is refreshed all the same.
+        deadline = time.monotonic() + 30
+        while LearningJob.objects.values_list("running_since", flat=True).get(project=project) == started:
+            assert time.monotonic() < deadline, "no background heartbeat within 30 s"
+            time.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name == f"sift-claim-retrain-{project.pk}"]
+    # Taken over (say, as stale after a freeze): the beat notices and stops on its own, leaving the new claim alone.
+    LearningJob.objects.filter(project=project).update(running_token="someone-else")
+    with scheduling.heartbeating(run):
+        beater = next(t for t in threading.enumerate() if t.name == f"sift-claim-retrain-{project.pk}")
+        beater.join(timeout=30)
+        assert not beater.is_alive()
+    assert LearningJob.objects.values_list("running_token", flat=True).get(project=project) == "someone-else"

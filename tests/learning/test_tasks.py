@@ -82,9 +82,11 @@ def test_sweep_twice_enqueues_once(project: Any, sent: list[str]) -> None:
 def test_a_transient_database_error_is_retried_and_a_bug_is_not(project: Any, monkeypatch: pytest.MonkeyPatch,
                                                                 sent: list[str]) -> None:
     calls = {"n": 0}
+    owners: list[str] = []
 
-    def flaky(*, project_id: int) -> Any:
+    def flaky(*, project_id: int, owner: str) -> Any:
         calls["n"] += 1
+        owners.append(owner)
         if calls["n"] < 3:
             raise OperationalError("server closed the connection unexpectedly")
         from learning.services.retrain import RetrainResult
@@ -92,12 +94,16 @@ def test_a_transient_database_error_is_retried_and_a_bug_is_not(project: Any, mo
         return RetrainResult(outcome="noop", version=None)
 
     monkeypatch.setattr(tasks, "model_version_train", flaky)
-    assert tasks.retrain_project.apply(args=[project.pk]).get()["outcome"] == "noop"
+    result = tasks.retrain_project.apply(args=[project.pk])
+    assert result.get()["outcome"] == "noop"
     assert calls["n"] == 3
+    # Every attempt names the same task id as the claim's owner: a retry may take over a claim its failed
+    # attempt could not release (learning/scheduling.py).
+    assert owners == [result.id] * 3
 
     calls["n"] = 0
 
-    def buggy(*, project_id: int) -> Any:
+    def buggy(*, project_id: int, owner: str) -> Any:
         calls["n"] += 1
         raise KeyError("a bug")
 

@@ -58,9 +58,12 @@ def worker_database_url() -> str:
 
 
 class Worker:
-    """``celery -A config worker -Q default,embedding,training --pool solo`` with its log in a temp file."""
+    """``celery -A config worker -Q default,embedding,training --pool solo`` with its log in a temp file.
 
-    def __init__(self, **env: str) -> None:
+    ``pool="prefork"`` runs one pool child instead, so a test can SIGKILL the child running a task while the main
+    process lives on and requeues the task's message (``reject_on_worker_lost``)."""
+
+    def __init__(self, pool: str = "solo", **env: str) -> None:
         self.log = Path(tempfile.mkstemp(prefix="sift-worker-", suffix=".log")[1])
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         environment.update({
@@ -71,7 +74,8 @@ class Worker:
         environment.update(env)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(QUEUES), "--pool", "solo",
+                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(QUEUES), "--pool", pool,
+                 "--concurrency", "1",
                  "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
                  "--without-heartbeat", "-l", "INFO"],
                 cwd=REPO, env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -90,6 +94,23 @@ class Worker:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.text()[-4000:]}")
             time.sleep(0.2)
         raise TimeoutError(f"worker log never said {needle!r}:\n{self.text()[-4000:]}")
+
+    def children(self) -> list[int]:
+        """Pids of the worker's direct child processes (its prefork pool), read from /proc."""
+        pids: list[int] = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            except OSError:  # the process ended while we looked
+                continue
+            if fields.get("PPid", "").strip() == str(self.proc.pid):
+                pids.append(int(status.parent.name))
+        return pids
+
+    def kill_child(self, pid: int) -> None:
+        """SIGKILL one pool child of this worker (the main process lives on and forks a new one)."""
+        assert pid in self.children(), f"{pid} is not a child of this worker"
+        os.kill(pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL the worker's whole process group (only ours: it has its own session)."""

@@ -9,11 +9,14 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from learning.models import LearningJob, WorkerHeartbeat
+from learning import scheduling
+from learning.models import LearningJob, ModelVersion, WorkerHeartbeat
 from learning.scheduling import worker_heartbeat
-from tests.conftest import SMS_TAXONOMY
+from learning.worker import worker_alive
+from tests.conftest import SMS_TAXONOMY, require_service
 from tests.factories import ItemFactory, ProjectFactory, UserFactory
-from tests.learning.support import annotate
+from tests.learning.support import add_items, annotate, embed_items, sms_rows
+from tests.learning.worker_harness import Worker, purge_broker, redis_available, wait_until
 
 
 @pytest.fixture
@@ -113,3 +116,80 @@ def test_learning_staleness_over_many_projects_costs_the_same_few_queries(
         body = client.get("/api/health/").json()
     assert body["checks"]["queue"]["labels_not_in_active_model"] == expected
     assert 30 <= body["checks"]["queue"]["oldest_unlearned_label_age_seconds"] < 60
+
+
+def test_a_busy_worker_is_healthy_though_it_cannot_run_the_sweep(project: Any, settings: Any) -> None:
+    """Issue 14: the only worker has been embedding for 19 minutes, so the sweep's heartbeat is 20 minutes old;
+    its liveness thread says it is alive and busy, and that is healthy. Alive but idle, silent, or busy past the
+    hard time limit (a hung task) is not."""
+    settings.SIFT_HEALTH_HEARTBEAT_MAX_AGE = 180
+    settings.SIFT_WORKER_HEARTBEAT_SECONDS = 15  # alive within 60 s
+    settings.SIFT_TASK_TIME_LIMIT_SECONDS = 3600
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(worker="w1@host", beat_at=now - timedelta(minutes=20),
+                                   alive_at=now - timedelta(seconds=5), active_tasks=1,
+                                   busy_since=now - timedelta(minutes=19))
+    response = _staff().get("/api/health/")
+    assert response.status_code == 200
+    worker = response.json()["checks"]["worker"]
+    assert worker["heartbeat_age_seconds"] >= 1200
+    assert {k: v for k, v in worker.items() if k != "heartbeat_age_seconds"} == {
+        "ok": True, "max_age_seconds": 180.0, "workers_recent": 0, "workers_busy": 1}
+    assert APIClient().get("/api/health/").json()["checks"]["worker"] == {"ok": True}
+
+    failing: list[dict[str, Any]] = [
+        {"active_tasks": 0, "busy_since": None},  # alive and idle, yet no sweep: beat or the broker is broken
+        {"alive_at": now - timedelta(seconds=61)},  # its liveness stopped: killed or frozen
+        {"busy_since": now - timedelta(seconds=3601)},  # running past the hard time limit: hung
+    ]
+    for change in failing:
+        WorkerHeartbeat.objects.filter(worker="w1@host").update(**change)
+        body = _staff().get("/api/health/").json()
+        assert (body["failing"], body["checks"]["worker"]["workers_busy"]) == (["worker"], 0), change
+        WorkerHeartbeat.objects.filter(worker="w1@host").update(
+            alive_at=now - timedelta(seconds=5), active_tasks=1, busy_since=now - timedelta(minutes=19))
+
+
+def test_a_worker_liveness_row_does_not_disturb_the_sweep_heartbeat(project: Any) -> None:
+    worker_alive(worker="w1@host", active_tasks=0, busy_since=None)
+    row = WorkerHeartbeat.objects.get(worker="w1@host")
+    assert (row.beat_at, row.active_tasks, row.busy_since) == (None, 0, None)
+    assert APIClient().get("/api/health/").json()["failing"] == ["worker"]
+    worker_heartbeat(worker="w1@host")
+    row.refresh_from_db()
+    assert row.beat_at is not None and row.alive_at is not None
+    assert APIClient().get("/api/health/").status_code == 200
+
+
+@pytest.mark.worker
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_busy_with_a_long_task_is_reported_healthy(postgres_only: None, settings: Any) -> None:
+    """A real solo worker (so nothing else can run the sweep) runs a retrain slowed down to many seconds; no beat
+    runs at all. While the task runs the worker check passes on the liveness thread alone; once it is idle again,
+    with no sweep ever run, it fails."""
+    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    purge_broker()
+    settings.SIFT_WORKER_HEARTBEAT_SECONDS = 1
+    project = ProjectFactory(slug="busy", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    items = add_items(project, [r["text"] for r in sms_rows(300)])
+    embed_items(items)
+    worker = Worker(SIFT_WORKER_HEARTBEAT_SECONDS="1", SIFT_RANKING_WRITE_BATCH="20",
+                    SIFT_COLD_START_DEPTH="300", SIFT_TEST_RETRAIN_WRITE_PAUSE="1.0")
+    try:
+        assert WorkerHeartbeat.objects.filter(beat_at__isnull=False).count() == 0
+        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
+        row = wait_until(lambda: WorkerHeartbeat.objects.filter(active_tasks=1).first(), timeout=120,
+                         what="the liveness thread to report the running retrain", worker=worker)
+        assert row.busy_since is not None and row.beat_at is None
+        busy = _staff().get("/api/health/").json()["checks"]["worker"]
+        assert (busy["ok"], busy["heartbeat_age_seconds"], busy["workers_busy"]) == (True, None, 1)
+        # The retrain ends; the worker is idle and no sweep has ever run: beat (absent here) is what is missing.
+        wait_until(lambda: WorkerHeartbeat.objects.filter(active_tasks=0, alive_at__isnull=False).exists()
+                   and ModelVersion.objects.filter(project=project, status="active").exists(),
+                   timeout=120, what="the retrain to finish", worker=worker)
+        idle = _staff().get("/api/health/").json()["checks"]["worker"]
+        assert (idle["ok"], idle["workers_busy"]) == (False, 0)
+    finally:
+        worker.stop()
+        purge_broker()
