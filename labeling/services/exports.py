@@ -388,7 +388,7 @@ class PreparedExport:
     # Per-export memo tables (bounded): JSON text -> value, label text -> vote, votes -> majority judgement.
     _json: dict[str, Any] = field(default_factory=dict)
     _votes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
-    _majority: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], bool, tuple[float, ...], float]] = field(
+    _majority: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], bool, tuple[float, ...], int]] = field(
         default_factory=dict)
     # Keyed by the per-item aggregate keys (see "per-item aggregates" below).
     _reads: dict[Any, Any] = field(default_factory=dict)
