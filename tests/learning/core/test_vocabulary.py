@@ -95,9 +95,9 @@ def test_lazy_package_exports_resolve() -> None:
 
 def test_one_content_hash() -> None:
     assert embedders.content_hash is vocabulary.content_hash
-    from learning.core import content_hash, vector_cache
+    from learning.core import content_hash
 
-    assert content_hash is vector_cache.content_hash is vocabulary.content_hash
+    assert content_hash is vocabulary.content_hash
     assert vocabulary.content_hash("hello") == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
 
 
