@@ -109,6 +109,7 @@ def build(slug: str, n_items: int, seed: int) -> dict[str, Any]:
 
     from labeling.models import Adjudication, Annotation, Item, Membership, Project
     from labeling.services.projects import project_create
+    from learning.core.vocabulary import content_hash
 
     existing = Project.objects.filter(slug=slug).first()
     if existing is not None:
@@ -136,7 +137,6 @@ def build(slug: str, n_items: int, seed: int) -> dict[str, Any]:
     duplicate_of = np.where(rng.random(n_items) < 0.02, rng.integers(0, n_items, size=n_items), -1)
     word_idx = rng.integers(0, len(WORDS), size=(n_items, 24))
     lengths = rng.integers(6, 24, size=n_items)
-    import hashlib
 
     item_values: dict[str, Any] = {
         "project_id": project.pk, "external_id": None, "text": None, "meta": None, "content_hash": None,
@@ -151,7 +151,7 @@ def build(slug: str, n_items: int, seed: int) -> dict[str, Any]:
                 source = duplicate_of[i] if duplicate_of[i] >= 0 else i
                 text = " ".join(WORDS[w] for w in word_idx[source, :lengths[source]]) + f" #{source}"
                 item_values.update(
-                    external_id=f"bench-{i}", text=text, content_hash=hashlib.sha256(text.encode()).hexdigest(),
+                    external_id=f"bench-{i}", text=text, content_hash=content_hash(text),
                     meta=json.dumps({"source": "bench", "batch": i // 1000}), is_gold=bool(gold[i]),
                     gold_labels=json.dumps([LABELS[truth[i]]]) if gold[i] else None, random_key=float(i) / n_items,
                 )

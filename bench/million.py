@@ -26,7 +26,6 @@ The machine is a noisy, shared 2-core box: client, server, worker and database s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import importlib
 import json
@@ -50,6 +49,7 @@ import psycopg  # noqa: E402
 
 from bench import queue_latency, retrain_loop  # noqa: E402
 from bench._support import database_exists, db_name, recreate_database, stop_process_group  # noqa: E402
+from learning.core.vocabulary import content_hash  # noqa: E402
 
 SLUG = "bench-million"
 OWNED_DATABASES = ("sift_bench_mil",)
@@ -159,7 +159,7 @@ def build(n_items: int, n_answers: int) -> Dataset:
             picks = rng.integers(0, len(words), size=(stop - start, 6))
             texts = [f"message {n}: " + " ".join(words[w] for w in row) for n, row in zip(range(start, stop), picks,
                                                                                            strict=True)]
-            hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+            hashes = [content_hash(t) for t in texts]
             with cursor.cursor.copy(
                 "COPY labeling_item (project_id, external_id, text, meta, content_hash, is_gold, n_required, n_done,"
                 " boost, random_key, created_at, updated_at) FROM STDIN"

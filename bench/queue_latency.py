@@ -29,7 +29,6 @@ The machine is a shared 2-core box: client, server and database compete for the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -53,6 +52,7 @@ import psycopg  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
 from bench._support import admin_url, database_exists, db_name, recreate_database, stop_process_group  # noqa: E402
+from learning.core.vocabulary import content_hash  # noqa: E402
 
 SLUG = "bench-queue"
 TAXONOMY = {"name": "Bench", "multi_label": False,
@@ -169,7 +169,7 @@ def build_dataset(n_items: int, n_clients: int, overlap: int) -> Dataset:
     ) as copy:
         for n in range(n_items):
             text = f"message {n}: " + " ".join(rng.choice(WORDS) for _ in range(8))
-            copy.write_row((project.pk, f"b{n}", text, Jsonb({"n": n}), hashlib.sha256(text.encode()).hexdigest(),
+            copy.write_row((project.pk, f"b{n}", text, Jsonb({"n": n}), content_hash(text),
                             False, overlap, 0, 0, rng.random(), now, now))
     loaded = time.perf_counter()
     # A ranking of every item in an order unrelated to random_key (so ranking and fallback differ).

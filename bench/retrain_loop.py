@@ -27,7 +27,6 @@ and other people's jobs compete for the same cores.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -47,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench._support import database_exists, recreate_database, stop_process_group  # noqa: E402
+from learning.core.vocabulary import content_hash  # noqa: E402
 
 TAXONOMY = {"name": "Bench", "multi_label": False,
             "labels": [{"key": "ham", "name": "Ham"}, {"key": "spam", "name": "Spam"}]}
@@ -169,7 +169,7 @@ def build_project(size: int, n_labels: int) -> int:
         for start in range(0, size, chunk):
             stop = min(size, start + chunk)
             texts = [f"synthetic item {size}:{n}" for n in range(start, stop)]
-            hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+            hashes = [content_hash(t) for t in texts]
             with cursor.cursor.copy(
                 "COPY labeling_item (project_id, external_id, text, meta, content_hash, is_gold, n_required, n_done,"
                 " boost, random_key, created_at, updated_at) FROM STDIN"

@@ -16,5 +16,7 @@ urlpatterns = [
     # Quality: the dashboard and the adjudication queue (frontend/views_quality.py).
     path("projects/<slug:slug>/dashboard/", views_quality.dashboard, name="dashboard"),
     path("projects/<slug:slug>/adjudication/", views_quality.adjudication, name="adjudication"),
+    path("projects/<slug:slug>/items/history/", views_quality.item_history_lookup, name="item-history-lookup"),
+    path("projects/<slug:slug>/items/<int:item_id>/history/", views_quality.item_history, name="item-history"),
     path("", views.home, name="home"),
 ]

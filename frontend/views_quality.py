@@ -5,6 +5,9 @@
   draws the charts with Chart.js in the browser. VIEW_STATS only: reviewers get 403, outsiders 404.
 - ``/projects/<slug>/adjudication/`` the pending adjudications with every answer and comment, one form per
   item; the POST calls ``adjudication_decide`` and redirects back (post/redirect/get). ADJUDICATE only.
+- ``/projects/<slug>/items/<id>/history/`` one item's every answer, in order, with comments, and its
+  adjudication state; ``/projects/<slug>/items/history/?external_id=X`` finds it by external id. ADJUDICATE
+  only, like the adjudication queue: a reviewer must not see other reviewers' answers.
 
 No user text is ever rendered as HTML: templates auto-escape, and the dashboard script writes with
 ``textContent`` only.
@@ -16,7 +19,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -24,6 +27,8 @@ from django.views.decorators.http import require_http_methods
 from frontend.views import age_text
 from labeling import selectors_quality
 from labeling.models import Capability, Label, Project, role_allows
+from labeling.selectors_history import item_find
+from labeling.selectors_history import item_history as item_history_read
 from labeling.services.adjudication import adjudication_decide
 from labeling.services.errors import ServiceError
 from learning.api import active_model_staleness
@@ -109,3 +114,32 @@ def adjudication(request: HttpRequest, slug: str) -> HttpResponse:
         "project": project, "links": _links(project), "pending": pending, "decided": decided,
         "choices": _choices(project), "multi_label": bool(version and version.multi_label),
     })
+
+
+@login_required
+def item_history(request: HttpRequest, slug: str, item_id: int) -> HttpResponse:
+    project = _project(request, slug, Capability.ADJUDICATE)
+    item = item_find(project, item_id=item_id)
+    if item is None:
+        raise Http404("no such item in this project")
+    history = item_history_read(project, item)
+    return render(request, "frontend/item_history.html", {
+        "project": project, "links": _links(project), "history": history, "item": history["item"],
+        "answers": history["answers"], "adjudication": history["adjudication"],
+        "lookup": reverse("item-history-lookup", args=[project.slug]),
+    })
+
+
+@login_required
+def item_history_lookup(request: HttpRequest, slug: str) -> HttpResponse:
+    """The lookup form's target: by external id (or a numeric item id), then to the item's history page."""
+    project = _project(request, slug, Capability.ADJUDICATE)
+    wanted = request.GET.get("external_id", "").strip()
+    item = item_find(project, external_id=wanted) if wanted else None
+    if item is None and wanted.isdigit():
+        item = item_find(project, item_id=int(wanted))
+    if item is None:
+        if wanted:
+            messages.error(request, f"No item {wanted!r} in this project.")
+        return HttpResponseRedirect(reverse("adjudication", args=[project.slug]))
+    return HttpResponseRedirect(reverse("item-history", args=[project.slug, item.pk]))

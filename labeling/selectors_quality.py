@@ -69,9 +69,10 @@ from labeling.stats import (
     pairwise_kappa,
     sequential_prevalence,
 )
+from learning.core import vocabulary
 
 # Reasons whose picks are a probability sample of the then-unlabelled pool (learning/core/ranking.py).
-SAMPLE_REASONS = frozenset({SelectionReason.EXPLORATION.value, "random"})
+SAMPLE_REASONS = frozenset(reason.value for reason in vocabulary.SAMPLE_REASONS)
 FALLBACK_REASON = SelectionReason.FALLBACK_RANDOM.value
 DEFAULT_GOLD_MIN_ANSWERS = 5
 GOLD_ALERT_WINDOW = 50

@@ -24,13 +24,13 @@ from learning.core.simulation import (
     read_seed_queries,
     run_simulation,
 )
-from learning.core.strategies import STRATEGIES
+from learning.core.vocabulary import STRATEGY_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m learning.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, type=Path, help="labelled JSON Lines file (.jsonl or .jsonl.gz)")
-    parser.add_argument("--strategy", required=True, choices=["default", *STRATEGIES])
+    parser.add_argument("--strategy", required=True, choices=STRATEGY_CHOICES)
     parser.add_argument("--seed", required=True, type=int)
     parser.add_argument("--initial", required=True, type=int, help="labels chosen before the first model")
     parser.add_argument("--batch-size", required=True, type=int, help="labels per round")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import factory
@@ -10,6 +9,7 @@ from django.contrib.auth import get_user_model
 
 from labeling.models import Item, Membership, Project
 from labeling.services.projects import project_create
+from learning.core.vocabulary import content_hash
 
 DEFAULT_TAXONOMY: dict[str, Any] = {
     "name": "Default",
@@ -54,7 +54,7 @@ class ItemFactory(factory.django.DjangoModelFactory):
     project = factory.SubFactory(ProjectFactory)
     external_id = factory.Sequence(lambda n: f"item-{n}")
     text = factory.Sequence(lambda n: f"message number {n}")
-    content_hash = factory.LazyAttribute(lambda o: hashlib.sha256(o.text.encode()).hexdigest())
+    content_hash = factory.LazyAttribute(lambda o: content_hash(o.text))
     n_required = factory.LazyAttribute(lambda o: o.project.overlap)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from labeling.models import Project
+from learning.core.vocabulary import DEFAULT_ALIAS, DEFAULT_STRATEGY, STRATEGY_CHOICES
 
 
 class TokenRequestSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -23,7 +24,9 @@ class ProjectCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(max_length=200)
     taxonomy = serializers.JSONField(help_text="The contract's taxonomy document.")
     overlap = serializers.IntegerField(min_value=1, max_value=20, default=1)
-    strategy = serializers.CharField(max_length=32, default="default")
+    strategy = serializers.ChoiceField(choices=STRATEGY_CHOICES, default=DEFAULT_ALIAS, help_text=(
+        f"\"{DEFAULT_ALIAS}\" follows the default strategy ({DEFAULT_STRATEGY}) as it changes; any other name pins "
+        "that strategy."))
 
 
 class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -6,6 +6,7 @@ from django.urls import path
 
 from labeling.api import (
     views_export,
+    views_history,
     views_items,
     views_privacy,
     views_projects,
@@ -24,6 +25,11 @@ urlpatterns = [
     path("projects/<slug:slug>/items/<int:item_id>/reveal", views_privacy.ItemRevealView.as_view(),
          name="api-item-reveal"),
     path("projects/<slug:slug>/items/delete", views_privacy.ItemDeleteView.as_view(), name="api-items-delete"),
+    # An item's answers, comments and adjudication, for policy leads (labeling/api/views_history.py).
+    path("projects/<slug:slug>/items/<int:item_id>/history/", views_history.ItemHistoryView.as_view(),
+         name="api-item-history"),
+    path("projects/<slug:slug>/items/history/", views_history.ItemHistoryByExternalIdView.as_view(),
+         name="api-item-history-by-external-id"),
     # Taxonomy: versions, diff, draft editing and publishing (labeling/api/views_taxonomy.py).
     path("projects/<slug:slug>/taxonomy/", views_taxonomy.TaxonomyCurrentView.as_view(), name="api-taxonomy"),
     path("projects/<slug:slug>/taxonomy/versions/", views_taxonomy.TaxonomyVersionListView.as_view(),

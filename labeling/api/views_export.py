@@ -67,7 +67,9 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("split", str, description="train,validation,test fractions, e.g. 0.8,0.1,0.1; assigns "
                                                "splits to items that have none (never changes one)."),
     OpenApiParameter("seed", int, description="Seed of the split order (default 0)."),
-    OpenApiParameter("raw", bool, description="Include each annotator's raw answers."),
+    OpenApiParameter("raw", bool, description=(
+        "Include each annotator's raw answers in a `raw` column: reviewer, labels, mapped_labels, taxonomy_version, "
+        "model_version, created_at, selection_reason, lead_time_ms and the reviewer's comment (plain text).")),
     OpenApiParameter("gold", str, enum=list(GOLD_MODES), description="Flag (default) or exclude gold items."),
     OpenApiParameter("taxonomy_version", int, description="Only answers given under this version."),
     OpenApiParameter("since", str, description="Answers created at/after (ISO date or datetime)."),

@@ -6,6 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from labeling.models.queue import SelectionReason
+from learning.core.vocabulary import REASON_MAX_LENGTH
+
 
 class Annotation(models.Model):
     project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="annotations")
@@ -23,7 +26,7 @@ class Annotation(models.Model):
     lead_time_ms = models.PositiveIntegerField(null=True, blank=True)
 
     # Why the item was in front of the reviewer, copied from the lease.
-    selection_reason = models.CharField(max_length=32)
+    selection_reason = models.CharField(max_length=REASON_MAX_LENGTH, choices=SelectionReason.choices)
     selection_score = models.FloatField(null=True)
     inclusion_probability = models.FloatField(null=True)
     model_version = models.PositiveIntegerField(null=True)

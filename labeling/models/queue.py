@@ -14,17 +14,14 @@ from django.db import models
 from django.db.models import Q
 
 from labeling.querysets import LeaseQuerySet, RankingEntryManager
+from learning.core.vocabulary import REASON_LABELS, REASON_MAX_LENGTH, Reason
 
-
-class SelectionReason(models.TextChoices):
-    UNCERTAINTY = "uncertainty", "Model uncertainty"
-    EXPLORATION = "exploration", "Uniform random exploration"
-    COLD_START_DIVERSE = "cold_start_diverse", "Cold start: diverse pick"
-    SEED_QUERY = "seed_query", "Cold start: near a seed query"
-    RELABEL = "relabel", "Re-queued after a taxonomy change"
-    FALLBACK_RANDOM = "fallback_random", "No ranking yet: random order"
-    GOLD = "gold", "Gold check"
-    OTHER = "other", "Other"
+# The reasons' one home is learning/core/vocabulary.py (the ranking emits most of them; the ground floor may
+# import that module and nothing else of learning, see pyproject.toml). Built from it, so a reason the ranking
+# starts to emit is a valid choice, in the API's enum and labelled on the labelling page without a second edit.
+SelectionReason = models.TextChoices(  # type: ignore[call-overload]  # the functional API: stubs lack it
+    "SelectionReason", [(reason.name, (reason.value, REASON_LABELS[reason])) for reason in Reason],
+)
 
 
 class RankingEntry(models.Model):
@@ -40,7 +37,7 @@ class RankingEntry(models.Model):
     item = models.ForeignKey("labeling.Item", on_delete=models.CASCADE, related_name="+", db_index=False,
                              db_constraint=False)
     score = models.FloatField(null=True)
-    reason = models.CharField(max_length=32, choices=SelectionReason.choices)
+    reason = models.CharField(max_length=REASON_MAX_LENGTH, choices=SelectionReason.choices)
     inclusion_probability = models.FloatField(null=True)
     suggested_label = models.CharField(max_length=100, blank=True, default="")
     suggested_confidence = models.FloatField(null=True)
@@ -74,7 +71,7 @@ class Lease(models.Model):
 
     taxonomy_version = models.ForeignKey("labeling.TaxonomyVersion", null=True, on_delete=models.PROTECT,
                                          related_name="+")
-    selection_reason = models.CharField(max_length=32, choices=SelectionReason.choices)
+    selection_reason = models.CharField(max_length=REASON_MAX_LENGTH, choices=SelectionReason.choices)
     selection_score = models.FloatField(null=True)
     model_version = models.PositiveIntegerField(null=True)
     inclusion_probability = models.FloatField(null=True)

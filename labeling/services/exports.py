@@ -10,15 +10,19 @@ annotation filter is set, a decided adjudication). Columns, in this order (``COL
   PostgreSQL, its key order are the database's);
 - ``labels``: the answer, as label keys of ``taxonomy_version`` (the project's current version, or
   the version named by the ``taxonomy_version`` filter). A decided adjudication overrides any
-  aggregate (``label_source == "adjudication"``); otherwise ``label_source`` is the aggregation
+  aggregate (``label_source == "adjudication"``); a *pending* adjudication withholds it
+  (``label_source == "pending_adjudication"``, ``labels`` empty, ``agreement`` null: the project itself
+  disputes the answer, so the row must not claim one); otherwise ``label_source`` is the aggregation
   (``majority`` or ``dawid_skene``), ``tie`` (no hard label, see labeling/services/aggregation.py)
-  or ``none`` (no annotation could be read in the target version);
+  or ``none`` (no annotation could be read in the target version). ``LABEL_SOURCES`` defines each;
 - ``soft_labels``: ``{key: score}`` for every key of the target version: vote shares (majority) or
   posteriors (Dawid-Skene); null when nothing could be read in the target version;
 - ``n_annotators``: annotations of the item that pass the filters;
-- ``agreement``: **the share of annotators (whose answer reads in the target version) whose label
-  set equals the row's ``labels`` exactly**; null when there is none. A tie therefore has agreement
-  0 unless it was adjudicated;
+- ``agreement``: **the share of the row's ``n_annotators`` answers whose label set, read in the target
+  version, equals the row's ``labels`` exactly**: an answer that cannot be read there (``n_unmappable``)
+  counts as not agreeing, so ``agreement``, ``n_annotators`` and the votes behind ``labels`` are about the
+  same answers (one readable answer of two is agreement 0.5, never 1.0). Null when no answer is readable
+  or an adjudication is pending. A tie therefore has agreement 0 unless it was adjudicated;
 - ``taxonomy_version``, ``annotation_taxonomy_versions`` (the versions the answers were given in),
   ``n_mapped`` (answers read through a label migration: ``Annotation.mapped_labels``) and
   ``n_unmappable`` (answers that could not be read in the target version: an older version never
@@ -32,7 +36,8 @@ annotation filter is set, a decided adjudication). Columns, in this order (``COL
   (``gold=exclude``); they always inform Dawid-Skene, where their known answer is pinned;
 - ``split``: ``Item.split`` (labeling/services/splits.py), null until an export with ``split`` assigns it;
 - ``raw`` (only with ``raw``): each filtered annotation, by id: reviewer, labels, mapped labels,
-  the version number it was given in, model version and ``created_at`` (UTC, ISO 8601).
+  the version number it was given in, model version, ``created_at`` (UTC, ISO 8601), selection reason,
+  lead time and the reviewer's ``comment`` (``RAW_ANSWER_FIELDS``).
 
 How it streams
 --------------
@@ -121,8 +126,35 @@ COLUMNS: tuple[str, ...] = (
     "selection_reason", "inclusion_probability", "model_version", "is_gold", "gold_labels", "split",
 )
 RAW_COLUMN = "raw"
-AGREEMENT_DEFINITION = ("share of annotators whose answer reads in the target taxonomy version and whose "
-                        "label set equals the row's labels exactly")
+PENDING_ADJUDICATION = "P"
+"""The adjudication key of an item whose adjudication is pending (never a JSON label list, which starts with '[')."""
+AGREEMENT_DEFINITION = ("share of the row's n_annotators answers whose label set, read in the target taxonomy "
+                        "version, equals the row's labels exactly; an answer that cannot be read in that version "
+                        "counts as not agreeing; null when the row has no settled answer (pending adjudication) "
+                        "or no readable answer")
+LABEL_SOURCES: dict[str, str] = {
+    "majority": "the majority vote of the readable answers",
+    "dawid_skene": "the Dawid-Skene posterior's answer",
+    "adjudication": "a policy lead's decision, which overrides any aggregate",
+    "tie": "no hard label: the top answers tie (labels is empty)",
+    "pending_adjudication": ("no hard label yet: the item waits for a policy lead's decision (labels is empty, "
+                             "agreement is null, soft_labels still show the votes); drop these rows to train "
+                             "only on settled answers"),
+    "none": "no answer could be read in the target taxonomy version (labels is empty)",
+}
+"""Every ``label_source`` value and what it means (the dataset card carries this table)."""
+RAW_ANSWER_FIELDS: dict[str, str] = {
+    "reviewer": "the reviewer's username",
+    "labels": "the labels as given, in the version they were given in",
+    "mapped_labels": "the same answer mapped onto a later version by a label migration (null if none)",
+    "taxonomy_version": "the version number the answer was given in",
+    "model_version": "the ranking (model) version that selected the item",
+    "created_at": "when the answer was submitted (UTC, ISO 8601)",
+    "selection_reason": "why the item was shown to this reviewer",
+    "lead_time_ms": "the time the reviewer spent on the item, in milliseconds (null if not reported)",
+    "comment": "the reviewer's free-text comment, as typed (may be empty); plain text, never HTML",
+}
+"""The fields of each answer in the ``raw`` column (``raw=true``); the dataset card carries this table."""
 TIE_RULE = ("single-label: a shared top vote share (or posterior) gives no hard label (label_source 'tie'); "
             "multi-label: a label needs strictly more than half (posterior > 0.5); a decided adjudication "
             "always wins")
@@ -144,14 +176,15 @@ SNAPSHOT_STALE_AFTER = timedelta(hours=6)
 # label lists repeat endlessly ('["spam"]') and ``meta`` is written out as the stored JSON text.
 _I_ID, _I_EXTERNAL_ID, _I_TEXT, _I_HASH, _I_META, _I_GOLD, _I_GOLD_LABELS, _I_SPLIT = range(8)
 (_A_ITEM, _A_ID, _A_REVIEWER, _A_VERSION, _A_LABELS, _A_MAPPED_VERSION, _A_MAPPED, _A_REASON, _A_INCLUSION,
- _A_MODEL, _A_CREATED) = range(11)
+ _A_MODEL, _A_LEAD_TIME, _A_COMMENT, _A_CREATED) = range(13)
 _ITEM_FIELDS = ("id", "external_id", "text", "content_hash", "meta", "is_gold", "gold_labels", "split")
 # Light passes (Dawid-Skene fit, split assignment) skip the text and meta.
 _ITEM_FIELDS_LIGHT = ("id", "external_id", "content_hash", "is_gold", "gold_labels", "split")
 # created_at comes last, as integer microseconds since the epoch (UTC): comparing and min/max-ing ints
 # is cheap, and building a datetime per answer was a fifth of the export's time.
 _ANNOTATION_FIELDS = ("item_id", "id", "reviewer_id", "taxonomy_version_id", "labels", "mapped_taxonomy_version_id",
-                      "mapped_labels", "selection_reason", "inclusion_probability", "model_version")
+                      "mapped_labels", "selection_reason", "inclusion_probability", "model_version", "lead_time_ms",
+                      "comment")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON_CACHE_MAX = 50_000
 _MISSING = object()
@@ -355,7 +388,7 @@ class PreparedExport:
     # Per-export memo tables (bounded): JSON text -> value, label text -> vote, votes -> majority judgement.
     _json: dict[str, Any] = field(default_factory=dict)
     _votes: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
-    _majority: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], bool, tuple[float, ...], float]] = field(
+    _majority: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], bool, tuple[float, ...], int]] = field(
         default_factory=dict)
     # Keyed by the per-item aggregate keys (see "per-item aggregates" below).
     _reads: dict[Any, Any] = field(default_factory=dict)
@@ -623,7 +656,8 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
     sql = f"""
         SELECT i.id, i.external_id, {text}, i.content_hash, {meta}, i.is_gold, i.gold_labels::text, i.split,
                COALESCE(a.n, 0), a.votes, a.reviewers, a.versions, a.lineage, a.first_us, a.last_us,
-               CASE WHEN d.taxonomy_version_id IS NULL OR d.taxonomy_version_id = %s THEN d.labels::text END
+               CASE WHEN d.state = %s THEN %s
+                    WHEN d.taxonomy_version_id IS NULL OR d.taxonomy_version_id = %s THEN d.labels::text END
         FROM {Item._meta.db_table} i
         {"" if filtered else "LEFT "}JOIN (
             SELECT item_id,
@@ -647,12 +681,14 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
             ) answers
             GROUP BY item_id
         ) a ON a.item_id = i.id
-        LEFT JOIN {Adjudication._meta.db_table} d ON d.item_id = i.id AND d.state = %s
-        WHERE i.project_id = %s AND {"a.n > 0" if filtered else "(a.item_id IS NOT NULL OR d.id IS NOT NULL)"}
+        LEFT JOIN {Adjudication._meta.db_table} d ON d.item_id = i.id AND d.state IN (%s, %s)
+        WHERE i.project_id = %s AND {"a.n > 0" if filtered else "(a.item_id IS NOT NULL OR d.state = %s)"}
         ORDER BY i.id
     """  # noqa: S608 - only this module's constant fragments are interpolated; every value is a parameter
     project_id = prepared.project.pk
-    return sql, [target, *pass_params, target, target, project_id, Adjudication.State.DECIDED, project_id]
+    pending, decided = Adjudication.State.PENDING, Adjudication.State.DECIDED
+    return sql, [pending, PENDING_ADJUDICATION, target, *pass_params, target, target, project_id, pending, decided,
+                 project_id, *([] if filtered else [decided])]
 
 
 def _passes(prepared: PreparedExport, ann: tuple[Any, ...]) -> bool:
@@ -689,8 +725,8 @@ def _groups(prepared: PreparedExport, *, light: bool) -> Iterator[tuple[tuple[An
     created: Any = "created_at" if sqlite else _EpochMicros("created_at")
     ann_rows = _raw_rows(annotations.order_by("item_id", "id").values_list(*_ANNOTATION_FIELDS, created),
                          sqlite_datetime_at=_A_CREATED if sqlite else None)
-    adj_rows = _raw_rows(Adjudication.objects.filter(project_id=project_id, state=Adjudication.State.DECIDED)
-                         .order_by("item_id").values_list("item_id", "labels", "taxonomy_version_id"))
+    adj_rows = _raw_rows(Adjudication.objects.filter(project_id=project_id)
+                         .order_by("item_id").values_list("item_id", "labels", "taxonomy_version_id", "state"))
     next_ann = next(ann_rows, None)
     next_adj = next(adj_rows, None)
     for item in item_rows:
@@ -733,12 +769,19 @@ def _python_aggregates(prepared: PreparedExport, *, light: bool) -> Iterator[lis
             else:
                 tokens.append("U")
         first = anns[0] if anns else None
-        adj_text = (_text(adj[1]) if adj is not None and adj[1] is not None and adj[2] in (None, target) else None)
+        if adj is not None and adj[3] == Adjudication.State.PENDING:
+            adj_text: str | None = PENDING_ADJUDICATION
+        elif (adj is not None and adj[3] == Adjudication.State.DECIDED and adj[1] is not None
+              and adj[2] in (None, target)):
+            adj_text = _text(adj[1])
+        else:
+            adj_text = None
         raw_answers = [
             {"reviewer": prepared.username(a[_A_REVIEWER]), "labels": prepared.parse_json(a[_A_LABELS]),
              "mapped_labels": prepared.parse_json(a[_A_MAPPED]),
              "taxonomy_version": versions.get(a[_A_VERSION], 0), "model_version": a[_A_MODEL],
-             "created_at": _iso(a[_A_CREATED])}
+             "created_at": _iso(a[_A_CREATED]), "selection_reason": a[_A_REASON], "lead_time_ms": a[_A_LEAD_TIME],
+             "comment": a[_A_COMMENT]}
             for a in passing
         ] if raw else None
         batch.append((
@@ -853,19 +896,26 @@ def _read(prepared: PreparedExport, key: str | None) -> _Read:
 
 
 def _majority(prepared: PreparedExport, votes: list[tuple[int, ...]]
-              ) -> tuple[tuple[int, ...], bool, tuple[float, ...], float]:
-    """(labels, tie, rounded soft scores, agreement) for a multiset of votes; memoised per export."""
+              ) -> tuple[tuple[int, ...], bool, tuple[float, ...], int]:
+    """(labels, tie, rounded soft scores, votes equal to labels) for a multiset of votes; memoised per export."""
     key = tuple(sorted(votes))
     hit = prepared._majority.get(key)
     if hit is None:
         soft = majority_soft(votes, len(prepared.keys))
         decision = decide(soft, multi_label=prepared.multi_label)
-        agreement = round(sum(1 for v in votes if v == decision.labels) / len(votes), ROUND)
-        hit = (decision.labels, decision.tie, tuple(round(x, ROUND) for x in soft), agreement)
+        matches = sum(1 for v in votes if v == decision.labels)
+        hit = (decision.labels, decision.tie, tuple(round(x, ROUND) for x in soft), matches)
         if len(prepared._majority) >= _JSON_CACHE_MAX:
             prepared._majority.clear()
         prepared._majority[key] = hit
     return hit
+
+
+def _agreement(votes: list[tuple[int, ...]], chosen: tuple[int, ...], n_annotators: int) -> float:
+    """Share of ALL ``n_annotators`` filtered answers that equal ``chosen``: an answer that cannot be read in the
+    target version (n_unmappable) counts as not agreeing, so agreement, n_annotators and the votes behind
+    ``labels`` are always about the same answers (issue 14: 1 readable of 2 answers once exported as 1.0)."""
+    return round(sum(1 for v in votes if v == chosen) / n_annotators, ROUND)
 
 
 def _judge(prepared: PreparedExport, key: str | None, adj_text: str | None,
@@ -884,18 +934,26 @@ def _judge(prepared: PreparedExport, key: str | None, adj_text: str | None,
             chosen, tie = decision.labels, decision.tie
             soft = tuple(round(x, ROUND) for x in raw_soft)
             source = "dawid_skene"
-            agreement = round(sum(1 for v in votes if v == chosen) / len(votes), ROUND)
+            agreement = _agreement(votes, chosen, read.n)
         else:
-            chosen, tie, soft, agreement = _majority(prepared, votes)
+            chosen, tie, soft, matches = _majority(prepared, votes)
+            agreement = round(matches / read.n, ROUND)
             source = "majority"
         if tie:
             source = "tie"
-    decided = prepared.vote(adj_text) if adj_text is not None else None
+    if adj_text == PENDING_ADJUDICATION:
+        # A lead has been asked to decide: no hard label and no agreement until they have (soft_labels still
+        # show the votes). Reporting the aggregate here would claim a consensus the project itself disputes.
+        if read.n:
+            chosen, source, agreement = (), "pending_adjudication", None
+        decided = None
+    else:
+        decided = prepared.vote(adj_text) if adj_text is not None else None
     if decided is not None:
         chosen = decided
         source = "adjudication"
         if votes:
-            agreement = round(sum(1 for v in votes if v == chosen) / len(votes), ROUND)
+            agreement = _agreement(votes, chosen, read.n)
     labels = tuple(prepared.keys[k] for k in chosen)
     params = prepared.params
     # The row filters that depend on the answer alone (gold exclusion is the item's own).
@@ -1378,6 +1436,7 @@ def parquet_schema(prepared: PreparedExport) -> Any:
         fields.append((RAW_COLUMN, pa.list_(pa.struct([
             ("reviewer", pa.string()), ("labels", strings), ("mapped_labels", strings),
             ("taxonomy_version", pa.int32()), ("model_version", pa.int64()), ("created_at", pa.string()),
+            ("selection_reason", pa.string()), ("lead_time_ms", pa.int64()), ("comment", pa.string()),
         ]))))
     metadata = {b"sift.schema_version": str(SCHEMA_VERSION).encode(),
                 b"sift.export_params": _json(prepared.params.as_dict()).encode()}
@@ -1529,6 +1588,7 @@ def export_card(prepared: PreparedExport, *, sha256: str | None = None, size_byt
         "gold_rows": stats.gold_rows,
         "label_distribution": distribution,
         "label_sources": dict(sorted(stats.sources.items())),
+        "label_source_definitions": LABEL_SOURCES,
         "agreement": {
             "definition": AGREEMENT_DEFINITION,
             "mean": round(stats.agreement_sum / stats.agreement_rows, ROUND) if stats.agreement_rows else None,
@@ -1551,6 +1611,7 @@ def export_card(prepared: PreparedExport, *, sha256: str | None = None, size_byt
                         **({"dawid_skene": prepared.ds_info} if prepared.ds_info else {})},
         "params": prepared.params.as_dict(),
         "columns": list(prepared.columns),
+        **({"raw_answer_fields": RAW_ANSWER_FIELDS} if prepared.params.raw else {}),
         "sha256": sha256,
         "size_bytes": size_bytes,
         "generated_at": _iso(timezone.now()),
@@ -1586,8 +1647,13 @@ def export_card_markdown(card: Mapping[str, Any]) -> str:
         lines.append(f"- SHA-256: `{card['sha256']}` ({card.get('size_bytes')} bytes)")
     lines += ["", "## Label distribution", "", "| label | rows |", "| --- | ---: |"]
     lines += [f"| {cell(k)} | {v} |" for k, v in (card.get("label_distribution") or {}).items()]
-    lines += ["", "## Label sources", "", "| source | rows |", "| --- | ---: |"]
-    lines += [f"| {cell(k)} | {v} |" for k, v in (card.get("label_sources") or {}).items()]
+    definitions = card.get("label_source_definitions") or {}
+    lines += ["", "## Label sources", "", "| source | rows | meaning |", "| --- | ---: | --- |"]
+    lines += [f"| {cell(k)} | {v} | {cell(definitions.get(k, ''))} |"
+              for k, v in (card.get("label_sources") or {}).items()]
+    if card.get("raw_answer_fields"):
+        lines += ["", "## Raw answers (`raw` column)", "", "| field | meaning |", "| --- | --- |"]
+        lines += [f"| {cell(k)} | {cell(v)} |" for k, v in card["raw_answer_fields"].items()]
     if card.get("splits"):
         lines += ["", "## Splits", "", "| split | rows |", "| --- | ---: |"]
         lines += [f"| {cell(k)} | {v} |" for k, v in card["splits"].items()]

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 import math
 import os
@@ -84,6 +83,7 @@ from django.utils import timezone
 
 from labeling.models import Item, Label, Lease, Project
 from labeling.services.audit import Actor, audit_record
+from learning.core.vocabulary import content_hash
 from learning.scheduling import request_embedding
 
 CHUNK_ROWS = 2_000
@@ -111,13 +111,8 @@ _LABEL_SEPARATORS = re.compile(r"[|,;]")
 _TWO_TO_63 = float(2**63)
 
 
-def item_content_hash(text: str) -> str:
-    """SHA-256 hex of the UTF-8 text.
-
-    This MUST equal ``learning.core.embedders.content_hash``: it is the key of the vector
-    cache. labeling may not import learning.core (import-linter), hence the copy.
-    """
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+# The key of the vector cache has one home (learning/core/vocabulary.py); the old name stays for callers.
+item_content_hash = content_hash
 
 
 class BinarySource(Protocol):

@@ -14,8 +14,10 @@ from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.errors import Conflict, NotFound, ValidationFailed
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
+from learning.core.vocabulary import STRATEGY_CHOICES
 
-KNOWN_STRATEGIES = ("default", "margin", "least_confidence", "entropy", "random")
+# "default" and every strategy the core registers (learning/core/vocabulary.py is the names' one home).
+KNOWN_STRATEGIES = STRATEGY_CHOICES
 
 
 def project_create(*, actor: Actor, slug: str, name: str, taxonomy: Any,

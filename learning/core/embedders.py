@@ -3,14 +3,14 @@
 Every embedder returns float32 arrays of shape (n, dim) whose rows have unit L2 norm, so a dot product is a
 cosine similarity everywhere else in the core (diversity filters, seed-query neighbours, k-means).
 
-``content_hash`` is the key of every vector cache (the simulation's on-disk cache here, the database cache on
-the Django side): vectors are stored by (content_hash(text), embedder.name). Changing either function's
-output silently invalidates every cache, so both are frozen; a new model gets a new ``name``.
+``content_hash`` (its home is learning/core/vocabulary.py) is the key of every vector cache (the simulation's
+on-disk cache here, the database cache on the Django side): vectors are stored by (content_hash(text),
+embedder.name). Changing either function's output silently invalidates every cache, so both are frozen; a new
+model gets a new ``name``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -20,17 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from learning.core._types import FloatArray, IntArray
+from learning.core.vocabulary import content_hash as content_hash  # its one home; re-exported for the caches
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_DIM = 384
 HASHING_DIM = 384
 # The model's own sentence_bert_config.json value: longer texts are cut there, as raw model.encode cuts them.
 MINILM_MAX_SEQ_LENGTH = 256
-
-
-def content_hash(text: str) -> str:
-    """SHA-256 hex digest of the UTF-8 encoded text: the cache key shared with the Django side."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @runtime_checkable

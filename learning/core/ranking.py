@@ -18,7 +18,8 @@ INVARIANTS (tests/learning/core/test_ranking_properties.py checks them with hypo
   pool is estimated without bias by Horvitz-Thompson over exploration items only
   (metrics.horvitz_thompson_total); conditionally unbiased for every phase means unbiased;
 - every other position is chosen with certainty given the inputs, and records inclusion probability 1.0;
-  only positions whose reason is "exploration" or "random" belong to the probability sample;
+  only positions whose reason is in ``vocabulary.SAMPLE_REASONS`` ("exploration", "random") belong to the
+  probability sample;
 - the same inputs and ``random_state`` give the same ranking, bit for bit.
 
 Cost: O(N) numpy work (masks, scores, argpartition) plus an O(window * candidates * d) diversity filter; no
@@ -48,12 +49,17 @@ from learning.core.strategies import (
     top_k,
     uncertainty_scores,
 )
+from learning.core.vocabulary import RANKING_REASONS, Reason
 
 DEFAULT_DEPTH = 1000
 """Ranked positions the worker writes per retrain: far more than reviewers label before the next one."""
 
-REASONS = ("uncertainty", "exploitation", "exploration", "cold_start_diverse", "seed_query", "random")
-"""The fixed vocabulary of ``Ranking.reasons`` (shown to reviewers and stored with each annotation)."""
+REASONS: tuple[str, ...] = tuple(r.value for r in RANKING_REASONS)
+"""The fixed vocabulary of ``Ranking.reasons`` (shown to reviewers and stored with each annotation); its home is
+learning/core/vocabulary.py, which the Django side reads too."""
+
+_REASON_DTYPE = f"<U{max(len(r) for r in REASONS)}"
+"""Wide enough for every reason: a fixed-width numpy string silently truncates a longer one."""
 
 
 class EmptyPool(ValueError):
@@ -197,9 +203,8 @@ def rank_pool(
         # Passive sampling (or the classic random initial set): the whole ranking is one simple random sample
         # of the unlabelled pool, so every position is in the probability sample with inclusion n / N.
         picks = rng.choice(unlabelled, size=n, replace=False).astype(np.int64)
-        return Ranking(
-            picks, np.zeros(n, dtype=np.float32), np.full(n, "random", dtype="<U18"), np.full(n, n / n_unlabelled)
-        )
+        reasons = np.full(n, Reason.RANDOM.value, dtype=_REASON_DTYPE)
+        return Ranking(picks, np.zeros(n, dtype=np.float32), reasons, np.full(n, n / n_unlabelled))
 
     phase = float(rng.random()) if exploration_phase is None else float(exploration_phase)
     slot_is_exploration = exploration_slots(n, rate, phase)
@@ -227,10 +232,10 @@ def rank_pool(
 
     indices = np.empty(n, dtype=np.int64)
     scores = np.zeros(n, dtype=np.float32)
-    reasons = np.empty(n, dtype="<U18")
+    reasons = np.empty(n, dtype=_REASON_DTYPE)
     inclusion = np.ones(n, dtype=np.float64)
     indices[slot_is_exploration] = explore
-    reasons[slot_is_exploration] = "exploration"
+    reasons[slot_is_exploration] = Reason.EXPLORATION.value
     inclusion[slot_is_exploration] = m / n_unlabelled
     if model_scores is not None:
         scores[slot_is_exploration] = model_scores[explore]
@@ -260,7 +265,7 @@ def _cold_start_positions(
     rng: np.random.Generator,
 ) -> tuple[IntArray, FloatArray, np.ndarray]:
     if k == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype="<U18")
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype=_REASON_DTYPE)
     seed_picks = np.zeros(0, dtype=np.int64)
     seed_scores = np.zeros(0, dtype=np.float32)
     share = 0.0
@@ -276,12 +281,12 @@ def _cold_start_positions(
     scores = np.empty(merged.shape[0], dtype=np.float32)
     scores[from_seed] = seed_scores[: int(from_seed.sum())]
     scores[~from_seed] = div_scores[: int((~from_seed).sum())]
-    reasons = np.where(from_seed, "seed_query", "cold_start_diverse").astype("<U18")
+    reasons = np.where(from_seed, Reason.SEED_QUERY.value, Reason.COLD_START_DIVERSE.value).astype(_REASON_DTYPE)
     if merged.shape[0] < k:
         full = _fill_random(merged, remaining, k, rng)
         n_extra = full.shape[0] - merged.shape[0]
         scores = np.concatenate([scores, np.zeros(n_extra, np.float32)])
-        reasons = np.concatenate([reasons, np.full(n_extra, "random", dtype="<U18")])
+        reasons = np.concatenate([reasons, np.full(n_extra, Reason.RANDOM.value, dtype=_REASON_DTYPE)])
         merged = full
     return merged, scores, reasons
 
@@ -297,7 +302,7 @@ def _model_positions(
     multi_label: bool,
 ) -> tuple[IntArray, FloatArray, np.ndarray]:
     if k == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype="<U18")
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype=_REASON_DTYPE)
     share = 0.0
     exploit = np.zeros(0, dtype=np.int64)
     exploit_scores = np.zeros(proba.shape[0], dtype=np.float32)
@@ -326,5 +331,5 @@ def _model_positions(
     )
     merged, from_exploit = _interleave(exploit, uncertain, share, k)
     scores = np.where(from_exploit, exploit_scores[merged], model_scores[merged]).astype(np.float32)
-    reasons = np.where(from_exploit, "exploitation", "uncertainty").astype("<U18")
+    reasons = np.where(from_exploit, Reason.EXPLOITATION.value, Reason.UNCERTAINTY.value).astype(_REASON_DTYPE)
     return merged, scores, reasons

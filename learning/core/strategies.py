@@ -16,6 +16,8 @@ import numpy as np
 
 from learning.core import modal_adapter
 from learning.core._types import Float64Array, FloatArray, IntArray
+from learning.core.vocabulary import DEFAULT_ALIAS, StrategyName
+from learning.core.vocabulary import DEFAULT_STRATEGY as DEFAULT_STRATEGY
 
 Measure = Literal["least_confidence", "margin", "entropy", "random"]
 ColdStart = Literal["diverse", "random"]
@@ -82,26 +84,26 @@ DEFAULT_DIVERSITY_THRESHOLD = 0.9
 STRATEGIES: dict[str, StrategySpec] = {
     spec.name: spec
     for spec in (
-        StrategySpec("random", "random", exploration_rate=0.0, cold_start="random"),
-        StrategySpec("least_confidence", "least_confidence"),
-        StrategySpec("margin", "margin"),
-        StrategySpec("entropy", "entropy"),
+        StrategySpec(StrategyName.RANDOM.value, "random", exploration_rate=0.0, cold_start="random"),
+        StrategySpec(StrategyName.LEAST_CONFIDENCE.value, "least_confidence"),
+        StrategySpec(StrategyName.MARGIN.value, "margin"),
+        StrategySpec(StrategyName.ENTROPY.value, "entropy"),
         StrategySpec(
-            "margin_exploit",
+            StrategyName.MARGIN_EXPLOIT.value,
             "margin",
             exploitation_share=DEFAULT_EXPLOITATION_SHARE,
             diversity_threshold=DEFAULT_DIVERSITY_THRESHOLD,
         ),
     )
 }
-
-DEFAULT_STRATEGY = "margin_exploit"
-"""The strategy a new project uses, and what ``--strategy default`` resolves to."""
-
+# The names' home is vocabulary.StrategyName (the Django side validates projects against it): a name without a
+# spec would be accepted by create_project and then fail every retrain, so refuse to import instead.
+if set(STRATEGIES) != set(StrategyName):
+    raise RuntimeError(f"strategy specs {sorted(STRATEGIES)} != vocabulary names {sorted(StrategyName)}")
 
 def get_strategy(name: str) -> StrategySpec:
     """Look up a strategy by name; ``"default"`` means ``DEFAULT_STRATEGY``."""
-    key = DEFAULT_STRATEGY if name == "default" else name
+    key = DEFAULT_STRATEGY if name == DEFAULT_ALIAS else name
     try:
         return STRATEGIES[key]
     except KeyError:

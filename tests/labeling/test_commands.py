@@ -77,8 +77,8 @@ def test_create_project_invalid_json_and_missing_file(tmp_path: Path) -> None:
 def test_create_project_bad_options(taxonomy_file: Path) -> None:
     error, _ = failing("create_project", "--slug", "x", "--name", "X", "--taxonomy", str(taxonomy_file),
                        "--strategy", "psychic")
-    assert str(error) == ("strategy: unknown strategy 'psychic'; choose one of default, margin, least_confidence, "
-                          "entropy, random")
+    assert str(error) == ("strategy: unknown strategy 'psychic'; choose one of default, random, least_confidence, "
+                          "margin, entropy, margin_exploit")
     error, _ = failing("create_project", "--slug", "x", "--name", "X", "--taxonomy", str(taxonomy_file),
                        "--overlap", "0")
     assert str(error) == "overlap: must be between 1 and 20"

@@ -37,6 +37,8 @@ V2: dict[str, Any] = {"name": "SMS", "multi_label": False,
                       "labels": [{"key": "ham", "name": "Ham"}, {"key": "spam", "name": "Spam"},
                                  {"key": "fraud", "name": "Fraud"}]}
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+# A comment as reviewers type them: markup, quotes, a comma and a line break must survive every format verbatim.
+RAW_COMMENT = 'link to <a href="x">a "bank"</a>,\nnot sure: scam or spam?'
 
 
 class World:
@@ -60,13 +62,15 @@ class World:
 
     def annotate(self, item: Item, user: str, labels: list[str], *, version: int = 2,
                  mapped: list[str] | None = None, mapped_to_v2: bool = False, reason: str = "uncertainty",
-                 p: float | None = 0.5, model: int | None = 1) -> Annotation:
+                 p: float | None = 0.5, model: int | None = 1, comment: str = "",
+                 lead_time_ms: int | None = None) -> Annotation:
         self.clock += 1
         annotation = Annotation.objects.create(
             project=self.project, item=item, reviewer=self.users[user],
             taxonomy_version=self.v2 if version == 2 else self.v1, labels=labels,
             mapped_labels=mapped, mapped_taxonomy_version=self.v2 if mapped_to_v2 else None,
-            selection_reason=reason, inclusion_probability=p, model_version=model,
+            selection_reason=reason, inclusion_probability=p, model_version=model, comment=comment,
+            lead_time_ms=lead_time_ms,
         )
         Annotation.objects.filter(pk=annotation.pk).update(created_at=T0 + timedelta(minutes=self.clock))
         return annotation
@@ -98,7 +102,8 @@ def build_world(slug: str = "sms-export") -> World:
     w.annotate(g2, "carol", ["ham"], reason="gold", p=None)
     m5 = w.item("m5", "click this link")
     # A v1 answer the migration could not carry (mapped to v2 as "not determinable").
-    w.annotate(m5, "alice", ["scam"], version=1, mapped=None, mapped_to_v2=True, reason="uncertainty", p=0.4)
+    w.annotate(m5, "alice", ["scam"], version=1, mapped=None, mapped_to_v2=True, reason="uncertainty", p=0.4,
+               comment=RAW_COMMENT, lead_time_ms=4200)
     w.annotate(m5, "carol", ["spam"], reason="relabel", p=None, model=2)
     m6 = w.item("m6", "lunch tomorrow?")
     w.annotate(m6, "carol", ["ham"], reason="uncertainty", p=0.3, model=2)
@@ -139,7 +144,8 @@ EXPECTED: list[dict[str, Any]] = [
         gold=["ham"]),
     row("g2", "cash prize!!!", {}, [], "tie", soft(0.5, 0.5, 0.0), 2, 0.0, [2], 0, 0, "gold", None, 1,
         gold=["spam"]),
-    row("m5", "click this link", {}, ["spam"], "majority", soft(0.0, 1.0, 0.0), 2, 1.0, [1, 2], 0, 1,
+    # One readable answer of two: agreement is over both (the unreadable one does not agree), never 1.0.
+    row("m5", "click this link", {}, ["spam"], "majority", soft(0.0, 1.0, 0.0), 2, 0.5, [1, 2], 0, 1,
         "uncertainty", 0.4, 1),
     row("m6", "lunch tomorrow?", {}, ["ham"], "majority", soft(1.0, 0.0, 0.0), 1, 1.0, [2], 0, 0,
         "uncertainty", 0.3, 2),
@@ -239,13 +245,36 @@ def test_raw_answers_on_request(world: World) -> None:
     assert list(rows["m1"]) == [*COLUMNS, "raw"]
     assert rows["m5"]["raw"] == [
         {"reviewer": "alice", "labels": ["scam"], "mapped_labels": None, "taxonomy_version": 1, "model_version": 1,
-         "created_at": "2024-05-01T10:13:00+00:00"},
+         "created_at": "2024-05-01T10:13:00+00:00", "selection_reason": "uncertainty", "lead_time_ms": 4200,
+         "comment": RAW_COMMENT},
         {"reviewer": "carol", "labels": ["spam"], "mapped_labels": None, "taxonomy_version": 2, "model_version": 2,
-         "created_at": "2024-05-01T10:14:00+00:00"},
+         "created_at": "2024-05-01T10:14:00+00:00", "selection_reason": "relabel", "lead_time_ms": None,
+         "comment": ""},
     ]
     assert rows["m4"]["raw"][0]["mapped_labels"] == ["fraud"]
     parquet = pq.read_table(io.BytesIO(export_bytes(world.project, format="parquet", raw=True))).to_pylist()
     assert parquet[6]["raw"] == rows["m5"]["raw"]
+    csv_rows = pd.read_csv(io.BytesIO(export_bytes(world.project, format="csv", raw="true")), dtype=str,
+                           keep_default_na=False)
+    assert json.loads(csv_rows.set_index("external_id").loc["m5", "raw"]) == rows["m5"]["raw"]
+    # Without raw, no comment goes anywhere near the rows.
+    assert RAW_COMMENT.split(",")[0].encode() not in export_bytes(world.project, format="jsonl")
+
+
+def test_the_dataset_card_defines_label_sources_and_raw_fields(world: World) -> None:
+    _data, card = export_with_card(world.project, format="jsonl", raw="true")
+    assert card["label_source_definitions"] == exports.LABEL_SOURCES
+    assert set(card["label_source_definitions"]) == {"majority", "dawid_skene", "adjudication", "tie",
+                                                     "pending_adjudication", "none"}
+    assert list(card["raw_answer_fields"]) == ["reviewer", "labels", "mapped_labels", "taxonomy_version",
+                                               "model_version", "created_at", "selection_reason", "lead_time_ms",
+                                               "comment"]
+    assert "comment" in card["raw_answer_fields"]["comment"]
+    markdown = exports.export_card_markdown(card)
+    assert "| comment | the reviewer's free-text comment, as typed (may be empty); plain text, never HTML |" in markdown
+    assert "| majority | 5 | the majority vote of the readable answers |" in markdown
+    _data, plain_card = export_with_card(world.project, format="jsonl")
+    assert "raw_answer_fields" not in plain_card
 
 
 def test_two_exports_with_the_same_parameters_are_byte_identical(world: World) -> None:

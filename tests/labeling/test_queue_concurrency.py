@@ -10,7 +10,6 @@ idempotent replays behaved, and nothing answered 5xx.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -35,6 +34,7 @@ from rest_framework.authtoken.models import Token
 
 from labeling.models import Annotation, Item, Lease, Project, RankingEntry
 from labeling.querysets import RankingRow
+from learning.core.vocabulary import content_hash
 from tests.factories import ProjectFactory, member
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -171,7 +171,7 @@ def build_project() -> tuple[Project, list[tuple[str, str]]]:
     project = ProjectFactory(slug="crowd", overlap=OVERLAP)
     Item.objects.bulk_create([
         Item(project=project, external_id=f"c{i}", text=f"message {i}", n_required=OVERLAP,
-             content_hash=hashlib.sha256(f"message {i}".encode()).hexdigest(), boost=3 if i < 20 else 0)
+             content_hash=content_hash(f"message {i}"), boost=3 if i < 20 else 0)
         for i in range(N_ITEMS)
     ], batch_size=1000)
     # Half the pool ranked, so the boost, ranking and fallback stages all run under contention.

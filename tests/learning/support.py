@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from labeling.models import Annotation, Item, Project
 from learning.core import HashingEmbedder
+from learning.core.vocabulary import content_hash
 from learning.services.embedding import store_vectors
 from tests.conftest import SHARED_DATA
 
@@ -30,7 +30,7 @@ def sms_rows(n: int) -> list[dict[str, Any]]:
 def add_items(project: Project, texts: list[str], *, prefix: str = "item") -> list[Item]:
     items = [
         Item(project=project, external_id=f"{prefix}-{i}", text=t,
-             content_hash=hashlib.sha256(t.encode("utf-8")).hexdigest(), n_required=project.overlap)
+             content_hash=content_hash(t), n_required=project.overlap)
         for i, t in enumerate(texts)
     ]
     Item.objects.bulk_create(items)

@@ -76,6 +76,12 @@ def _some_item(world: World) -> dict[str, Any]:
     return {"item": item["id"], "body": {"external_ids": [item["external_id"]], "reason": "matrix"}}
 
 
+def _some_item_ref(world: World) -> dict[str, Any]:
+    item = Item.objects.filter(project=world.project).order_by("id").values("id", "external_id").first()
+    assert item is not None
+    return {"item": item["id"], "external_id": item["external_id"]}
+
+
 def _heartbeat(world: World) -> dict[str, Any]:
     from learning.scheduling import worker_heartbeat
 
@@ -131,6 +137,11 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/items/<int:item_id>/reveal": [
         Row("POST", Capability.REVEAL_PII, 200, P + "/items/{item}/reveal", body={"reason": "matrix"},
             setup=_some_item)],
+    "api/projects/<slug:slug>/items/<int:item_id>/history/": [
+        Row("GET", Capability.ADJUDICATE, 200, P + "/items/{item}/history/", setup=_some_item_ref)],
+    "api/projects/<slug:slug>/items/history/": [
+        Row("GET", Capability.ADJUDICATE, 200, P + "/items/history/?external_id={external_id}",
+            setup=_some_item_ref)],
     "api/projects/<slug:slug>/items/delete": [
         Row("POST", Capability.DELETE_ITEMS, 200, P + "/items/delete", setup=_some_item)],
     "api/projects/<slug:slug>/taxonomy/": [Row("GET", Capability.VIEW, 200, P + "/taxonomy/")],
@@ -346,7 +357,11 @@ PAGES: dict[str, str] = {
     "projects/<slug:slug>/guidelines/": Capability.VIEW,
     "projects/<slug:slug>/dashboard/": Capability.VIEW_STATS,
     "projects/<slug:slug>/adjudication/": Capability.ADJUDICATE,
+    "projects/<slug:slug>/items/<int:item_id>/history/": Capability.ADJUDICATE,
+    "projects/<slug:slug>/items/history/": Capability.ADJUDICATE,
 }
+# An allowed identity's answer where it is not 200: the history lookup redirects (to the item, or back).
+PAGE_ALLOWED_STATUS: dict[str, int] = {"projects/<slug:slug>/items/history/": 302}
 
 
 def test_every_project_page_answers_each_identity_exactly(world: World) -> None:
@@ -361,13 +376,14 @@ def test_every_project_page_answers_each_identity_exactly(world: World) -> None:
         if identity != "anonymous":
             client.force_login(world.users[identity])
         for route, capability in PAGES.items():
-            path = "/" + route.replace("<slug:slug>", "sms")
+            item_id = Item.objects.filter(project=world.project).order_by("id").values_list("id", flat=True)[0]
+            path = "/" + route.replace("<slug:slug>", "sms").replace("<int:item_id>", str(item_id))
             response = client.get(path)
             if identity == "anonymous":
                 expected, ok = 302, response.get("Location", "").startswith("/login/")
             else:
                 expected = 404 if identity == "outsider" else (
-                    200 if capability in ROLE_CAPABILITIES[identity] else 403)
+                    PAGE_ALLOWED_STATUS.get(route, 200) if capability in ROLE_CAPABILITIES[identity] else 403)
                 ok = True
             if response.status_code != expected or not ok:
                 problems.append(f"GET {path} as {identity}: {response.status_code}, expected {expected}")

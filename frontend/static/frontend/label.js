@@ -227,7 +227,9 @@
 
   function renderReason(selection) {
     if (!selection || !selection.reason) { el.reason.hidden = true; return; }
-    const label = config.reasons[selection.reason] || selection.reason;
+    // Every reason has a human label (learning/core/vocabulary.py, via the page config); a key this page does not
+    // know (a newer server than this cached script) reads as "Other" rather than as a raw key.
+    const label = config.reasons[selection.reason] || config.reasons.other || "Other";
     let text = label;
     if (typeof selection.score === "number") text += " · score " + selection.score.toFixed(2);
     if (selection.model_version != null) text += " · model v" + selection.model_version;

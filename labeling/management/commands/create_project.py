@@ -20,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--taxonomy", required=True, help="Taxonomy JSON file (CONTRACT.md, 'Files').")
         parser.add_argument("--overlap", type=int, default=1, help="Distinct reviewers each item needs (1-20).")
+        # No argparse choices: the service validates (one home for the rule) and names the choices itself.
         parser.add_argument("--strategy", default="default", help=f"One of: {', '.join(KNOWN_STRATEGIES)}.")
 
     def handle(self, *args: Any, **options: Any) -> None:
