@@ -8,23 +8,23 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0008_audit_chain_per_actor'),
+        ('labeling', '0009_label_counter'),
     ]
 
     operations = [
         migrations.AlterField(
             model_name='annotation',
             name='selection_reason',
-            field=models.CharField(choices=[('uncertainty', 'Model uncertainty'), ('exploitation', 'Likely rare class'), ('exploration', 'Uniform random exploration'), ('cold_start_diverse', 'Cold start: diverse pick'), ('seed_query', 'Cold start: near a seed query'), ('random', 'Random sample'), ('relabel', 'Re-queued after a taxonomy change'), ('fallback_random', 'No ranking yet: random order'), ('gold', 'Gold check'), ('other', 'Other')], max_length=32),
+            field=models.CharField(choices=[('uncertainty', 'Model uncertainty'), ('exploitation', 'Likely rare class'), ('exploration', 'Uniform random exploration'), ('cold_start_diverse', 'Cold start: diverse pick'), ('seed_query', 'Cold start: near a seed query'), ('random', 'Random sample'), ('relabel', 'Re-queued after a taxonomy change'), ('fallback_random', 'Random order: the model is not ready yet'), ('gold', 'Gold check'), ('other', 'Other')], max_length=32),
         ),
         migrations.AlterField(
             model_name='lease',
             name='selection_reason',
-            field=models.CharField(choices=[('uncertainty', 'Model uncertainty'), ('exploitation', 'Likely rare class'), ('exploration', 'Uniform random exploration'), ('cold_start_diverse', 'Cold start: diverse pick'), ('seed_query', 'Cold start: near a seed query'), ('random', 'Random sample'), ('relabel', 'Re-queued after a taxonomy change'), ('fallback_random', 'No ranking yet: random order'), ('gold', 'Gold check'), ('other', 'Other')], max_length=32),
+            field=models.CharField(choices=[('uncertainty', 'Model uncertainty'), ('exploitation', 'Likely rare class'), ('exploration', 'Uniform random exploration'), ('cold_start_diverse', 'Cold start: diverse pick'), ('seed_query', 'Cold start: near a seed query'), ('random', 'Random sample'), ('relabel', 'Re-queued after a taxonomy change'), ('fallback_random', 'Random order: the model is not ready yet'), ('gold', 'Gold check'), ('other', 'Other')], max_length=32),
         ),
         migrations.AlterField(
             model_name='rankingentry',
             name='reason',
-            field=models.CharField(choices=[('uncertainty', 'Model uncertainty'), ('exploitation', 'Likely rare class'), ('exploration', 'Uniform random exploration'), ('cold_start_diverse', 'Cold start: diverse pick'), ('seed_query', 'Cold start: near a seed query'), ('random', 'Random sample'), ('relabel', 'Re-queued after a taxonomy change'), ('fallback_random', 'No ranking yet: random order'), ('gold', 'Gold check'), ('other', 'Other')], max_length=32),
+            field=models.CharField(choices=[('uncertainty', 'Model uncertainty'), ('exploitation', 'Likely rare class'), ('exploration', 'Uniform random exploration'), ('cold_start_diverse', 'Cold start: diverse pick'), ('seed_query', 'Cold start: near a seed query'), ('random', 'Random sample'), ('relabel', 'Re-queued after a taxonomy change'), ('fallback_random', 'Random order: the model is not ready yet'), ('gold', 'Gold check'), ('other', 'Other')], max_length=32),
         ),
     ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0009_label_counter'),
+        ('labeling', '0010_selection_reason_vocabulary'),
     ]
 
     operations = [

@@ -67,7 +67,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.SEED_QUERY: "Cold start: near a seed query",
     Reason.RANDOM: "Random sample",
     Reason.RELABEL: "Re-queued after a taxonomy change",
-    Reason.FALLBACK_RANDOM: "No ranking yet: random order",
+    Reason.FALLBACK_RANDOM: "Random order: the model is not ready yet",
     Reason.GOLD: "Gold check",
     Reason.OTHER: "Other",
 }
