@@ -266,6 +266,15 @@ def test_load_demo_reapplies_sift_demo_password_only_when_it_changes(
     load_demo()  # a new one: the operator asked for it, every demo user gets it
     assert all(user.check_password("a-new-demo-password") for user in get_user_model().objects.all())
 
+    # A marker written for another database (a test run, another DATABASE_URL) says nothing about this one.
+    marker = json.loads((data_dir / "demo_password_applied").read_text())
+    (data_dir / "demo_password_applied").write_text(json.dumps({**marker, "database": "sqlite:::elsewhere"}))
+    reviewer1 = get_user_model().objects.get(username="reviewer1")
+    reviewer1.set_password("reviewer1-own-secret")
+    reviewer1.save()
+    load_demo()
+    assert get_user_model().objects.get(username="reviewer1").check_password("a-new-demo-password")
+
 
 def test_load_demo_leaves_deleted_items_deleted(data_dir: Path) -> None:
     load_demo()

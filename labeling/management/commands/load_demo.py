@@ -14,8 +14,8 @@ undo any of it. The rule: it creates what is missing and leaves alone everything
   password, role, membership and flags, and what differs from the demo's set-up is printed. The demo
   password is applied to every demo user only when it is new: generated just now, or a
   ``$SIFT_DEMO_PASSWORD`` different from the one applied last (a salted hash of it is kept in
-  ``<SIFT_DATA_DIR>/demo_password_applied``). ``--reset-users`` puts the five users back as the demo made
-  them (password, role, membership, active, admin flags).
+  ``<SIFT_DATA_DIR>/demo_password_applied``, with the database it was applied in). ``--reset-users`` puts
+  the five users back as the demo made them (password, role, membership, active, admin flags).
 
 Passwords: ``$SIFT_DEMO_PASSWORD`` when set. Otherwise a random password is generated once, saved to
 ``<SIFT_DATA_DIR>/demo_password`` (mode 0600) and printed once, when it is created; later runs reuse it and
@@ -37,7 +37,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.management.base import BaseCommand, CommandParser
-from django.db import transaction
+from django.db import connection, transaction
 
 from labeling.models import AuditEvent, Item, Membership, Project, Role
 from labeling.services.errors import ServiceError
@@ -70,6 +70,25 @@ def demo_password_path() -> Path:
 def demo_password_applied_path() -> Path:
     """A salted hash of the password load_demo last gave the demo users (never the password itself)."""
     return Path(settings.DATA_DIR) / "demo_password_applied"
+
+
+def _database() -> str:
+    """Which database the users live in: the marker speaks only for that one (a test run or another
+    DATABASE_URL sharing the data directory must not pass for the demo's)."""
+    db = connection.settings_dict
+    return f"{connection.vendor}:{db.get('HOST') or ''}:{db.get('PORT') or ''}:{db['NAME']}"
+
+
+def _applied_hash() -> str | None:
+    """The hash in the marker, if the marker exists and was written for this database."""
+    try:
+        marker = json.loads(demo_password_applied_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("database") != _database():
+        return None
+    encoded = marker.get("password")
+    return encoded if isinstance(encoded, str) else None
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -157,12 +176,12 @@ class Command(BaseCommand):
         """Whether ``password`` differs from the one load_demo last gave the demo users."""
         if source == "generated":
             return True
-        marker = demo_password_applied_path()
-        if not marker.exists():
+        encoded = _applied_hash()
+        if encoded is None:
             # Before this marker existed a kept password file was applied only when generated, and
             # $SIFT_DEMO_PASSWORD on every run: treat them so once, then the marker decides.
             return source == "env"
-        return not check_password(password, marker.read_text(encoding="utf-8").strip())
+        return not check_password(password, encoded)
 
     # --- Project and users -----------------------------------------------------------------------------
 
@@ -224,8 +243,9 @@ class Command(BaseCommand):
                 notes.append("admin is no longer a superuser")
             if not created and not check_password(password, user.password):
                 notes.append(f"{username} has a password of their own, not the demo password")
-        if new_password or not demo_password_applied_path().exists():
-            _write_private(demo_password_applied_path(), make_password(password))
+        if new_password or _applied_hash() is None:
+            _write_private(demo_password_applied_path(),
+                           json.dumps({"database": _database(), "password": make_password(password)}))
         return notes
 
     # --- Items -----------------------------------------------------------------------------------------
