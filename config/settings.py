@@ -335,6 +335,10 @@ CELERY_TASK_ROUTES = {
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # The learning loop's safety net (learning/scheduling.py): re-enqueue dirty jobs whose enqueue failed or was lost.
 SIFT_LEARNING_SWEEP_SECONDS = env_int("SIFT_LEARNING_SWEEP_SECONDS", 60)
+# Beat's record of when each entry last ran (a shelve file it writes itself): under the data directory, never
+# the working directory, which is the repository root for `celery beat` run by hand and /app (not writable by
+# the sift user) in the image.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sift-learning-sweep": {"task": "sift.learning.sweep", "schedule": float(SIFT_LEARNING_SWEEP_SECONDS)},
     # Hard-deletes items past their project's retention_days (labeling/services/privacy.py).

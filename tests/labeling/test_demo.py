@@ -14,7 +14,11 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from labeling.management.commands.load_demo import DEMO_DIR
-from labeling.models import AuditEvent, Item, Membership, Project
+from labeling.models import Annotation, AuditEvent, Item, Lease, Membership, Project, TaxonomyVersion
+from labeling.services.annotations import annotation_submit
+from labeling.services.privacy import items_delete
+from labeling.services.queues import queue_checkout_next
+from labeling.services.taxonomy import taxonomy_draft_publish, taxonomy_draft_save
 
 pytestmark = pytest.mark.django_db
 
@@ -22,9 +26,9 @@ EXPECTED_ROLES = {"admin": "admin", "lead": "policy_lead", "reviewer1": "reviewe
                   "engineer": "ml_engineer"}
 
 
-def load_demo() -> str:
+def load_demo(*args: str) -> str:
     out = io.StringIO()
-    call_command("load_demo", stdout=out)
+    call_command("load_demo", *args, stdout=out)
     return out.getvalue()
 
 
@@ -75,12 +79,15 @@ def test_load_demo_twice_is_idempotent_and_prints_the_password_once(data_dir: Pa
     assert stat.S_IMODE((data_dir / "demo_password").stat().st_mode) == 0o600
     assert len(password) == 16
     assert first_out.count(password) == 1
-    assert "pool 1500 created, 0 unchanged, 0 updated; gold 30 created, 0 unchanged, 0 updated." in first_out
+    assert ("Demo project 'sms-demo' (created): pool 1500 created, 0 already present; "
+            "gold 30 created, 0 already present.") in first_out
 
     second_out = load_demo()
     assert password not in second_out
     assert f"Password: the one in {data_dir / 'demo_password'}" in second_out
-    assert "pool 0 created, 1500 unchanged, 0 updated; gold 0 created, 30 unchanged, 0 updated." in second_out
+    assert ("Demo project 'sms-demo' (already there, kept as it is): pool 0 created, 1500 already present; "
+            "gold 0 created, 30 already present.") in second_out
+    assert "kept as changed in the demo" not in second_out
     second = snapshot()
     assert first == second
     assert second["projects"] == 1
@@ -97,8 +104,8 @@ def test_load_demo_twice_is_idempotent_and_prints_the_password_once(data_dir: Pa
     assert all(user.check_password(password) for user in users.values())
     assert (users["admin"].is_superuser, users["admin"].is_staff) == (True, True)
     assert not any(user.is_superuser for name, user in users.items() if name != "admin")
-    # Two import events per run, nothing else repeated.
-    assert AuditEvent.objects.filter(action="items.import").count() == 4
+    # Two import events on the first run; the second run imports nothing and so records nothing.
+    assert AuditEvent.objects.filter(action="items.import").count() == 2
 
 
 def test_load_demo_uses_the_configured_password(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,8 +120,191 @@ def test_load_demo_uses_the_configured_password(data_dir: Path, monkeypatch: pyt
     assert get_user_model().objects.count() == 5
 
 
-def test_load_demo_repairs_a_changed_role(data_dir: Path) -> None:
+def users_state() -> dict[str, tuple[str, bool, bool, bool]]:
+    return {u.username: (u.password, u.is_active, u.is_superuser, u.is_staff) for u in get_user_model().objects.all()}
+
+
+def everything() -> dict[str, Any]:
+    """Every row a demo user's work can touch, exactly (ids, timestamps and password hashes included)."""
+    project = Project.objects.get(slug="sms-demo")
+    return {
+        "project": Project.objects.filter(pk=project.pk).values().get(),
+        "taxonomy_versions": list(TaxonomyVersion.objects.filter(project=project).order_by("pk")
+                                  .values_list("pk", "number", "status")),
+        "items": list(Item.objects.filter(project=project).order_by("pk").values_list(
+            "pk", "external_id", "content_hash", "meta", "is_gold", "gold_labels", "n_required", "n_done", "boost",
+            "updated_at")),
+        "annotations": list(Annotation.objects.order_by("pk").values_list(
+            "pk", "item_id", "reviewer__username", "labels", "mapped_labels", "mapped_taxonomy_version_id",
+            "gold_correct")),
+        "leases": list(Lease.objects.order_by("pk").values_list("pk", "item_id", "reviewer_id")),
+        "users": users_state(),
+        "memberships": dict(Membership.objects.filter(project=project).values_list("user__username", "role")),
+        "audit": list(AuditEvent.objects.order_by("pk").values_list("pk", "action")),
+    }
+
+
+def label(username: str, answers: list[str]) -> list[int]:
+    """``username`` labels len(answers) items through the real queue: checkout, then submit."""
+    project = Project.objects.get(slug="sms-demo")
+    reviewer = get_user_model().objects.get(username=username)
+    done = []
+    for answer in answers:
+        lease = queue_checkout_next(project=project, reviewer=reviewer)
+        assert lease is not None
+        annotation, created = annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=[answer])
+        assert created
+        done.append(annotation.pk)
+    return done
+
+
+def lab(key: str, **extra: Any) -> dict[str, Any]:
+    return {"key": key, "name": key.title(), **extra}
+
+
+# Each change makes the shipped gold answer "spam" invalid in the new version: renamed away, no longer a leaf,
+# or deprecated. Re-importing the gold file (what load_demo did) failed on every one of them.
+TAXONOMY_CHANGES: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
+    "rename": ([lab("ham"), lab("junk")], [{"kind": "rename", "sources": ["spam"], "targets": ["junk"]}]),
+    "split": ([lab("ham"), lab("spam", children=[lab("spam/prize"), lab("spam/phishing")])],
+              [{"kind": "split", "sources": ["spam"], "targets": ["spam/prize", "spam/phishing"],
+                "requeue_priority": 3}]),
+    "deprecate": ([lab("ham"), lab("spam", deprecated=True), lab("unwanted")],
+                  [{"kind": "deprecate", "sources": ["spam"], "requeue_priority": 2}]),
+}
+
+
+def publish(labels: list[dict[str, Any]], migrations: list[dict[str, Any]]) -> TaxonomyVersion:
+    project = Project.objects.get(slug="sms-demo")
+    lead = get_user_model().objects.get(username="lead")
+    document = {"name": "SMS moderation", "multi_label": False, "labels": labels}
+    taxonomy_draft_save(actor=lead, project=project, document=document, migrations=migrations)
+    return taxonomy_draft_publish(actor=lead, project=project, changelog="the lead's change")
+
+
+@pytest.mark.parametrize("change", sorted(TAXONOMY_CHANGES))
+def test_load_demo_after_a_taxonomy_publish_succeeds_and_changes_nothing(data_dir: Path, change: str) -> None:
     load_demo()
-    Membership.objects.filter(user__username="reviewer1").update(role="admin")
+    label("reviewer1", ["spam", "ham", "spam"])
+    label("reviewer2", ["ham", "spam"])
+    version = publish(*TAXONOMY_CHANGES[change])
+    assert version.number == 2
+    label("reviewer2", ["ham"])  # under v2
+    before = everything()
+    assert len(before["annotations"]) == 6
+    assert before["project"]["current_taxonomy_version_id"] == version.pk
+
+    out = load_demo()
+
+    assert ("Demo project 'sms-demo' (already there, kept as it is): pool 0 created, 1500 already present; "
+            "gold 0 created, 30 already present.") in out
+    assert everything() == before
+    assert load_demo() == out  # and again: a fixed point
+
+
+def test_load_demo_keeps_what_users_changed_and_reset_users_restores_it(data_dir: Path) -> None:
     load_demo()
-    assert dict(Membership.objects.values_list("user__username", "role")) == EXPECTED_ROLES
+    password = (data_dir / "demo_password").read_text().strip()
+    reviewer1 = get_user_model().objects.get(username="reviewer1")
+    reviewer1.set_password("reviewer1-own-secret")
+    reviewer1.save()
+    label("reviewer2", ["ham"])
+    Membership.objects.filter(user__username="lead").update(role="reviewer")
+    Membership.objects.filter(user__username="engineer").delete()
+    get_user_model().objects.filter(username="admin").update(is_superuser=False)
+    engineer = get_user_model().objects.get(username="engineer")
+    engineer.is_active = False
+    engineer.save()
+    get_user_model().objects.filter(username="reviewer2").update(username="reviewer2-renamed")
+    before = users_state()
+
+    out = load_demo()
+
+    after = users_state()
+    # reviewer2 was renamed away, so the demo's reviewer2 is created again; nobody else changed.
+    assert {name: state for name, state in after.items() if name != "reviewer2"} == before
+    assert get_user_model().objects.get(username="reviewer2").check_password(password)
+    assert dict(Membership.objects.values_list("user__username", "role")) == {
+        "admin": "admin", "lead": "reviewer", "reviewer1": "reviewer", "reviewer2": "reviewer",
+        "reviewer2-renamed": "reviewer"}
+    assert [line.strip() for line in out.splitlines() if line.startswith("  ")] == [
+        "admin is no longer a superuser",
+        "lead is reviewer in 'sms-demo' (the demo made them policy_lead)",
+        "reviewer1 has a password of their own, not the demo password",
+        "reviewer2 was missing and has been created again",
+        "engineer is not a member of 'sms-demo' (the demo made them ml_engineer)",
+        "engineer is deactivated",
+        "(kept as changed in the demo; `manage.py load_demo --reset-users` restores them)",
+    ]
+    assert password not in out
+
+    out = load_demo("--reset-users")
+
+    assert "kept as changed in the demo" not in out
+    users = {u.username: u for u in get_user_model().objects.all()}
+    assert all(users[name].check_password(password) for name in EXPECTED_ROLES)
+    assert users["reviewer2-renamed"].password == before["reviewer2-renamed"][0]
+    assert (users["admin"].is_superuser, users["admin"].is_staff, users["engineer"].is_active) == (True, True, True)
+    assert dict(Membership.objects.exclude(user__username="reviewer2-renamed")
+                .values_list("user__username", "role")) == EXPECTED_ROLES
+
+
+def test_load_demo_reapplies_sift_demo_password_only_when_it_changes(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIFT_DEMO_PASSWORD", "correct-horse-demo")
+    load_demo()
+    assert "correct-horse-demo" not in (data_dir / "demo_password_applied").read_text()
+    assert stat.S_IMODE((data_dir / "demo_password_applied").stat().st_mode) == 0o600
+    reviewer1 = get_user_model().objects.get(username="reviewer1")
+    reviewer1.set_password("reviewer1-own-secret")
+    reviewer1.save()
+
+    load_demo()  # the same $SIFT_DEMO_PASSWORD: reviewer1's own password stays
+    assert get_user_model().objects.get(username="reviewer1").check_password("reviewer1-own-secret")
+
+    monkeypatch.setenv("SIFT_DEMO_PASSWORD", "a-new-demo-password")
+    load_demo()  # a new one: the operator asked for it, every demo user gets it
+    assert all(user.check_password("a-new-demo-password") for user in get_user_model().objects.all())
+
+    # A marker written for another database (a test run, another DATABASE_URL) says nothing about this one.
+    marker = json.loads((data_dir / "demo_password_applied").read_text())
+    (data_dir / "demo_password_applied").write_text(json.dumps({**marker, "database": "sqlite:::elsewhere"}))
+    reviewer1 = get_user_model().objects.get(username="reviewer1")
+    reviewer1.set_password("reviewer1-own-secret")
+    reviewer1.save()
+    load_demo()
+    assert get_user_model().objects.get(username="reviewer1").check_password("a-new-demo-password")
+
+
+def test_load_demo_leaves_deleted_items_deleted(data_dir: Path) -> None:
+    load_demo()
+    project = Project.objects.get(slug="sms-demo")
+    items_delete(actor=None, project=project, external_ids=["sms-297", "sms-2108", "sms-3082"],
+                 reason="subject request")
+    before = everything()
+
+    out = load_demo()
+
+    assert ("pool 0 created, 1498 already present, 2 deleted in the demo (left deleted); "
+            "gold 0 created, 29 already present, 1 deleted in the demo (left deleted).") in out
+    assert everything() == before
+
+
+def test_load_demo_fills_in_missing_rows_and_leaves_out_the_ones_that_no_longer_validate(data_dir: Path) -> None:
+    """A first load cut short (rows missing, no tombstone) followed by a rename: the restart still succeeds."""
+    load_demo()
+    gold = {row["external_id"]: row["label"] for row in read_jsonl_gz(DEMO_DIR / "sms_gold.jsonl.gz")}
+    missing_ham = sorted(ext for ext, answer in gold.items() if answer == "ham")[:2]
+    missing_spam = sorted(ext for ext, answer in gold.items() if answer == "spam")[:1]
+    Item.objects.filter(external_id__in=missing_ham + missing_spam + ["sms-297"]).delete()
+    publish(*TAXONOMY_CHANGES["rename"])
+
+    out = load_demo()
+
+    assert ("pool 1 created, 1499 already present; gold 2 created, 27 already present, "
+            "1 not valid any more (left out).") in out
+    assert f"  left out: sms_gold.jsonl.gz {missing_spam[0]!r}: label: unknown label 'spam'" in out
+    project = Project.objects.get(slug="sms-demo")
+    assert dict(Item.objects.filter(project=project, external_id__in=missing_ham + missing_spam + ["sms-297"])
+                .values_list("external_id", "gold_labels")) == {
+        missing_ham[0]: ["ham"], missing_ham[1]: ["ham"], "sms-297": None}

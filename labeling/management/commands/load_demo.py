@@ -1,28 +1,48 @@
 """``load_demo``: the demo project "sms-demo", its five users and a sample of the SMS Spam Collection.
 
-Safe to run any number of times: it creates what is missing and re-imports the sample, which
-is idempotent (a second run reports every item unchanged and changes no item).
+``make demo`` runs this on every start, so it must succeed whatever happened in the demo since the last
+start (a taxonomy publish, labels, deleted items, changed passwords or roles, deleted users) and must not
+undo any of it. The rule: it creates what is missing and leaves alone everything that exists.
 
-Passwords: ``$SIFT_DEMO_PASSWORD`` when set (applied to all five users on every run). Otherwise
-a random password is generated once, saved to ``<SIFT_DATA_DIR>/demo_password`` (mode 0600)
-and printed once, when it is created; later runs reuse it and print only where it is kept.
+- The project is created once; its settings, taxonomy versions and items are the users' from then on.
+- Sample rows are imported only where the project has no item with that external id, and never where an
+  admin hard-deleted one (the ``items.delete`` tombstones keep a digest of each external id). Existing
+  items (their text, meta, gold answers, annotations) are never rewritten, so a gold answer that a later
+  taxonomy no longer knows cannot make a restart fail. A missing row that does not validate any more
+  (a gold answer under a renamed label) is reported and left out, never fatal.
+- A missing demo user is created (with the demo password and its demo role). An existing user keeps its
+  password, role, membership and flags, and what differs from the demo's set-up is printed. The demo
+  password is applied to every demo user only when it is new: generated just now, or a
+  ``$SIFT_DEMO_PASSWORD`` different from the one applied last (a salted hash of it is kept in
+  ``<SIFT_DATA_DIR>/demo_password_applied``, with the database it was applied in). ``--reset-users`` puts
+  the five users back as the demo made them (password, role, membership, active, admin flags).
+
+Passwords: ``$SIFT_DEMO_PASSWORD`` when set. Otherwise a random password is generated once, saved to
+``<SIFT_DATA_DIR>/demo_password`` (mode 0600) and printed once, when it is created; later runs reuse it and
+print only where it is kept.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.contrib.auth.hashers import check_password, make_password
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection, transaction
 
-from labeling.models import Membership, Project, Role
+from labeling.models import AuditEvent, Item, Membership, Project, Role
+from labeling.services.errors import ServiceError
 from labeling.services.items_import import items_import
+from labeling.services.privacy import external_id_digest
 from labeling.services.projects import membership_add, project_create
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
@@ -47,21 +67,86 @@ def demo_password_path() -> Path:
     return Path(settings.DATA_DIR) / "demo_password"
 
 
+def demo_password_applied_path() -> Path:
+    """A salted hash of the password load_demo last gave the demo users (never the password itself)."""
+    return Path(settings.DATA_DIR) / "demo_password_applied"
+
+
+def _database() -> str:
+    """Which database the users live in: the marker speaks only for that one (a test run or another
+    DATABASE_URL sharing the data directory must not pass for the demo's)."""
+    db = connection.settings_dict
+    return f"{connection.vendor}:{db.get('HOST') or ''}:{db.get('PORT') or ''}:{db['NAME']}"
+
+
+def _applied_hash() -> str | None:
+    """The hash in the marker, if the marker exists and was written for this database."""
+    try:
+        marker = json.loads(demo_password_applied_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("database") != _database():
+        return None
+    encoded = marker.get("password")
+    return encoded if isinstance(encoded, str) else None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    partial.replace(path)
+
+
+@dataclass
+class SampleResult:
+    """One fixture file's outcome: rows imported now, rows already present, rows left out and why."""
+
+    created: int = 0
+    present: int = 0
+    deleted: int = 0
+    rejected: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def describe(self, name: str) -> str:
+        text = f"{name} {self.created} created, {self.present} already present"
+        if self.deleted:
+            text += f", {self.deleted} deleted in the demo (left deleted)"
+        if self.rejected:
+            text += f", {self.rejected} not valid any more (left out)"
+        return text
+
+
 class Command(BaseCommand):
-    help = "Create (or refresh) the demo project, its users and its sample items. Idempotent."
+    help = ("Create the demo project, its five users and its sample items where they are missing. Idempotent: "
+            "what users did in the demo is kept.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--reset-users", action="store_true",
+            help="Put the five demo users back as the demo made them: the demo password, their demo role and "
+                 "membership, active, and admin's superuser flags. Items, labels and the taxonomy are untouched.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        reset: bool = options["reset_users"]
         password, source = self._password()
-        project = self._project()
-        self._users(project, password, source)
+        project, project_created = self._project()
+        notes = self._users(project, password, source=source, project_created=project_created, reset=reset)
         pool = self._import(project, "sms_items.jsonl.gz", gold=False)
         gold = self._import(project, "sms_gold.jsonl.gz", gold=True)
-        self.stdout.write(
-            f"Demo project {project.slug!r}: pool {pool['created']} created, {pool['unchanged']} unchanged, "
-            f"{pool['updated']} updated; gold {gold['created']} created, {gold['unchanged']} unchanged, "
-            f"{gold['updated']} updated."
-        )
+        state = "created" if project_created else "already there, kept as it is"
+        self.stdout.write(f"Demo project {project.slug!r} ({state}): {pool.describe('pool')}; "
+                          f"{gold.describe('gold')}.")
+        for problem in pool.problems + gold.problems:
+            self.stdout.write(self.style.WARNING(f"  left out: {problem}"))
         self.stdout.write("Users: " + ", ".join(f"{name} ({role})" for name, role in USERS))
+        for note in notes:
+            self.stdout.write(self.style.WARNING(f"  {note}"))
+        if notes:
+            self.stdout.write("  (kept as changed in the demo; `manage.py load_demo --reset-users` restores them)")
         if source == "generated":
             self.stdout.write(self.style.WARNING(
                 f"Demo password for all five users (shown once; kept in {demo_password_path()}): {password}"))
@@ -70,6 +155,8 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Password: $SIFT_DEMO_PASSWORD")
 
+    # --- Password --------------------------------------------------------------------------------------
+
     def _password(self) -> tuple[str, str]:
         """The demo password and where it came from: "env", "file" or "generated" (just now)."""
         configured = os.environ.get("SIFT_DEMO_PASSWORD", "")
@@ -77,50 +164,127 @@ class Command(BaseCommand):
             return configured, "env"
         path = demo_password_path()
         if path.exists():
-            return path.read_text(encoding="utf-8").strip(), "file"
+            kept = path.read_text(encoding="utf-8").strip()
+            if kept:
+                return kept, "file"
+            # An empty file (a full disk, a hand edit) holds no password anyone knows: make a new one.
         password = secrets.token_urlsafe(12)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL + 0600 at creation: the secret is never readable by others, not even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(password + "\n")
+        _write_private(path, password)
         return password, "generated"
 
-    def _project(self) -> Project:
+    def _password_is_new(self, password: str, source: str) -> bool:
+        """Whether ``password`` differs from the one load_demo last gave the demo users."""
+        if source == "generated":
+            return True
+        encoded = _applied_hash()
+        if encoded is None:
+            # Before this marker existed a kept password file was applied only when generated, and
+            # $SIFT_DEMO_PASSWORD on every run: treat them so once, then the marker decides.
+            return source == "env"
+        return not check_password(password, encoded)
+
+    # --- Project and users -----------------------------------------------------------------------------
+
+    def _project(self) -> tuple[Project, bool]:
         project: Project | None = Project.objects.filter(slug=PROJECT_SLUG).first()
         if project is not None:
-            return project
+            return project, False
         taxonomy = json.loads((DEMO_DIR / "taxonomy.json").read_text(encoding="utf-8"))
         return project_create(
             actor=None, slug=PROJECT_SLUG, name="SMS spam (demo)", taxonomy=taxonomy, overlap=2,
             strategy="default", seed_queries=SEED_QUERIES, gold_rate=0.05,
             description="A sample of the SMS Spam Collection (Almeida & Gómez Hidalgo, CC BY 4.0). "
                         "Each message needs two reviewers.",
-        )
+        ), True
 
-    def _users(self, project: Project, password: str, source: str) -> None:
+    def _users(self, project: Project, password: str, *, source: str, project_created: bool,
+               reset: bool) -> list[str]:
+        """Create missing demo users (and, with ``reset``, restore the rest); return what differs from the demo."""
         user_model = get_user_model()
+        new_password = reset or self._password_is_new(password, source)
+        notes: list[str] = []
         for username, role in USERS:
             with transaction.atomic():
-                user, created = user_model.objects.get_or_create(username=username)
-                changed: list[str] = []
-                # A stored password the user may have changed is left alone; a new user, a new
-                # generated password or $SIFT_DEMO_PASSWORD is applied.
-                if created or source == "generated" or (source == "env" and not user.check_password(password)):
+                user = user_model.objects.filter(username=username).first()
+                created = user is None
+                if user is None:
+                    user = user_model(username=username)
                     user.set_password(password)
-                    changed.append("password")
-                if username == "admin" and not (user.is_superuser and user.is_staff):
-                    user.is_superuser = user.is_staff = True
-                    changed += ["is_superuser", "is_staff"]
-                if changed:
-                    user.save(update_fields=None if created else changed)
-            current = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
-            if current != role:
-                membership_add(actor=None, project=project, username=username, role=role)
+                    if username == "admin":
+                        user.is_superuser = user.is_staff = True
+                    user.save()
+                else:
+                    changed: list[str] = []
+                    # hashers.check_password, not user.check_password: that one may re-save the hash.
+                    if new_password and not check_password(password, user.password):
+                        user.set_password(password)
+                        changed.append("password")
+                    if reset and not user.is_active:
+                        user.is_active = True
+                        changed.append("is_active")
+                    if reset and username == "admin" and not (user.is_superuser and user.is_staff):
+                        user.is_superuser = user.is_staff = True
+                        changed += ["is_superuser", "is_staff"]
+                    if changed:
+                        user.save(update_fields=changed)
+                current = Membership.objects.filter(project=project, user=user).values_list("role", flat=True).first()
+                if current != role and (created or project_created or reset):
+                    membership_add(actor=None, project=project, username=username, role=role)
+                    current = role
+            if created and not project_created:
+                notes.append(f"{username} was missing and has been created again")
+            if current is None:
+                notes.append(f"{username} is not a member of {project.slug!r} (the demo made them {role})")
+            elif current != role:
+                notes.append(f"{username} is {current} in {project.slug!r} (the demo made them {role})")
+            if not user.is_active:
+                notes.append(f"{username} is deactivated")
+            if username == "admin" and not (user.is_superuser and user.is_staff):
+                notes.append("admin is no longer a superuser")
+            if not created and not check_password(password, user.password):
+                notes.append(f"{username} has a password of their own, not the demo password")
+        if new_password or _applied_hash() is None:
+            _write_private(demo_password_applied_path(),
+                           json.dumps({"database": _database(), "password": make_password(password)}))
+        return notes
 
-    def _import(self, project: Project, name: str, *, gold: bool) -> dict[str, Any]:
-        with (DEMO_DIR / name).open("rb") as handle:
-            summary = items_import(actor=None, project=project, source=handle, filename=name, gold=gold)
-        if not summary.ok:
-            raise CommandError(f"{name}: the demo sample did not import cleanly: {summary.as_dict()['errors'][:3]}")
-        return summary.as_dict()
+    # --- Items -----------------------------------------------------------------------------------------
+
+    def _import(self, project: Project, name: str, *, gold: bool) -> SampleResult:
+        """Import the rows of fixture ``name`` that the project lacks and that were never deleted from it."""
+        with gzip.open(DEMO_DIR / name, "rb") as handle:
+            lines = [line for line in handle.read().splitlines() if line.strip()]
+        rows = [(str(json.loads(line)["external_id"]), line) for line in lines]
+        present = set(Item.objects.filter(project=project, external_id__in=[ext for ext, _ in rows])
+                      .values_list("external_id", flat=True))
+        deleted = {entry.get("external_id_sha256")
+                   for data in AuditEvent.objects.filter(project=project, action="items.delete")
+                   .values_list("data", flat=True)
+                   for entry in (data or {}).get("items", [])}
+        result = SampleResult(present=len(present))
+        missing: list[tuple[str, bytes]] = []
+        for ext, line in rows:
+            if ext in present:
+                continue
+            if external_id_digest(project, ext) in deleted:
+                result.deleted += 1
+            else:
+                missing.append((ext, line))
+        if not missing:
+            return result  # Nothing to write: no import, no audit row, no embedding request.
+        body = io.BytesIO(b"\n".join(line for _, line in missing) + b"\n")
+        try:
+            summary = items_import(actor=None, project=project, source=body,
+                                   filename=name.removesuffix(".gz"), gold=gold)
+        except ServiceError as exc:  # The project refuses imports as a whole: report it, start anyway.
+            result.rejected = len(missing)
+            result.problems.append(f"{name}: {exc}")
+            return result
+        result.created, result.rejected = summary.created, summary.error_count
+        for error in summary.errors:
+            line = error["line"]
+            ext = missing[line - 1][0] if 1 <= line <= len(missing) else "?"
+            result.problems.append(f"{name} {ext!r}: {error['error']}")
+        if summary.error_count > len(summary.errors):
+            result.problems.append(f"{name}: {summary.error_count - len(summary.errors)} more rows")
+        return result
