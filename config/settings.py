@@ -269,6 +269,10 @@ SPECTACULAR_SETTINGS = {
         "SnapshotStatusEnum": "labeling.models.exports.ExportSnapshot.Status",
         "TaxonomyVersionStatusEnum": "labeling.models.taxonomy.TaxonomyVersion.Status",
         "ModelVersionStatusEnum": "learning.models.ModelVersion.Status",
+        # One name for the selection reasons wherever they appear (queue/next, item history), another for why an
+        # item went to a lead: both fields are called "reason".
+        "SelectionReasonEnum": "labeling.models.queue.SelectionReason",
+        "AdjudicationReasonEnum": "labeling.models.annotations.Adjudication.Reason",
     },
     # Every endpoint's 400/401/403/404 in the API's one error shape (labeling/api/errors.py).
     "POSTPROCESSING_HOOKS": [
