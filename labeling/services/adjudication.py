@@ -146,8 +146,12 @@ SELECT j.id, a.labels, a.taxonomy_version_id, a.mapped_labels, a.mapped_taxonomy
 FROM (SELECT %s AS item_id) q
 LEFT JOIN {Adjudication._meta.db_table} j ON j.item_id = q.item_id
 LEFT JOIN {Annotation._meta.db_table} a ON a.item_id = q.item_id
-ORDER BY a.id
+ORDER BY a.id + 0
 """  # noqa: S608
+# ``a.id + 0``: the answers of one item are a handful, found through the (item_id, reviewer_id) index and sorted.
+# Ordered by ``a.id`` itself, the planner may instead walk the whole primary key in order, filtering for the item,
+# whenever it believes the annotation table small (analysed while empty): one pass over every answer of the
+# database per finishing submit (tests/labeling/test_queue_plans.py, state stale_history_100k).
 
 
 def _json(value: Any) -> Any:

@@ -33,7 +33,7 @@ from labeling.rows import first_instance
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, KeyReused, NotFound, PermissionDenied, ValidationFailed
-from labeling.services.queues import queue_rank_floor_reset
+from labeling.services.queues import queue_planner_settings, queue_rank_floor_reset
 from labeling.services.taxonomy_migrations import (
     annotation_map_forward,
     answer_lock_shared_for_lease,
@@ -159,7 +159,9 @@ def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None 
     """
     # First, before any row lock: the project's answer lock, shared (a publish's final moments wait out the submits
     # in flight and hold back later ones; the lock order is taxonomy_migrations.py's essay).
-    answer_lock_shared_for_lease(lease_id=lease_id)
+    # The same statement sets the planner up as a checkout does (queues.py, MEMBERSHIP_LOCK_SQL): every look-up
+    # of a submit is an index probe whatever the statistics believe (the adjudication probe's answers by item).
+    answer_lock_shared_for_lease(lease_id=lease_id, also_select=queue_planner_settings())
     item_sql, lease_sql = _lock_sql()
     item = first_instance(Item, item_sql, [lease_id])
     if item is None:

@@ -77,13 +77,12 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from labeling.models import (
@@ -148,20 +147,26 @@ LIMIT %(batch)s {lock}
 """
 
 # Stage 2. Walks the unique (project_id, ranking_version, rank) index in order from the floor; LIMIT stops it early.
-# Each ranked item is fetched by primary key. ``i.project_id + 0`` (a check, not an index key) is what keeps it so:
-# spelled ``i.project_id = ...``, the condition matches the partial index item_open_random, and on tables without
-# statistics (a new project, a bulk load before ANALYZE) the planner judged that index tiny and scanned the
-# project's open items once per ranked row: 11.7 s instead of 2 ms per checkout at 2,000 items, with the scan's
-# row locks held all the while (tests/labeling/test_queue_plans.py).
+# Each ranked row's item is fetched by primary key in a LATERAL subquery that also takes the row lock. That shape is
+# fixed whatever the statistics say: a subquery with a locking clause is never flattened into a join, so the only
+# plan is a nested loop driven by the ranking index, one primary-key probe per ranked row. (Spelled as a join, the
+# planner was free to drive from the items instead: with ``i.n_done < i.n_required`` matching the partial index
+# item_open_random, it scanned every open item of the project per checkout, 11.7 s at 2,000 items without
+# statistics and 3.8 s at 100k items after ANALYZE, while holding the scan's row locks;
+# tests/labeling/test_queue_plans.py.) ``i.project_id + 0`` keeps the project check from matching an index key.
 RANKING_SCAN_SQL = """
-SELECT i.id, i.external_id, i.text, i.meta,
+SELECT c.id, c.external_id, c.text, c.meta,
        r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
-FROM {ranking} r JOIN {item} i ON i.id = r.item_id
+FROM {ranking} r
+CROSS JOIN LATERAL (
+    SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
+    WHERE i.id = r.item_id AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}
+    {lock}
+) c
 WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
-  AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}
 ORDER BY r.rank
-LIMIT %(batch)s {lock}
-"""
+LIMIT %(batch)s
+"""  # noqa: S608 (table names and our own fragments, no user input)
 
 # Stage 3. The WHERE implies the predicate of the partial index item_open_random (project, random_key).
 FALLBACK_SCAN_SQL = """
@@ -171,11 +176,15 @@ ORDER BY i.random_key
 LIMIT %(batch)s {lock}
 """
 
-# The first rank whose item is still open: where ranking walks start (see "The rank floor" above).
+# The first rank whose item is still open: where ranking walks start (see "The rank floor" above). The same fixed
+# shape as the ranking scan: ``OFFSET 0`` keeps the LATERAL subquery from being flattened into a join the planner
+# could drive from the items.
 FIRST_OPEN_RANK_SQL = """
-SELECT r.rank FROM {ranking} r JOIN {item} i ON i.id = r.item_id
+SELECT r.rank FROM {ranking} r
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {item} i WHERE i.id = r.item_id AND i.n_done < i.n_required OFFSET 0
+) c
 WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
-  AND i.n_done < i.n_required
 ORDER BY r.rank
 LIMIT 1
 """
@@ -206,15 +215,22 @@ RETURNING id
 # Serialises one reviewer's own checkouts (two tabs), and only theirs. Plain SQL: this runs on every checkout and
 # the ORM would compile the same query each time.
 #
-# On PostgreSQL it also switches bitmap scans off for the rest of the checkout transaction (set_config(..., true)
-# is SET LOCAL; folded in here to cost no extra round trip). Every checkout scan is meant to walk one index in
-# order and stop after a few rows. On tables without statistics (a new project, a bulk load before ANALYZE) the
-# planner guesses every table tiny and preferred a bitmap scan of the project's open items plus a sort: every
-# open item checked on every checkout, O(pool) where the walk is O(1) (tests/labeling/test_queue_plans.py).
+# On PostgreSQL it also sets the planner up for the rest of the checkout transaction (set_config(..., true) is
+# SET LOCAL; folded in here to cost no extra round trip): no bitmap scans and no sequential scans. Every checkout
+# statement is meant to walk one index in order and stop after a few rows, and to answer each availability
+# question (held, mine, done) with an index probe. What the planner believes about a table is often wrong here:
+# a new project, a bulk import before ANALYZE, a lease table analysed while it was empty. On such guesses it
+# preferred a bitmap scan of the project's open items plus a sort, or a sequential scan of the leases per
+# candidate: O(pool) or O(leases) where the walk is O(1). With both off, the only plans left are the index walks
+# (a Seq Scan is still possible as a last resort, with no index at all, which never happens on these tables).
+# tests/labeling/test_queue_plans.py checks the plans in every database state users meet.
 MEMBERSHIP_LOCK_SQL = """
 SELECT {planner_settings} FROM {membership} m
 WHERE m.project_id = %(project)s AND m.user_id = %(reviewer)s {membership_lock}
 """
+# The same settings on their own, for the queue's reads that run outside a checkout (the rank floor, the empty
+# path's "ask again?" questions): run inside a short transaction so SET LOCAL applies (``_fetch_planned``).
+PLANNER_SETTINGS_SQL = "SELECT {planner_settings}"
 
 
 def _lock_suffix() -> str:
@@ -229,8 +245,16 @@ def _membership_lock() -> str:
     return "FOR NO KEY UPDATE" if connection.vendor == "postgresql" else ""
 
 
+def queue_planner_settings() -> str:
+    """The select-list expression that sets the queue's planner up for the rest of the transaction (see
+    MEMBERSHIP_LOCK_SQL); the submit folds it into its first statement. "1" where there is no such thing."""
+    return _planner_settings()
+
+
 def _planner_settings() -> str:
-    return "set_config('enable_bitmapscan', 'off', true)" if connection.vendor == "postgresql" else "1"
+    if connection.vendor != "postgresql":
+        return "1"
+    return "set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
 
 
 def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dict[str, int]]:
@@ -247,6 +271,17 @@ def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dic
 
 def _fetch(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def _fetch_planned(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """``_fetch`` with the checkout's planner settings (see MEMBERSHIP_LOCK_SQL), for reads outside a checkout."""
+    if connection.vendor != "postgresql":
+        return _fetch(sql, params)
+    settings_sql, _ = render_sql(PLANNER_SETTINGS_SQL)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(settings_sql)
         cursor.execute(sql, params)
         return list(cursor.fetchall())
 
@@ -288,7 +323,7 @@ def _decode_floor(value: int) -> tuple[int, bool]:
 def _rank_floor(project: Project, version: int) -> int | None:
     """Where this checkout's ranking walk starts, or None when every ranked item is finished.
 
-    Read outside the checkout transaction: it is a hint. The first-open-rank query runs at most every
+    A hint, read inside the checkout transaction but locking nothing. The first-open-rank query runs at most every
     ``RANK_FLOOR_REFRESH`` seconds per project (the ``:fresh`` marker); in between, walks start at the cached floor
     and step over the few items finished since, which the scan filters out anyway.
     """
@@ -322,10 +357,9 @@ def _rank_floor(project: Project, version: int) -> int | None:
 class _Scanner:
     """Runs one checkout's stages inside its transaction, remembering candidates that lost their race."""
 
-    def __init__(self, *, project: Project, reviewer_id: int, floor: int | None, rng: random.Random) -> None:
+    def __init__(self, *, project: Project, reviewer_id: int, rng: random.Random) -> None:
         self.project = project
         self.reviewer_id = reviewer_id
-        self.floor = floor
         self.rng = rng
         self.rejected: list[int] = []
 
@@ -358,7 +392,10 @@ class _Scanner:
 
     def ranked(self) -> Lease | None:
         version = self.project.active_ranking_version
-        if version is None or self.floor is None:
+        # Read here, inside the checkout transaction, so its look-up runs under the checkout's planner settings,
+        # and only by checkouts that get this far (not those served a held lease, a boosted item or gold).
+        floor = _rank_floor(self.project, version) if version is not None else None
+        if version is None or floor is None:
             return None
 
         def to_pick(row: tuple[Any, ...]) -> _Pick:
@@ -367,7 +404,7 @@ class _Scanner:
                          inclusion_probability=inclusion, suggested_label=label or "",
                          suggested_confidence=confidence)
 
-        return self._stage(RANKING_SCAN_SQL, {"version": version, "floor": self.floor}, to_pick)
+        return self._stage(RANKING_SCAN_SQL, {"version": version, "floor": floor}, to_pick)
 
     def fallback(self) -> Lease | None:
         inclusion: list[float] = []
@@ -478,9 +515,7 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
     if project.current_taxonomy_version_id is None:
         raise Conflict("this project has no published taxonomy yet; publish one before labelling")
     reviewer_id: int = reviewer.pk
-    version = project.active_ranking_version
-    floor = _rank_floor(project, version) if version is not None else None
-    scanner = _Scanner(project=project, reviewer_id=reviewer_id, floor=floor, rng=rng or _system_random)
+    scanner = _Scanner(project=project, reviewer_id=reviewer_id, rng=rng or _system_random)
     with transaction.atomic():
         # Serialises this reviewer's own checkouts (two tabs), and only theirs.
         sql, _ = render_sql(MEMBERSHIP_LOCK_SQL)
@@ -517,6 +552,19 @@ LIMIT 1
 """
 
 
+# When the first lease someone else holds on an item this reviewer could take runs out. Walks the project's unexpired
+# active leases by expiry (the partial index lease_active_expiry), each checked by primary key and index probes.
+EARLIEST_HELD_ELSEWHERE_SQL = """
+SELECT MIN(l.expires_at) FROM {lease} l JOIN {item} i ON i.id = l.item_id
+WHERE l.project_id = %(project)s AND l.state = 'active' AND l.expires_at > %(now)s AND l.reviewer_id <> %(reviewer)s
+  AND NOT i.is_gold AND i.n_done < i.n_required
+  AND NOT EXISTS (
+      SELECT 1 FROM {lease} mine WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = l.item_id
+        AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
+  AND NOT EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = l.item_id AND done.reviewer_id = %(reviewer)s)
+"""
+
+
 def queue_retry_after(*, project: Project, reviewer: AbstractBaseUser) -> int | None:
     """When checkout found nothing: seconds after which asking again may succeed, or None if never.
 
@@ -525,22 +573,19 @@ def queue_retry_after(*, project: Project, reviewer: AbstractBaseUser) -> int | 
     Clients should stop only on a 204 without Retry-After. Only the empty path pays for these queries.
     """
     sql, _ = render_sql(AVAILABLE_NOW_SQL)
-    if _fetch(sql, {"project": project.pk, "reviewer": reviewer.pk,
-                    "now": connection.ops.adapt_datetimefield_value(timezone.now())}):
-        return 1
     now = timezone.now()
-    seen_by_reviewer = Lease.objects.filter(item_id=OuterRef("item_id"), reviewer_id=reviewer.pk).exclude(
-        state=Lease.State.ACTIVE, expires_at__lte=now)
-    answered = Annotation.objects.filter(item_id=OuterRef("item_id"), reviewer_id=reviewer.pk)
-    earliest = (
-        Lease.objects.filter(project=project, state=Lease.State.ACTIVE, expires_at__gt=now,
-                             item__is_gold=False, item__n_done__lt=F("item__n_required"))
-        .exclude(reviewer_id=reviewer.pk)
-        .filter(~Exists(seen_by_reviewer), ~Exists(answered))
-        .order_by("expires_at").values_list("expires_at", flat=True).first()
-    )
+    adapted = connection.ops.adapt_datetimefield_value(now)
+    if _fetch_planned(sql, {"project": project.pk, "reviewer": reviewer.pk, "now": adapted}):
+        return 1
+    sql, _ = render_sql(EARLIEST_HELD_ELSEWHERE_SQL)
+    rows = _fetch_planned(sql, {"project": project.pk, "reviewer": reviewer.pk, "now": adapted})
+    earliest = rows[0][0] if rows else None
     if earliest is None:
         return None
+    if isinstance(earliest, str):  # SQLite hands back the stored text
+        earliest = datetime.fromisoformat(earliest)
+    if timezone.is_naive(earliest):
+        earliest = earliest.replace(tzinfo=UTC)
     # Holders usually finish well before expiry, so poll at most every 10 s rather than waiting it out.
     return max(1, min(10, int((earliest - now).total_seconds())))
 

@@ -384,18 +384,20 @@ def _stored(version_ids: list[int]) -> tuple[dict[int, list[str]], dict[int, lis
 
 # Arbitrary constant naming "answers of a project" in pg_advisory_xact_lock(class, project) (splits.py uses 0x51F7).
 ANSWER_LOCK_CLASS = 0x7A0A
-_ANSWER_LOCK_FOR_LEASE_SQL = ("SELECT pg_advisory_xact_lock_shared(%s, l.project_id::int4) FROM labeling_lease l "
+_ANSWER_LOCK_FOR_LEASE_SQL = ("SELECT pg_advisory_xact_lock_shared(%s, l.project_id::int4){also} FROM labeling_lease l "
                               "WHERE l.id = %s")
 
 
-def answer_lock_shared_for_lease(*, lease_id: int) -> None:
+def answer_lock_shared_for_lease(*, lease_id: int, also_select: str = "") -> None:
     """Take the answer lock of the lease's project, SHARED, for the rest of the transaction (see the essay).
 
     A submit's first statement: a publish in its final moments is waited for here, before any row lock is held.
+    ``also_select``: more select-list expressions to run in the same round trip (the submit's planner settings).
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(_ANSWER_LOCK_FOR_LEASE_SQL, [ANSWER_LOCK_CLASS, lease_id])
+            cursor.execute(_ANSWER_LOCK_FOR_LEASE_SQL.format(also=f", {also_select}" if also_select else ""),
+                           [ANSWER_LOCK_CLASS, lease_id])
 
 
 def answer_lock_exclusive(*, project_id: int) -> None:
