@@ -178,6 +178,11 @@ def test_a_retrain_redelivered_after_its_pool_child_is_sigkilled_takes_the_claim
         v2 = wait_until(lambda: ModelVersion.objects.filter(project=project, version=2, status="active").first(),
                         timeout=120, what="the redelivered retrain to activate v2", worker=worker)
         assert time.monotonic() - killed_at < stale
+        # The run goes on after the switch (it prunes the dead version's half-written rows, then releases the
+        # claim): wait for the release, or the worker is stopped mid-prune and the figures below race it.
+        wait_until(lambda: LearningJob.objects.filter(project=project, kind=LearningJob.Kind.RETRAIN,
+                                                      running_token__isnull=True).exists(),
+                   timeout=120, what="the redelivered retrain to release its claim", worker=worker)
     finally:
         worker.stop()
         monitor.stop.set()
