@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 
 from labeling.models import Adjudication, Annotation, ExportSnapshot, Item, Lease, Membership, Project
@@ -108,6 +109,9 @@ def _label_one(project: Project, user: Any, labels: list[str], comment: str) -> 
 
 def seed_world(text: TextFn = plain_text, *, n_items: int = 12) -> World:
     users = {role: _user(role) for role in (*ROLES, "reviewer2", "outsider")}
+    # "admin" is also the site's administrator: it may create projects (SIFT_PROJECT_CREATORS), no one else may.
+    users["admin"].user_permissions.add(Permission.objects.get(codename="add_project",
+                                                               content_type__app_label="labeling"))
     project = project_create(actor=None, slug="sms", name=text("project.name", 1), taxonomy=_taxonomy(text),
                              overlap=2)
     Project.objects.filter(pk=project.pk).update(description=text("project.description", 1))
