@@ -23,7 +23,6 @@ from django.core.checks.security.base import (
     SECRET_KEY_INSECURE_PREFIX,
     SECRET_KEY_MIN_LENGTH,
     SECRET_KEY_MIN_UNIQUE_CHARACTERS,
-    _check_secret_key,
 )
 from django.core.exceptions import ImproperlyConfigured
 
@@ -41,10 +40,11 @@ TESTING = "PYTEST_VERSION" in os.environ
 def _secret_key() -> str:
     configured = env_str("SIFT_SECRET_KEY")
     if configured:
-        # Django's own deploy check (security.W009) is the one home of "strong enough": 50+ characters, 5+
-        # distinct ones, no "django-insecure-" prefix. It only warns, and only under --deploy; a key it would
+        # Django's own deploy check (security.W009) defines "strong enough", with these constants: 50+ characters,
+        # 5+ distinct ones, no "django-insecure-" prefix. It only warns, and only under --deploy; a key it would
         # warn about (32 identical characters passed a length-only test) is refused here, before anything runs.
-        if not _check_secret_key(configured):
+        if (len(configured) < SECRET_KEY_MIN_LENGTH or len(set(configured)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+                or configured.startswith(SECRET_KEY_INSECURE_PREFIX)):
             raise ImproperlyConfigured(
                 f"SIFT_SECRET_KEY is too weak: use at least {SECRET_KEY_MIN_LENGTH} characters with at least "
                 f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones, not starting with "

@@ -31,7 +31,7 @@ class Split(models.TextChoices):
     TEST = "test", "Test"
 
 
-class MetaField(models.JSONField):  # type: ignore[type-arg]
+class MetaField(models.JSONField):
     """Item.meta: a JSONField whose stored value nests deeper than META_MAX_DEPTH (a row from before the import's
     cap, see below) reads as ``{"meta": META_TOO_DEEP}``: decoding it (json.loads recurses once per level) raised
     RecursionError on every page and queue call that loaded the item. Exports read the stored text, untouched.

@@ -78,7 +78,7 @@ def bob(db: Any) -> Any:
 
 
 def _token(password: str, *, remote: str = "127.0.0.1", forwarded: str | None = None) -> int:
-    extra = {"REMOTE_ADDR": remote}
+    extra: dict[str, Any] = {"REMOTE_ADDR": remote}
     if forwarded is not None:
         extra["HTTP_X_FORWARDED_FOR"] = forwarded
     response = APIClient().post("/api/auth/token/", {"username": "bob", "password": password}, format="json",
