@@ -21,7 +21,7 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
     && mkdir -p frontend/static/vendor \
     && cp frontend/node_modules/htmx.org/dist/htmx.min.js frontend/node_modules/chart.js/dist/chart.umd.min.js frontend/static/vendor/ \
     && rm -rf frontend/node_modules \
-    && SIFT_SECRET_KEY=build-only-not-a-secret-build-only-000000 python manage.py collectstatic --noinput
+    && SIFT_SECRET_KEY=build-only-not-a-secret-build-only-0123456789-abcdefghij python manage.py collectstatic --noinput
 
 RUN useradd --create-home sift && mkdir -p /app/var && chown sift /app/var
 USER sift

@@ -344,7 +344,7 @@ def _setup(config: Config) -> tuple[int, list[str]]:
     User = get_user_model()
     # A fresh project and cast per run (the audit log is append-only, so an old run is never deleted).
     run_id = config.slug.removeprefix("soak-")
-    admin = User.objects.create_user(username=f"soak-admin-{run_id}", password=secrets.token_urlsafe(16))
+    admin = User.objects.create_superuser(username=f"soak-admin-{run_id}", password=secrets.token_urlsafe(16))
     project = project_create(actor=admin, slug=config.slug, name="Soak", taxonomy=TAXONOMY,
                              overlap=config.overlap, embedder="hashing")
     tokens = []

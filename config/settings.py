@@ -19,6 +19,11 @@ from typing import Any
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_list, env_str
@@ -35,8 +40,17 @@ TESTING = "PYTEST_VERSION" in os.environ
 def _secret_key() -> str:
     configured = env_str("SIFT_SECRET_KEY")
     if configured:
-        if len(configured) < 32:
-            raise ImproperlyConfigured("SIFT_SECRET_KEY must be at least 32 characters long.")
+        # Django's own deploy check (security.W009) defines "strong enough", with these constants: 50+ characters,
+        # 5+ distinct ones, no "django-insecure-" prefix. It only warns, and only under --deploy; a key it would
+        # warn about (32 identical characters passed a length-only test) is refused here, before anything runs.
+        if (len(configured) < SECRET_KEY_MIN_LENGTH or len(set(configured)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+                or configured.startswith(SECRET_KEY_INSECURE_PREFIX)):
+            raise ImproperlyConfigured(
+                f"SIFT_SECRET_KEY is too weak: use at least {SECRET_KEY_MIN_LENGTH} characters with at least "
+                f"{SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones, not starting with "
+                f"{SECRET_KEY_INSECURE_PREFIX!r} (Django's check security.W009). For example: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+            )
         return configured
     if DEMO:
         # The demo keeps one generated key on disk so sessions survive a restart.
@@ -167,6 +181,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Refuses nothing: its password_changed hook revokes the user's API tokens (labeling/services/credentials.py).
+    {"NAME": "labeling.services.credentials.RevokeTokensOnPasswordChange"},
 ]
 if TESTING:
     # Hashing cost is security for users and pure waste in a test run.
@@ -209,7 +225,17 @@ SECURE_SSL_REDIRECT = env_bool("SIFT_SSL_REDIRECT", not _PLAIN_HTTP)
 SECURE_HSTS_SECONDS = 0 if _PLAIN_HTTP else env_int("SIFT_HSTS_SECONDS", 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not _PLAIN_HTTP
 SECURE_HSTS_PRELOAD = not _PLAIN_HTTP
-if env_bool("SIFT_BEHIND_PROXY", False):
+# Behind a reverse proxy (SIFT_BEHIND_PROXY), the one switch every part of Sift reads the client from. Off, the
+# client is REMOTE_ADDR and X-Forwarded-For is ignored (anyone can write it: rotating it would dodge the login
+# throttle). On, the client is the address the last SIFT_PROXY_COUNT proxies (default 1) appended to
+# X-Forwarded-For: keyed on REMOTE_ADDR, django-axes would see every user as the proxy, and five wrong passwords
+# from anyone would lock a real user out. DRF's throttles (NUM_PROXIES) and django-axes (AXES_CLIENT_IP_CALLABLE,
+# labeling/api/authentication.py client_ip, which applies DRF's rule) both come from these two values.
+BEHIND_PROXY = env_bool("SIFT_BEHIND_PROXY", False)
+PROXY_COUNT = env_int("SIFT_PROXY_COUNT", 1) if BEHIND_PROXY else 0
+if PROXY_COUNT < 0 or (BEHIND_PROXY and PROXY_COUNT == 0):
+    raise ImproperlyConfigured("SIFT_PROXY_COUNT must be 1 or more (the number of proxies in front of Sift)")
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Scripts only from our own origin; no inline script, no eval. Item text is
@@ -236,6 +262,14 @@ SIFT_MAX_UPLOAD_BYTES = env_int("SIFT_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 SIFT_MAX_DECOMPRESSED_BYTES = env_int("SIFT_MAX_DECOMPRESSED_BYTES", 4 * 1024 * 1024 * 1024)
 SIFT_MAX_TEXT_CHARS = env_int("SIFT_MAX_TEXT_CHARS", 1_000_000)
 
+# Who may create projects through the API (labeling/services/projects.py, project_creation_allowed): "admins"
+# (the default: superusers and users granted the labeling.add_project permission in Django's admin) or "all"
+# (any signed-in user, who becomes the new project's admin). The create_project command is for operators and
+# is not limited by this.
+SIFT_PROJECT_CREATORS = env_str("SIFT_PROJECT_CREATORS", "admins")
+if SIFT_PROJECT_CREATORS not in ("admins", "all"):
+    raise ImproperlyConfigured(f"SIFT_PROJECT_CREATORS must be 'admins' or 'all', got {SIFT_PROJECT_CREATORS!r}")
+
 # Login throttling (django-axes): lock an account+IP out after repeated failures.
 AXES_FAILURE_LIMIT = env_int("SIFT_LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = 0.25  # hours
@@ -244,6 +278,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("SIFT_AXES_ENABLED", True)
 # A locked-out API token request gets the API's JSON error shape, not an HTML page.
 AXES_LOCKOUT_CALLABLE = "labeling.api.errors.axes_lockout_response"
+# The client address by the proxy rule above (the same function DRF's throttles use), not axes's own ipware guess.
+AXES_CLIENT_IP_CALLABLE = "labeling.api.authentication.client_ip"
 
 # --- DRF ------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -257,6 +293,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "labeling.api.errors.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": env_str("SIFT_LOGIN_RATE", "20/min")},
+    # 0: X-Forwarded-For is never trusted; N: the Nth address from its right (see BEHIND_PROXY above).
+    "NUM_PROXIES": PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sift API",

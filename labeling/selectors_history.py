@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from labeling.models import Adjudication, Annotation, Item, Project, SelectionReason
-from labeling.services.privacy import masker_for
+from labeling.services.privacy import mask_item, masker_for
 from labeling.services.taxonomy_migrations import labels_under_version
 
 _REASON_LABELS = dict(SelectionReason.choices)
@@ -62,11 +62,9 @@ def item_history(project: Project, item: Item) -> dict[str, Any]:
             "suggestion_shown": annotation.suggestion_shown,
             "gold_correct": annotation.gold_correct,
         })
-    shown: dict[str, Any] = {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta,
-                             "masked": False, "is_gold": item.is_gold, "n_done": item.n_done,
-                             "n_required": item.n_required}
-    if masker is not None:
-        shown.update(text=masker.text(item.text), meta=masker.value(item.meta), masked=True)
+    shown: dict[str, Any] = {"masked": False, **mask_item(masker, {
+        "id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta}),
+        "is_gold": item.is_gold, "n_done": item.n_done, "n_required": item.n_required}
     adjudication = (Adjudication.objects.filter(item=item, project=project)
                     .select_related("decided_by", "taxonomy_version").first())
     return {

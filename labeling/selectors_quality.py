@@ -56,7 +56,7 @@ from labeling.models import (
     SelectionReason,
     TaxonomyVersion,
 )
-from labeling.services.privacy import Masker, masker_for
+from labeling.services.privacy import Masker, mask_item, masker_for
 from labeling.stats import (
     ESTIMATOR_DESCRIPTION,
     SampleRound,
@@ -922,9 +922,8 @@ def adjudication_detail(adjudication: Adjudication, *, answers: Sequence[dict[st
     """One adjudication as leads see it; with the project's masker, PII in the item and in the reviewers'
     comments is masked (labeling/services/privacy.py)."""
     item = adjudication.item
-    shown = {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta}
+    shown = mask_item(masker, {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta})
     if masker is not None:
-        shown = {**shown, "text": masker.text(item.text), "meta": masker.value(item.meta), "masked": True}
         answers = [{**answer, "comment": masker.text(answer["comment"])} for answer in answers]
     return {
         "id": adjudication.pk, "state": adjudication.state, "reason": adjudication.reason,

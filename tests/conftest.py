@@ -69,6 +69,13 @@ def postgres_only() -> None:
     require_service("PostgreSQL", using_postgres(), "set DATABASE_URL=postgres://... (make test does)")
 
 
+def add_project_permission() -> Any:
+    """Django's ``labeling.add_project`` permission: who may create projects by default (SIFT_PROJECT_CREATORS)."""
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(codename="add_project", content_type__app_label="labeling")
+
+
 @pytest.fixture
 def cast(db: Any) -> dict[str, Any]:
     """A project with one user per role, plus an outsider who belongs to another project."""
@@ -77,6 +84,8 @@ def cast(db: Any) -> dict[str, Any]:
         role: member(project, username=role, role=role)
         for role in ("reviewer", "policy_lead", "ml_engineer", "admin")
     }
+    # The project's admin is also a site administrator, allowed to create projects (SIFT_PROJECT_CREATORS).
+    users["admin"].user_permissions.add(add_project_permission())
     other_project = ProjectFactory(slug="other", taxonomy=SMS_TAXONOMY)
     users["outsider"] = member(other_project, username="outsider", role="admin")
     users["anonymous"] = None

@@ -35,7 +35,7 @@ def test_the_demo_port_is_documented_as_the_makefile_reads_it() -> None:
 def test_manage_py_needs_what_the_readme_says(tmp_path: Path) -> None:
     workflows = section("Main workflows")
     assert ("Outside `make demo`, every `manage.py`\ncommand needs `SIFT_DEBUG=1` (local development) or "
-            "`SIFT_SECRET_KEY` (32+ characters, as in production); with\nneither it stops with "
+            "`SIFT_SECRET_KEY` (50+ characters, as in production); with\nneither it stops with "
             "`SIFT_SECRET_KEY is not set`.") in workflows
     commands = workflows.split("```\n")[1]
     assert commands.startswith("export SIFT_DEBUG=1 ")

@@ -13,14 +13,17 @@ with ``from_db``. Being the one token class of the API also keeps the OpenAPI sc
 from __future__ import annotations
 
 import functools
-from typing import Any
+import ipaddress
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
+from rest_framework.throttling import BaseThrottle
 
 
 @functools.cache
@@ -51,3 +54,21 @@ class SqlTokenAuthentication(TokenAuthentication):
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         token.user = user
         return user, token
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address for throttling and lock-outs: DRF's ``NUM_PROXIES`` rule, so django-axes (which calls
+    this through ``AXES_CLIENT_IP_CALLABLE``) and DRF's throttles key on the same address. ``NUM_PROXIES`` comes
+    from ``SIFT_BEHIND_PROXY``/``SIFT_PROXY_COUNT`` (config/settings.py says why).
+
+    None where the request has no address (a test client's ``force_login``), as axes's own look-up answers. A
+    value that is not an address (a misconfigured proxy passing the client's header through) falls back to
+    ``REMOTE_ADDR``: axes stores addresses in an IP field, and garbage there would be a 500 on every login."""
+    ident = BaseThrottle().get_ident(cast(Any, request))  # it reads request.META only
+    if not ident:
+        return None
+    try:
+        return str(ipaddress.ip_address(str(ident)))
+    except ValueError:
+        remote = request.META.get("REMOTE_ADDR")
+        return str(remote) if remote else None

@@ -36,6 +36,7 @@ from labeling.services.errors import NotFound
 from labeling.services.exports import (
     AGGREGATIONS,
     CONTENT_TYPES,
+    CSV_CELLS,
     EXTENSIONS,
     FORMATS,
     GOLD_MODES,
@@ -78,6 +79,10 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("min_agreement", float),
     OpenApiParameter("min_annotators", int),
     OpenApiParameter("label", str, many=True, description="Only items whose labels include one of these."),
+    OpenApiParameter("csv_cells", str, enum=list(CSV_CELLS), description=(
+        "CSV only. `escaped` (default): cells that begin with =, +, -, @, tab, carriage return or ' get a leading "
+        "apostrophe, so a spreadsheet never runs them as formulas; remove one leading ' to read the true value. "
+        "`raw`: every cell verbatim, for programs (pandas, the csv module), never for a spreadsheet.")),
 ]
 
 

@@ -22,7 +22,8 @@ from labeling.api.serializers import (
     TokenResponseSerializer,
 )
 from labeling.models import Capability, Project
-from labeling.services.projects import project_create
+from labeling.services.errors import PermissionDenied
+from labeling.services.projects import project_create, project_creation_allowed
 
 
 class TokenView(APIView):
@@ -85,10 +86,21 @@ class ProjectListView(APIView):
                     body=lambda shown: ProjectSerializer(shown, many=True).data,
                     cursor=lambda last: {"after": last.slug})
 
-    @extend_schema(request=ProjectCreateSerializer, responses={
-        201: ProjectSerializer, 409: OpenApiResponse(description="A project with this slug already exists."),
-    })
+    @extend_schema(
+        description="Create a project; the caller becomes its admin. Only users allowed to create projects may "
+                    "(SIFT_PROJECT_CREATORS: by default superusers and holders of the labeling.add_project "
+                    "permission); anyone else gets 403 whatever the body, so the answer never says whether a "
+                    "slug exists.",
+        request=ProjectCreateSerializer, responses={
+            201: ProjectSerializer,
+            403: OpenApiResponse(description="The caller may not create projects (code `permission_denied`)."),
+            409: OpenApiResponse(description="The slug is not available (taken by a project, whether or not the "
+                                             "caller belongs to it)."),
+        })
     def post(self, request: Request) -> Response:
+        # Before the body is read: a refused caller gets the same 403 for a free slug, a taken one or garbage.
+        if not project_creation_allowed(request.user):
+            raise PermissionDenied("you may not create projects; ask a Sift administrator")
         serializer = ProjectCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         project = project_create(actor=request.user, **serializer.validated_data)

@@ -6,7 +6,16 @@ from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
-from labeling.models.items import Item, Split
+from labeling.models.items import (
+    META_MAX_DEPTH,
+    META_TOO_DEEP,
+    Item,
+    Split,
+    json_depth,
+    json_map,
+    json_text_too_deep,
+    meta_shown,
+)
 from labeling.models.label_counter import LabelCounter
 from labeling.models.projects import (
     ROLE_CAPABILITIES,
@@ -21,6 +30,8 @@ from labeling.models.queue import Lease, RankingEntry, SelectionReason
 from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
 
 __all__ = [
+    "META_MAX_DEPTH",
+    "META_TOO_DEEP",
     "ROLE_CAPABILITIES",
     "Adjudication",
     "Annotation",
@@ -46,5 +57,9 @@ __all__ = [
     "Split",
     "TaxonomyVersion",
     "audit_chain_key",
+    "json_depth",
+    "json_map",
+    "json_text_too_deep",
+    "meta_shown",
     "role_allows",
 ]

@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -120,6 +119,15 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-
                  "parquet": "application/vnd.apache.parquet"}
 AGGREGATIONS = ("majority", "dawid_skene")
 GOLD_MODES = ("flag", "exclude")
+CSV_CELLS = ("escaped", "raw")
+CSV_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+CSV_CELLS_RULE = (
+    "csv_cells=escaped (the default): a cell that begins with =, +, -, @, a tab, a carriage return or an "
+    "apostrophe gets one more apostrophe in front (OWASP's advice against CSV formula injection), so a spreadsheet "
+    "shows it as text and never runs it; to read the true value, remove one leading apostrophe from any cell that "
+    "starts with one. csv_cells=raw writes every cell verbatim: for programs, never for a spreadsheet."
+)
+"""How CSV cells are written (``csv_cells``); the dataset card and the README carry this text."""
 COLUMNS: tuple[str, ...] = (
     "external_id", "text", "content_hash", "meta", "labels", "label_source", "soft_labels", "n_annotators",
     "agreement", "taxonomy_version", "annotation_taxonomy_versions", "n_mapped", "n_unmappable",
@@ -209,6 +217,7 @@ class ExportParams:
     min_agreement: float | None = None
     min_annotators: int | None = None
     labels: tuple[str, ...] = ()
+    csv_cells: str = "escaped"
 
     @property
     def filters_annotations(self) -> bool:
@@ -223,6 +232,9 @@ class ExportParams:
             "until": self.until.isoformat() if self.until else None,
             "reviewers": list(self.reviewers), "min_agreement": self.min_agreement,
             "min_annotators": self.min_annotators, "labels": list(self.labels),
+            # Only where it changes bytes, so the stored parameters of JSON Lines and Parquet exports keep the
+            # form they had before the option existed.
+            **({"csv_cells": self.csv_cells} if self.format == "csv" else {}),
         }
 
 
@@ -316,6 +328,7 @@ PARAMETERS: dict[str, Any] = {
     "min_agreement": _as_float,
     "min_annotators": _as_int,
     "label": _as_list,
+    "csv_cells": _as_choice(CSV_CELLS),
 }
 _FIELD_OF = {"reviewer": "reviewers", "label": "labels"}
 
@@ -1331,11 +1344,33 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-class _CsvWriter:
-    """RFC 4180 quoting, "\\n" line ends; lists and objects as compact JSON, null as an empty cell.
+def _csv_escaped(cell: str) -> str:
+    """``csv_cells=escaped``: one apostrophe before a cell a spreadsheet would read as a formula (or that
+    starts with an apostrophe, so that removing one leading apostrophe always gives the true value back)."""
+    return "'" + cell if cell.startswith(CSV_FORMULA_TRIGGERS) else cell
 
-    Cells are written verbatim (no "=" prefix escaping): this is a training set for programs, and
-    rewriting a message that starts with "=" would change the data. Open it in a spreadsheet at your risk.
+
+class _CrLfToLf:
+    """The csv writer's file: each row arrives as one ``write`` ending in "\\r\\n", and leaves ending in "\\n".
+
+    Why "\\r\\n" at all: the csv module quotes a cell only for the delimiter, the quote character and the
+    characters of ``lineterminator``. With "\\n" there, a cell holding a bare carriage return went out unquoted,
+    and every reader (the csv module, pandas) split the row there and shifted the columns."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.parts.append(line[:-2] + "\n")
+
+
+class _CsvWriter:
+    """RFC 4180 quoting (any cell holding a carriage return or a line feed is quoted), "\\n" line ends; lists
+    and objects as compact JSON, null as an empty cell.
+
+    Cells that a spreadsheet would run as a formula are escaped by default (``CSV_CELLS_RULE``): most CSV
+    downloads end up opened in a spreadsheet by someone, and a message that starts with "=HYPERLINK(...)" must
+    not become a live link there. ``csv_cells=raw`` writes every cell verbatim, for programs.
     """
 
     def __init__(self, prepared: PreparedExport) -> None:
@@ -1343,11 +1378,14 @@ class _CsvWriter:
         self.keys = prepared.keys
         self.version = str(prepared.target_version_number)
         self.raw = prepared.params.raw
+        self.escaped = prepared.params.csv_cells == "escaped"
 
     def _lines(self, rows: Sequence[Sequence[Any]]) -> bytes:
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        return buffer.getvalue().encode()
+        if self.escaped:
+            rows = [[_csv_escaped(c) if isinstance(c, str) and c else c for c in row] for row in rows]
+        sink = _CrLfToLf()
+        csv.writer(sink, lineterminator="\r\n").writerows(rows)
+        return "".join(sink.parts).encode()
 
     def begin(self) -> bytes:
         return self._lines([self.columns])
@@ -1611,6 +1649,7 @@ def export_card(prepared: PreparedExport, *, sha256: str | None = None, size_byt
                         **({"dawid_skene": prepared.ds_info} if prepared.ds_info else {})},
         "params": prepared.params.as_dict(),
         "columns": list(prepared.columns),
+        **({"csv_cells": CSV_CELLS_RULE} if prepared.params.format == "csv" else {}),
         **({"raw_answer_fields": RAW_ANSWER_FIELDS} if prepared.params.raw else {}),
         "sha256": sha256,
         "size_bytes": size_bytes,
@@ -1643,6 +1682,8 @@ def export_card_markdown(card: Mapping[str, Any]) -> str:
         f"- Agreement: mean {agreement.get('mean')}, full agreement on {agreement.get('full_agreement_share')}"
         f" of {agreement.get('rows_with_agreement')} rows ({cell(agreement.get('definition'))})",
     ]
+    if card.get("csv_cells"):
+        lines.append(f"- CSV cells: {cell(card['csv_cells'])}")
     if card.get("sha256"):
         lines.append(f"- SHA-256: `{card['sha256']}` ({card.get('size_bytes')} bytes)")
     lines += ["", "## Label distribution", "", "| label | rows |", "| --- | ---: |"]

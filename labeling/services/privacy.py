@@ -11,8 +11,11 @@ overlapping spans are merged before anything is replaced, so no detector sees an
 
 Every pattern runs on RE2 (``google-re2``): matching is linear in the text, whatever the pattern, so a
 project's regex cannot stall the server (no backtracking; RE2 refuses backreferences and look-around at save
-time, and a pattern whose compiled program exceeds ``_RE2_MAX_MEM`` is refused too). Masking applies to the
-whole text; a 1 MB text with every detector takes milliseconds.
+time, and a pattern whose compiled program exceeds ``_RE2_MAX_MEM`` is refused too). Matching runs over the
+text's UTF-8 bytes and the masked text is built in one pass; each rule masks at most ``MAX_MASK_MATCHES``
+matches per text, and anything after the point where a rule would need more is withheld, never shown
+unmasked (bench/masking.py measures the worst case: a 1M-character text, 1 and 20 patterns). The external id
+and meta's keys are masked like its values: a reviewer sees nothing the masker has not read.
 
 Who sees raw text: nobody on those surfaces while masking is on, whatever the role (the minimum necessary;
 a lead labelling sees what a reviewer sees). A role with ``Capability.REVEAL_PII`` (policy lead, admin) can
@@ -66,6 +69,8 @@ from labeling.models import (
     Lease,
     Project,
     RankingEntry,
+    json_map,
+    meta_shown,
 )
 from labeling.services.audit import Actor, audit_record
 from labeling.services.errors import NotFound, ValidationFailed
@@ -87,6 +92,11 @@ DETECTORS: dict[str, str] = {
 # A phone match that is really a date (2024-01-31, 31.01.2024, 31/01/2024) is left alone.
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")
 MAX_PATTERNS = 20
+# Per rule and text: bounds a queue/next on a 1M-character text with 20 patterns to well under a second
+# (bench/masking.py). A real text has a handful of addresses; 10,000 matches of one rule is a pattern or a
+# text gone wrong, and what follows the 10,000th is withheld rather than shown unmasked.
+MAX_MASK_MATCHES = 10_000
+WITHHELD = " [{n:,} more characters withheld: more than {limit:,} matches to mask; a lead can reveal the item]"
 MAX_PATTERN_CHARS = 500
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _RE2_MAX_MEM = 4 << 20
@@ -120,38 +130,61 @@ class Masker:
     rules: tuple[tuple[str, Any], ...]
 
     def text(self, value: str) -> str:
+        """``value`` with every match replaced by ``[name]``, in one pass over its UTF-8 bytes.
+
+        Bytes, not str: google-re2 given a str reports each match as character offsets, converting from byte
+        offsets by a walk that grows with the text, so a 1M-character text with many matches took 17 s (and
+        ~30 s for one pattern on non-ASCII text); over bytes the same work is linear. Matches are capped at
+        ``MAX_MASK_MATCHES`` per rule: where a rule would find more, the text is shown up to that point and the
+        rest is withheld (``WITHHELD``), never shown unmasked; a lead can reveal the item."""
+        data = value.encode("utf-8", "surrogatepass")
+        cut = len(data)
         spans: list[tuple[int, int, str]] = []
         for name, rule in self.rules:
-            for match in rule.finditer(value):
+            found = 0
+            for match in rule.finditer(data):
                 start, end = match.span()
-                if end <= start or (name == "phone" and _DATE.fullmatch(value, start, end)):
+                if start >= cut:
+                    break
+                if end <= start or (name == "phone" and _DATE.fullmatch(data[start:end].decode())):
                     continue
+                found += 1
+                if found > MAX_MASK_MATCHES:
+                    cut = start
+                    break
                 spans.append((start, end, name))
-        if not spans:
+        if not spans and cut == len(data):
             return value
         spans.sort()
-        out: list[str] = []
+        out: list[bytes] = []
         position = 0
-        current_start, current_end, current_name = spans[0]
-        for start, end, name in spans[1:]:
+        current_start, current_end, current_name = -1, -1, ""
+        for start, end, name in spans:
+            if start >= cut:
+                break
             if start < current_end:  # overlapping: one token for the union, named by the first
                 current_end = max(current_end, end)
                 continue
-            out += [value[position:current_start], f"[{current_name}]"]
-            position = current_end
+            if current_end >= 0:
+                out += [data[position:current_start], b"[" + current_name.encode() + b"]"]
+                position = current_end
             current_start, current_end, current_name = start, end, name
-        out += [value[position:current_start], f"[{current_name}]", value[current_end:]]
-        return "".join(out)
+        if current_end >= 0:
+            out += [data[position:current_start], b"[" + current_name.encode() + b"]"]
+            position = current_end
+        if cut < len(data):
+            tail = max(position, cut)
+            out += [data[position:tail], WITHHELD.format(n=len(data[tail:].decode("utf-8", "surrogatepass")),
+                                                         limit=MAX_MASK_MATCHES).encode()]
+        else:
+            out.append(data[position:])
+        return b"".join(out).decode("utf-8", "surrogatepass")
 
     def value(self, value: Any) -> Any:
-        """Mask every string in a JSON value (meta): keys are the importer's column names and stay."""
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, list):
-            return [self.value(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.value(v) for k, v in value.items()}
-        return value
+        """Every string in a JSON value (meta) masked, its object keys included: a key is the importer's column
+        name, or whatever a JSON Lines file put there, an e-mail address say. Iterative (labeling/models/items.py
+        says why); parts nested deeper than META_MAX_DEPTH read META_TOO_DEEP."""
+        return json_map(value, string=self.text, key=self.text)
 
 
 def masker_for(project: Project) -> Masker | None:
@@ -167,11 +200,18 @@ def masker_for(project: Project) -> Masker | None:
 
 def masked_item(project: Project, item: Mapping[str, Any]) -> dict[str, Any]:
     """An item payload ``{"id", "external_id", "text", "meta"}`` as a reviewer may see it; a masked one says
-    so with ``"masked": true`` (an unmasked one is unchanged, as before masking existed)."""
-    masker = masker_for(project)
+    so with ``"masked": true`` (an unmasked one is unchanged, as before masking existed, except for meta nested
+    too deeply to show: labeling/models/items.py)."""
+    return mask_item(masker_for(project), item)
+
+
+def mask_item(masker: Masker | None, item: Mapping[str, Any]) -> dict[str, Any]:
+    """``masked_item`` with the masker given: every field a reviewer sees is masked, the external id too (the
+    labelling, history and adjudication pages show it, and an upstream system may key items by address)."""
     if masker is None:
-        return dict(item)
-    return {**item, "text": masker.text(item["text"]), "meta": masker.value(item["meta"]), "masked": True}
+        return {**item, "meta": meta_shown(item["meta"])}
+    return {**item, "external_id": masker.text(item["external_id"]), "text": masker.text(item["text"]),
+            "meta": masker.value(item["meta"]), "masked": True}
 
 
 def masked_text(project: Project, text: str) -> str:
@@ -289,7 +329,7 @@ def item_reveal(*, actor: Actor, project: Project, item_id: int, reason: Any = "
             raise NotFound(f"no item {item_id} in this project")
         audit_record(actor=actor, action="item.reveal", obj=item, project=project,
                      data={"item_id": item.pk, "reason": cleaned})
-    return {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta}
+    return {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": meta_shown(item.meta)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -11,7 +12,8 @@ from django.db import IntegrityError, transaction
 
 from labeling.models import Membership, Project, Role
 from labeling.services.audit import Actor, acting_user, audit_record
-from labeling.services.errors import Conflict, NotFound, ValidationFailed
+from labeling.services.credentials import tokens_revoke
+from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
 from learning.core.vocabulary import STRATEGY_CHOICES
@@ -20,9 +22,25 @@ from learning.core.vocabulary import STRATEGY_CHOICES
 KNOWN_STRATEGIES = STRATEGY_CHOICES
 
 
+def project_creation_allowed(user: Any) -> bool:
+    """May ``user`` create projects? ``SIFT_PROJECT_CREATORS`` decides: "admins" (the default) is superusers and
+    holders of Django's ``labeling.add_project`` permission; "all" is every active signed-in user."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    if django_settings.SIFT_PROJECT_CREATORS == "all":
+        return True
+    return bool(user.has_perm("labeling.add_project"))
+
+
 def project_create(*, actor: Actor, slug: str, name: str, taxonomy: Any,
                    overlap: int = 1, strategy: str = "default", **settings: Any) -> Project:
-    """Create a project with its first published taxonomy version; the creator becomes its admin."""
+    """Create a project with its first published taxonomy version; the creator becomes its admin.
+
+    A user actor must pass ``project_creation_allowed`` (checked first, so a refused caller learns nothing about
+    the slug); ``actor=None`` is an operator's command."""
+    creator = acting_user(actor)
+    if creator is not None and not project_creation_allowed(creator):
+        raise PermissionDenied("you may not create projects; ask a Sift administrator")
     parsed = taxonomy_parse(taxonomy)
     if not 1 <= overlap <= 20:
         raise ValidationFailed("overlap: must be between 1 and 20", field="overlap")
@@ -42,7 +60,10 @@ def project_create(*, actor: Actor, slug: str, name: str, taxonomy: Any,
                          data={"slug": slug, "overlap": overlap, "strategy": strategy})
             taxonomy_publish_document(project=project, parsed=parsed, actor=actor, changelog="Initial taxonomy")
     except IntegrityError as exc:
-        raise Conflict(f"a project with slug {slug!r} already exists", field="slug") from exc
+        # Slugs are one namespace across projects, so a taken slug must be refused. Only a caller allowed to
+        # create projects gets this far, and the answer is the same whether or not they belong to the project
+        # that holds it: "unavailable", never whose it is or that they may not see it (no membership oracle).
+        raise Conflict(f"the slug {slug!r} is not available; choose another", field="slug") from exc
     return project
 
 
@@ -72,6 +93,22 @@ def membership_add(*, actor: Actor, project: Project, username: str, role: str,
         audit_record(actor=actor, action="membership.add" if created else "membership.change", obj=membership,
                      project=project, data={"username": username, "role": role})
     return membership
+
+
+def membership_remove(*, actor: Actor, project: Project, username: str) -> None:
+    """Take ``username`` out of ``project`` and revoke their API tokens (labeling/services/credentials.py says
+    why). Their leases in the project lapse at expiry like any other; the queue refuses a non-member's submit."""
+    with transaction.atomic():
+        membership = (Membership.objects.select_for_update().select_related("user")
+                      .filter(project=project, user__username=username).first())
+        if membership is None:
+            raise NotFound(f"{username!r} is not a member of this project")
+        role = membership.role
+        user = membership.user
+        membership.delete()
+        revoked = tokens_revoke(user=user)
+        audit_record(actor=actor, action="membership.remove", obj=project, project=project,
+                     data={"username": username, "role": role, "tokens_revoked": revoked})
 
 
 def _set_validated_password(user: Any, password: str) -> None:

@@ -84,7 +84,7 @@ def test_create_project_bad_options(taxonomy_file: Path) -> None:
     assert str(error) == "overlap: must be between 1 and 20"
     call("create_project", "--slug", "x", "--name", "X", "--taxonomy", str(taxonomy_file))
     error, _ = failing("create_project", "--slug", "x", "--name", "X", "--taxonomy", str(taxonomy_file))
-    assert str(error) == "a project with slug 'x' already exists"
+    assert str(error) == "the slug 'x' is not available; choose another"
     assert Project.objects.count() == 1
 
 

@@ -56,10 +56,11 @@ def test_overlapping_matches_become_one_token_and_offsets_survive_unicode() -> N
     assert rules.text("«jürgen@beispiel.de» 😀 +49 30 1234567") == "«[email]» 😀 [phone]"
 
 
-def test_meta_strings_are_masked_at_any_depth_and_keys_and_numbers_kept() -> None:
+def test_meta_strings_and_keys_are_masked_at_any_depth_and_numbers_kept() -> None:
     rules = masker("email")
     meta = {"from": "a@b.com", "n": 5, "thread": [{"to": "c@d.org", "ok": True}], "a@b.com": None}
-    assert rules.value(meta) == {"from": "[email]", "n": 5, "thread": [{"to": "[email]", "ok": True}], "a@b.com": None}
+    # Keys too (issue 16): an address as a key was served unmasked beside masked values.
+    assert rules.value(meta) == {"from": "[email]", "n": 5, "thread": [{"to": "[email]", "ok": True}], "[email]": None}
 
 
 def test_catastrophic_patterns_run_in_linear_time() -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 
 from labeling.models import Adjudication, Annotation, ExportSnapshot, Item, Lease, Membership, Project
@@ -56,6 +57,8 @@ class World:
     other_snapshot: str = "other-snapshot"
     # Strings of project "other" that must never appear in an answer to a member of "sms".
     other_secrets: list[str] = field(default_factory=list)
+    # Items of "sms" built to break things (add_hostile_items): deep meta, a huge text.
+    hostile_items: list[int] = field(default_factory=list)
 
 
 def _user(username: str) -> Any:
@@ -108,6 +111,9 @@ def _label_one(project: Project, user: Any, labels: list[str], comment: str) -> 
 
 def seed_world(text: TextFn = plain_text, *, n_items: int = 12) -> World:
     users = {role: _user(role) for role in (*ROLES, "reviewer2", "outsider")}
+    # "admin" is also the site's administrator: it may create projects (SIFT_PROJECT_CREATORS), no one else may.
+    users["admin"].user_permissions.add(Permission.objects.get(codename="add_project",
+                                                               content_type__app_label="labeling"))
     project = project_create(actor=None, slug="sms", name=text("project.name", 1), taxonomy=_taxonomy(text),
                              overlap=2)
     Project.objects.filter(pk=project.pk).update(description=text("project.description", 1))
@@ -193,3 +199,32 @@ def table_fingerprint() -> dict[str, Any]:
         "snapshots": sorted(ExportSnapshot.objects.values_list("id", "name")),
         "vendor": connection.vendor,
     }
+
+
+HOSTILE_DEPTH = 980
+HUGE_CHARS = 1_000_000
+
+
+def add_hostile_items(world: World) -> None:
+    """Two items of ``sms`` that once broke the server (issue 16), so the fuzzer meets them on every operation:
+
+    - ``hostile-deep``: meta nested 980 levels deep, stored as the first import stored it (written in SQL: the
+      import now refuses it, and json.dumps itself would recurse);
+    - ``hostile-huge``: a 1M-character non-ASCII text full of addresses, with masking on, where one pattern
+      once took 17 s per queue/next.
+    """
+    deep = '{"k": ' + "[" * (HOSTILE_DEPTH - 1) + '"a@b.com"' + "]" * (HOSTILE_DEPTH - 1) + "}"
+    huge = ("héllo wörld a@b.com +44 20 7946 0958 " * (HUGE_CHARS // 36 + 1))[:HUGE_CHARS]
+    items = Item.objects.bulk_create([
+        Item(project=world.project, external_id="hostile-deep", text="deep meta", n_required=world.project.overlap,
+             content_hash=hashlib.sha256(b"deep meta").hexdigest()),
+        Item(project=world.project, external_id="hostile-huge", text=huge, n_required=world.project.overlap,
+             content_hash=hashlib.sha256(huge.encode()).hexdigest(), meta={"a@b.com": huge[:1000]}),
+    ])
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Item._meta.db_table} SET meta = %s::jsonb WHERE id = %s",  # noqa: S608
+                       [deep, items[0].pk])
+    Project.objects.filter(pk=world.project.pk).update(mask_pii=True, mask_detectors=["email", "phone", "url"],
+                                                       mask_patterns=[{"name": "letter", "pattern": r"\pL"}])
+    world.project.refresh_from_db()
+    world.hostile_items = [item.pk for item in items]

@@ -5,6 +5,9 @@ For each role, every operation the schema lists gets up to MAX_EXAMPLES cases, v
 they see the seeded rows). Every answer must pass: no 5xx, a status code the schema documents, the documented
 content type, a body that conforms to the documented schema, and nothing of the other project in it.
 
+The project also holds the items that once broke the server (``add_hostile_items``: meta nested 980 levels
+deep, a 1M-character text with masking on), and item ids are steered onto them too.
+
 Path parameters are steered onto real rows (the project ``sms``, its taxonomy versions, leases held by the caller
 and by someone else, adjudications, snapshots, and sometimes the other project's) so the cases reach the code
 behind the lookup instead of stopping at a 404. Runs are derandomised (a fixed seed): a failure reproduces.
@@ -43,7 +46,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from labeling.models import Item
-from tests.security.support import ROLES, World, seed_world
+from tests.security.support import ROLES, World, add_hostile_items, seed_world
 
 pytestmark = [pytest.mark.slow]
 
@@ -131,7 +134,7 @@ def steer(case: Any, world: World, role: str) -> None:
         path["number"] = _pick([1, 2, *_routable(path["number"], "int")], path["number"])
     if "item_id" in path:
         items = [Item.objects.filter(project=project).order_by("id").values_list("id", flat=True).first()
-                 for project in (world.project, world.project, world.other)]
+                 for project in (world.project, world.project, world.other)] + world.hostile_items
         path["item_id"] = _pick([*items, *_routable(path["item_id"], "int")], path["item_id"])
     if "name" in path:
         path["name"] = _pick([world.snapshot, world.other_snapshot, *_routable(path["name"], "slug")], path["name"])
@@ -154,7 +157,10 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     from learning.scheduling import worker_heartbeat
 
     worker_heartbeat(worker="fuzz@test")
-    return seed_world()
+    world = seed_world()
+    # Issue 16: deep meta and a huge masked text in the fuzzed project, so the next such crash is found here.
+    add_hostile_items(world)
+    return world
 
 
 def _load_schema() -> Any:

@@ -35,6 +35,8 @@ from tests.security.support import PASSWORD, ROLES, World, plain_text, seed_worl
 
 PUBLIC = "public"  # no credentials needed
 AUTHENTICATED = "authenticated"  # any signed-in user; scoped to their own projects by the view
+CREATOR = "creator"  # users allowed to create projects (SIFT_PROJECT_CREATORS); seed_world grants it to "admin"
+CREATORS = ("admin",)
 IDENTITIES = ("anonymous", "outsider", *ROLES)
 LEASE_HOLDER = "reviewer"
 # Strings only project sms holds (tests/security/support.py writes them): none may reach a non-member.
@@ -125,7 +127,7 @@ MATRIX: dict[str, list[Row]] = {
     "api/auth/token/": [Row("POST", PUBLIC, 200, "/api/auth/token/",
                             body={"username": "reviewer2", "password": PASSWORD})],
     "api/projects/": [Row("GET", AUTHENTICATED, 200, "/api/projects/"),
-                      Row("POST", AUTHENTICATED, 201, "/api/projects/", body=NEW_PROJECT)],
+                      Row("POST", CREATOR, 201, "/api/projects/", body=NEW_PROJECT)],
     "api/projects/<slug:slug>/": [Row("GET", Capability.VIEW, 200, P + "/")],
     "api/projects/<slug:slug>/models/": [Row("GET", Capability.VIEW, 200, P + "/models/")],
     "api/projects/<slug:slug>/items/import": [
@@ -238,6 +240,8 @@ def expected_status(row: Row, identity: str) -> int:
         return 401
     if row.capability == AUTHENTICATED:
         return row.success
+    if row.capability == CREATOR:
+        return row.success if identity in CREATORS else 403
     if identity == "outsider":
         return 404
     if row.capability not in ROLE_CAPABILITIES[identity]:

@@ -48,7 +48,7 @@ def _writes(world: World) -> list[tuple[str, str, str, Any, str]]:
          {"labels": ["spam"]}, "application/json"),
         ("post", "/api/projects/sms/items/import", "ml_engineer", '{"external_id": "c1", "text": "hi"}\n',
          "application/x-ndjson"),
-        ("post", "/api/projects/", "reviewer", {"slug": "csrf-new", "name": "N",
+        ("post", "/api/projects/", "admin", {"slug": "csrf-new", "name": "N",
                                                 "taxonomy": {"name": "T", "labels": [{"key": "a", "name": "A"}]}},
          "application/json"),
     ]
@@ -152,7 +152,8 @@ def test_production_sends_hsts_nosniff_frame_deny_and_an_enforced_csp(tmp_path: 
     assert facts["session_secure"] is facts["csrf_secure"] is facts["session_httponly"] is True
     assert facts["session_samesite"] == "Lax"
     assert facts["validators"] == ["UserAttributeSimilarityValidator", "MinimumLengthValidator",
-                                   "CommonPasswordValidator", "NumericPasswordValidator"]
+                                   "CommonPasswordValidator", "NumericPasswordValidator",
+                                   "RevokeTokensOnPasswordChange"]  # refuses nothing; revokes API tokens
     assert facts["axes"] is True
     # Plain HTTP is redirected to HTTPS; the HTTPS answer carries the headers.
     assert facts["plain_status"] == 301

@@ -49,6 +49,10 @@ class Command(BaseCommand):
         parser.add_argument("--min-annotators", type=int)
         parser.add_argument("--label", action="append", help="Only items whose labels include this key "
                                                              "(repeatable: any of them).")
+        parser.add_argument("--csv-raw-cells", action="store_true",
+                            help="CSV only: write cells verbatim. By default a cell starting with =, +, -, @, tab, "
+                                 "carriage return or ' gets a leading ' (no formulas when opened in a "
+                                 "spreadsheet); this is for programs.")
         parser.add_argument("--card", action="store_true", help="Also write PATH.card.json and PATH.card.md.")
         parser.add_argument("--snapshot", metavar="NAME", help="Save as the named snapshot instead of --out.")
 
@@ -64,6 +68,7 @@ class Command(BaseCommand):
             "taxonomy_version": options["taxonomy_version"], "since": options["since"], "until": options["until"],
             "reviewer": options["reviewer"], "min_agreement": options["min_agreement"],
             "min_annotators": options["min_annotators"], "label": options["label"],
+            "csv_cells": "raw" if options["csv_raw_cells"] else None,
         }
         try:
             params = export_params_parse({k: v for k, v in raw_params.items() if v is not None})
