@@ -281,7 +281,8 @@ def print_plans(dataset: Dataset, *, when: str) -> None:
               "version": 1, "floor": 0, "expires": now + timedelta(seconds=60), "taxonomy_version": dataset.version_id,
               "reason": "uncertainty", "score": 0.5, "model_version": 1, "inclusion": None, "suggestion": None,
               "hidden": False}
-    print(f"\nEXPLAIN ANALYZE of the checkout's statements on this data (first reviewer, {when}):")
+    print(f"\nEXPLAIN ANALYZE of the checkout's statements on this data (first reviewer, {when}; each after the "
+          "checkout's first statement, which sets the planner up):")
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         first = conn.execute("SELECT item_id FROM labeling_rankingentry WHERE project_id = %s AND ranking_version = 1 "
                              "AND rank = 0", [dataset.project_id]).fetchone()
@@ -291,6 +292,8 @@ def print_plans(dataset: Dataset, *, when: str) -> None:
                                ("boost scan", queues.BOOST_SCAN_SQL), ("ranking scan", queues.RANKING_SCAN_SQL),
                                ("fallback scan", queues.FALLBACK_SCAN_SQL), ("claim", queues.CLAIM_SQL)):
             sql, _ = render(template)
+            lock, _ = render(queues.MEMBERSHIP_LOCK_SQL)
+            conn.execute(lock, params)
             rows = conn.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + sql, params).fetchall()
             conn.rollback()  # EXPLAIN ANALYZE really takes the row locks
             lines = [row[0] for row in rows]

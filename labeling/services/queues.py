@@ -132,11 +132,14 @@ _AVAILABLE = """
         WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
           AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
     AND NOT EXISTS (
-        SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id = %(reviewer)s)
+        SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id + 0 = %(reviewer)s)
     AND (SELECT COUNT(*) FROM {lease} held
          WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
         < i.n_required - i.n_done
 """
+# ``done.reviewer_id + 0``: the same test, spelled so that it is not an index condition, so the answers are probed by
+# item (the unique (item_id, reviewer_id) index, or the item's own index): a handful of rows. As a plain index
+# condition it let a planner that believed the table small walk every answer the reviewer ever gave, per candidate.
 
 # Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
 BOOST_SCAN_SQL = """
@@ -168,6 +171,20 @@ ORDER BY r.rank
 LIMIT %(batch)s
 """  # noqa: S608 (table names and our own fragments, no user input)
 
+# SQLite has no LATERAL: there, the same two walks as plain joins (its planner drives them from the ranking's index
+# anyway, and a demo-sized pool makes any plan cheap). render_sql picks the spelling for the database.
+_PORTABLE = {
+    RANKING_SCAN_SQL: """
+SELECT i.id, i.external_id, i.text, i.meta,
+       r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
+FROM {ranking} r JOIN {item} i ON i.id = r.item_id
+WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
+  AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}
+ORDER BY r.rank
+LIMIT %(batch)s {lock}
+""",
+}
+
 # Stage 3. The WHERE implies the predicate of the partial index item_open_random (project, random_key).
 FALLBACK_SCAN_SQL = """
 SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
@@ -185,6 +202,13 @@ CROSS JOIN LATERAL (
     SELECT 1 FROM {item} i WHERE i.id = r.item_id AND i.n_done < i.n_required OFFSET 0
 ) c
 WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
+ORDER BY r.rank
+LIMIT 1
+"""
+_PORTABLE[FIRST_OPEN_RANK_SQL] = """
+SELECT r.rank FROM {ranking} r JOIN {item} i ON i.id = r.item_id
+WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
+  AND i.n_done < i.n_required
 ORDER BY r.rank
 LIMIT 1
 """
@@ -208,7 +232,7 @@ WHERE i.id = %(item)s
       SELECT 1 FROM {lease} mine
       WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
         AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
-  AND NOT EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id = %(reviewer)s)
+  AND NOT EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id + 0 = %(reviewer)s)
 RETURNING id
 """
 
@@ -216,7 +240,7 @@ RETURNING id
 # the ORM would compile the same query each time.
 #
 # On PostgreSQL it also sets the planner up for the rest of the checkout transaction (set_config(..., true) is
-# SET LOCAL; folded in here to cost no extra round trip): no bitmap scans and no sequential scans. Every checkout
+# SET LOCAL; folded in here to cost no extra round trip): see PLANNER_OFF. Every checkout
 # statement is meant to walk one index in order and stop after a few rows, and to answer each availability
 # question (held, mine, done) with an index probe. What the planner believes about a table is often wrong here:
 # a new project, a bulk import before ANALYZE, a lease table analysed while it was empty. On such guesses it
@@ -245,6 +269,13 @@ def _membership_lock() -> str:
     return "FOR NO KEY UPDATE" if connection.vendor == "postgresql" else ""
 
 
+# The plan shapes the queue's statements may not take, whatever the statistics say (see MEMBERSHIP_LOCK_SQL): a scan
+# of a whole table or of many index entries (sequential, bitmap), and a hash or merge join or a materialised inner
+# side, each of which reads one side in full (e.g. every lease the reviewer ever held, once per checkout) instead
+# of probing it per candidate.
+PLANNER_OFF = ("enable_bitmapscan", "enable_seqscan", "enable_hashjoin", "enable_mergejoin", "enable_material")
+
+
 def queue_planner_settings() -> str:
     """The select-list expression that sets the queue's planner up for the rest of the transaction (see
     MEMBERSHIP_LOCK_SQL); the submit folds it into its first statement. "1" where there is no such thing."""
@@ -254,7 +285,7 @@ def queue_planner_settings() -> str:
 def _planner_settings() -> str:
     if connection.vendor != "postgresql":
         return "1"
-    return "set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
+    return ", ".join(f"set_config('{name}', 'off', true)" for name in PLANNER_OFF)
 
 
 def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dict[str, int]]:
@@ -262,6 +293,8 @@ def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dic
 
     Public so that bench/queue_latency.py replays exactly these statements as its raw-SQL floor.
     """
+    if connection.vendor != "postgresql":
+        template = _PORTABLE.get(template, template)
     names = {f"rejected_{n}": item_id for n, item_id in enumerate(rejected)}
     clause = ("AND i.id NOT IN (" + ", ".join(f"%({name})s" for name in names) + ")") if names else ""
     return template.format(rejected=clause, lock=_lock_suffix(), membership_lock=_membership_lock(),
@@ -486,11 +519,14 @@ def _lease_create(*, project: Project, reviewer_id: int, pick: _Pick, now: datet
 
 # One round trip for the two questions every checkout asks first: does the reviewer already hold a lease here
 # (lease_active_expiry: the project's unexpired active leases), and is any boosted item open (item_open_boosted)?
+# ``+ 0`` keeps the reviewer's all-time leases (lease_reviewer_item) and the whole primary key (for the ORDER BY) out
+# of the plan: only the project's active leases are read, however long the reviewer's history.
 HELD_AND_BOOSTED_SQL = """
 SELECT
   (SELECT l.id FROM {lease} l
-   WHERE l.project_id = %(project)s AND l.reviewer_id = %(reviewer)s AND l.state = 'active' AND l.expires_at > %(now)s
-   ORDER BY l.id DESC LIMIT 1) AS held,
+   WHERE l.project_id = %(project)s AND l.reviewer_id + 0 = %(reviewer)s AND l.state = 'active'
+     AND l.expires_at > %(now)s
+   ORDER BY l.id + 0 DESC LIMIT 1) AS held,
   CASE WHEN EXISTS (SELECT 1 FROM {item} i WHERE i.project_id = %(project)s AND i.boost > 0
                     AND i.n_done < i.n_required) THEN 1 ELSE 0 END AS boosted
 """
@@ -561,7 +597,8 @@ WHERE l.project_id = %(project)s AND l.state = 'active' AND l.expires_at > %(now
   AND NOT EXISTS (
       SELECT 1 FROM {lease} mine WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = l.item_id
         AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
-  AND NOT EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = l.item_id AND done.reviewer_id = %(reviewer)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM {annotation} done WHERE done.item_id = l.item_id AND done.reviewer_id + 0 = %(reviewer)s)
 """
 
 
@@ -612,7 +649,8 @@ def lease_release_expired(*, after_seconds: int = RELEASE_AFTER_SECONDS, batch_s
     released = 0
     while True:
         with transaction.atomic():
-            ids = list(Lease.objects.filter(state=Lease.State.ACTIVE, expires_at__lt=cutoff)
+            # project__isnull=False: always true, and what lets this read the partial index lease_active_expiry.
+            ids = list(Lease.objects.filter(state=Lease.State.ACTIVE, project__isnull=False, expires_at__lt=cutoff)
                        .select_for_update(skip_locked=True, no_key=True).order_by("id")
                        .values_list("id", flat=True)[:batch_size])
             if ids:

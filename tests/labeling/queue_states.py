@@ -22,6 +22,8 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+ACTIVE_LEASES = 500  # leases other reviewers hold at once in the history states: every "held" probe must skip them
+
 QUEUE_TABLES = ("labeling_item", "labeling_rankingentry", "labeling_lease", "labeling_annotation",
                 "labeling_membership")
 
@@ -117,6 +119,27 @@ def build(state: QueueState, *, project_id: int, reviewer_id: int, others: list[
             [project_id, state.history, project_id, others, len(others), version, project_id, version])
         _execute("UPDATE labeling_item SET n_done = 1 WHERE project_id = %s AND n_done = 0 AND id IN"
                  " (SELECT item_id FROM labeling_annotation WHERE project_id = %s)", [project_id, project_id])
+        # The reviewer checking out has a history too (their own answers, which every candidate is checked
+        # against), and other reviewers hold leases right now (which every candidate's "held" count probes).
+        _execute(
+            "WITH picked AS (SELECT id FROM labeling_item WHERE project_id = %s AND n_done = 1 ORDER BY id DESC"
+            " LIMIT %s), leased AS (INSERT INTO labeling_lease (project_id, item_id, reviewer_id, state, created_at,"
+            " expires_at, renewals, closed_at, taxonomy_version_id, selection_reason, suggestion_hidden)"
+            " SELECT %s, p.id, %s, 'submitted', now(), now(), 0, now(), %s, 'uncertainty', false FROM picked p"
+            " RETURNING id, item_id) INSERT INTO labeling_annotation (project_id, item_id, reviewer_id, lease_id,"
+            " taxonomy_version_id, labels, comment, selection_reason, created_at) SELECT %s, l.item_id, %s, l.id, %s,"
+            " '[\"ok\"]', '', 'uncertainty', now() FROM leased l",
+            [project_id, state.history // 10, project_id, reviewer_id, version, project_id, reviewer_id, version])
+        _execute("UPDATE labeling_item SET n_done = 2 WHERE project_id = %s AND id IN (SELECT item_id FROM"
+                 " labeling_annotation WHERE project_id = %s AND reviewer_id = %s)",
+                 [project_id, project_id, reviewer_id])
+        _execute(
+            "INSERT INTO labeling_lease (project_id, item_id, reviewer_id, state, created_at, expires_at, renewals,"
+            " taxonomy_version_id, selection_reason, suggestion_hidden)"
+            " SELECT %s, i.id, (%s::bigint[])[1 + i.n %% %s], 'active', now(), now() + interval '5 minutes', 0, %s,"
+            " 'uncertainty', false FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM labeling_item"
+            " WHERE project_id = %s AND n_done = 0 ORDER BY id DESC LIMIT %s) i",
+            [project_id, others, len(others), version, project_id, ACTIVE_LEASES])
     if state.analyze == "after":
         _analyze()
     elif state.analyze == "never":

@@ -50,7 +50,8 @@ def _explain(setup: str, setup_params: Any, sql: str, params: Any) -> dict[str, 
 
 def _shape(plan: dict[str, Any]) -> dict[str, Any]:
     return {"plan": [f"{node['Node Type']} {node.get('Index Name', node.get('Relation Name', ''))} "
-                     f"rows={node.get('Actual Rows')}x{node.get('Actual Loops')}"
+                     f"{node.get('Index Cond', '')} rows={node.get('Actual Rows')}x{node.get('Actual Loops')}"
+                     f"-{node.get('Rows Removed by Filter', 0)}"
                      for node in queue_states.nodes(plan)],
             "seq": queue_states.sequential_scans(plan), "bitmap": queue_states.bitmap_scans(plan),
             **{table: queue_states.rows_examined(plan, table) for table in
