@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,93 @@ def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: i
     logger.info("chunk of project %s: embedded %d of %d items", project_id, embedded, len(ids))
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)
+
+
+# --- Progress: how far the project's items are embedded (the pages and GET /api/projects/{slug}/embedding/) ----
+
+# Seconds a progress figure may be reused while items are pending, and once none are. The key also carries the
+# embed job's state (generation, flag, request time, claim), which every pass, chunk batch and import request
+# moves, so a cached figure rarely outlives the state it was counted in; the lifetimes bound the rest (a hard
+# deletion, which moves none of them).
+PROGRESS_TTL_PENDING = 3
+PROGRESS_TTL_SETTLED = 60
+
+
+@dataclass(frozen=True)
+class EmbeddingProgress:
+    """The project's items, and how many of them have a vector for the project's embedder (exact when counted)."""
+
+    embedder: str  # the project's setting ("minilm", "static", "hashing")
+    total: int
+    embedded: int
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.embedded
+
+
+def _count_embedded(project_ids: Sequence[int], embedder_name: str) -> dict[int, tuple[int, int]]:
+    """Per project: (items, items whose content hash has a vector for the embedder). One pass over the projects'
+    items, each probing the (embedder, content_hash) unique index, so an item matches at most one vector."""
+    item, emb = _item_and_embedding_tables()
+    marks = ", ".join(["%s"] * len(project_ids))
+    query = (
+        f"SELECT i.project_id, COUNT(*), COUNT(e.content_hash) FROM {item} i "  # noqa: S608 (table names, marks)
+        f"LEFT JOIN {emb} e ON e.embedder = %s AND e.content_hash = i.content_hash "
+        f"WHERE i.project_id IN ({marks}) GROUP BY i.project_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [embedder_name, *project_ids])
+        return {int(pid): (int(total), int(embedded)) for pid, total, embedded in cursor.fetchall()}
+
+
+def embedding_progress(projects: Iterable[tuple[int, str, datetime]]) -> dict[int, EmbeddingProgress]:
+    """For each (project id, embedder setting, project created_at): how many of its items are embedded.
+
+    The count reads every item of the project once (milliseconds for the demo's 1,530, about a second for a
+    million on PostgreSQL), so the pages do not run it on every request: each figure is cached under a key
+    made of the project (its id and creation time: ids restart in a recreated database, the cache may not),
+    the embedder and the embed job's state (generation, flag, request time, claim), which every pass, chunk
+    batch and import request moves, and lives ``PROGRESS_TTL_PENDING`` seconds while items are pending,
+    ``PROGRESS_TTL_SETTLED`` once none are. Queries: one for the job states, plus one grouped count per
+    distinct embedder among the projects whose figure was not cached; none grow with the number of projects.
+    """
+    from django.core.cache import cache
+
+    wanted = {int(pid): (setting, embedder_for(setting).name, created) for pid, setting, created in projects}
+    if not wanted:
+        return {}
+    states = {
+        pid: (generation, dirty, requested_at, running_token)
+        for pid, generation, dirty, requested_at, running_token in LearningJob.objects.filter(
+            project_id__in=list(wanted), kind=LearningJob.Kind.EMBED,
+        ).values_list("project_id", "generation", "dirty", "requested_at", "running_token")
+    }
+
+    def stamp(value: object) -> str:
+        return str(value.timestamp()) if isinstance(value, datetime) else str(value)
+
+    keys = {
+        pid: (f"sift:embed-progress:v1:{pid}:{stamp(created)}:{name}:"
+              + "-".join(stamp(v) for v in states.get(pid, ("none",))))
+        for pid, (_setting, name, created) in wanted.items()
+    }
+    cached = cache.get_many(list(keys.values()))
+    counts: dict[int, tuple[int, int]] = {}
+    missing: dict[str, list[int]] = {}
+    for pid, key in keys.items():
+        hit = cached.get(key)
+        if isinstance(hit, list) and len(hit) == 2:
+            counts[pid] = (int(hit[0]), int(hit[1]))
+        else:
+            missing.setdefault(wanted[pid][1], []).append(pid)
+    for name, pids in missing.items():
+        fresh = _count_embedded(pids, name)
+        for pid in pids:
+            total, embedded = fresh.get(pid, (0, 0))
+            counts[pid] = (total, embedded)
+            cache.set(keys[pid], [total, embedded],
+                      PROGRESS_TTL_SETTLED if total == embedded else PROGRESS_TTL_PENDING)
+    return {pid: EmbeddingProgress(embedder=wanted[pid][0], total=total, embedded=embedded)
+            for pid, (total, embedded) in counts.items()}
+
