@@ -370,3 +370,49 @@ def embedding_progress(projects: Iterable[tuple[int, str, datetime]]) -> dict[in
     return {pid: EmbeddingProgress(embedder=wanted[pid][0], total=total, embedded=embedded)
             for pid, (total, embedded) in counts.items()}
 
+
+# --- Precomputed vectors (the demo's sample: labeling/fixtures/demo/build_vectors.py) ---------------------------
+
+
+def vectors_preload(*, project_id: int, path: Path) -> int:
+    """Put precomputed vectors from ``path`` into the cache for the project's items and seed queries.
+
+    ``path`` is an ``.npz`` (read with ``allow_pickle=False``) holding ``embedder`` (a cache embedder name),
+    ``hashes`` and float16 ``vectors``, as ``labeling/fixtures/demo/build_vectors.py`` writes it with the
+    worker's own MiniLM. Nothing is stored unless the file's embedder is the project's and its rows have that
+    embedder's width. Only hashes that an item of the project (or one of its seed queries) has now are stored,
+    so a hard-deleted item's vector is not brought back (labeling/services/privacy.py deletes it), and only
+    those without a vector yet. They commit together with a bump of the embed job's generation: the set of
+    embedded items changed, so a retrain fingerprinted on the old generation is not taken for current (see the
+    module docstring). Returns the number of vectors stored; then an embed pass is requested, which finds the
+    items embedded and asks for the retrain.
+    """
+    row = Project.objects.filter(pk=project_id).values_list("embedder", "seed_queries").first()
+    if row is None:
+        return 0
+    setting, seeds = row
+    embedder = embedder_for(setting)
+    with np.load(path, allow_pickle=False) as data:
+        name = str(data["embedder"])
+        hashes = [str(h) for h in data["hashes"]]
+        vectors = np.asarray(data["vectors"], dtype="<f2")
+    if name != embedder.name or vectors.shape != (len(hashes), embedder.dim):
+        logger.info("vectors in %s are %s %s; project %s embeds with %s (%d dimensions): not used",
+                    path, name, vectors.shape, project_id, embedder.name, embedder.dim)
+        return 0
+    wanted = set(Item.objects.filter(project_id=project_id).values_list("content_hash", flat=True))
+    wanted.update(content_hash(str(s).strip()) for s in (seeds or []) if str(s).strip())
+    offered = [h for h in hashes if h in wanted]
+    have: set[str] = set()
+    for start in range(0, len(offered), 500):
+        have.update(Embedding.objects.filter(embedder=name, content_hash__in=offered[start : start + 500])
+                    .values_list("content_hash", flat=True))
+    rows = [i for i, h in enumerate(hashes) if h in wanted and h not in have]
+    if not rows:
+        return 0
+    with transaction.atomic():
+        store_vectors(embedder_name=name, hashes=[hashes[i] for i in rows], vectors=vectors[rows])
+        _bump_generation(project_id)
+        scheduling.request_embedding(project_id=project_id)
+    logger.info("project %s: %d precomputed %s vectors stored from %s", project_id, len(rows), name, path.name)
+    return len(rows)

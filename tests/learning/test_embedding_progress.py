@@ -1,18 +1,24 @@
-"""Embedding progress (learning/services/embedding.py ``embedding_progress``) and the status built on it
-(learning/api.py ``embedding_status``, ``GET /api/projects/{slug}/embedding/``)."""
+"""Embedding progress (learning/services/embedding.py ``embedding_progress``), the status built on it
+(learning/api.py ``embedding_status``, ``GET /api/projects/{slug}/embedding/``) and the precomputed-vector
+preload the demo uses (``vectors_preload``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from django.core.cache import cache
 
 from config.celery import app
 from labeling.models import Project
+from learning import scheduling
 from learning.api import EmbeddingState, embedding_status
+from learning.core import HashingEmbedder
+from learning.core.vocabulary import content_hash
 from learning.models import Embedding, LearningJob, ModelVersion
-from learning.services.embedding import embedding_progress, items_embed_chunk
+from learning.services.embedding import embedding_progress, items_embed_chunk, vectors_preload
 from tests.conftest import SMS_TAXONOMY
 from tests.factories import ProjectFactory
 from tests.learning.support import add_items, embed_items
@@ -144,3 +150,50 @@ def test_the_endpoint_is_in_the_schema(cast: dict[str, Any], api_as: Any) -> Non
     assert set(schema["components"]["schemas"][ref]["properties"]) == {
         "state", "embedder", "total", "embedded", "pending", "model_version", "message"}
 
+
+# --- Precomputed vectors ------------------------------------------------------------------------------------
+
+
+def write_vectors(path: Path, texts: list[str], *, embedder: str = HASHING, dim: int = 384) -> Path:
+    vectors = HashingEmbedder(dim).embed(texts).astype("<f2")
+    np.savez_compressed(path, embedder=np.array(embedder), hashes=np.array([content_hash(t) for t in texts],
+                                                                            dtype="<U64"), vectors=vectors)
+    return path
+
+
+def test_preload_stores_the_vectors_of_the_projects_items_and_seeds_once(
+        db: Any, tmp_path: Path, sent: list[str], django_capture_on_commit_callbacks: Any) -> None:
+    project = ProjectFactory(slug="pre", taxonomy=SMS_TAXONOMY, embedder="hashing", seed_queries=["  seed one "])
+    add_items(project, ["alpha", "beta", "gamma"])
+    Embedding.objects.create(embedder=HASHING, content_hash=content_hash("gamma"), vector=b"kept")
+    path = write_vectors(tmp_path / "v.npz", ["alpha", "beta", "gamma", "seed one", "not an item"])
+    before = Embedding.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert vectors_preload(project_id=project.pk, path=path) == 3  # alpha, beta and the seed; gamma had one
+    assert len(callbacks) == 1  # the embed request, sent once the vectors committed
+    stored = dict(Embedding.objects.filter(embedder=HASHING).values_list("content_hash", "vector"))
+    assert set(stored) == {content_hash(t) for t in ["alpha", "beta", "gamma", "seed one"]}
+    assert bytes(stored[content_hash("gamma")]) == b"kept"
+    np.testing.assert_array_equal(np.frombuffer(bytes(stored[content_hash("beta")]), dtype="<f2"),
+                                  HashingEmbedder().embed(["beta"])[0].astype("<f2"))
+    job = LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED)
+    assert (job.generation, job.dirty) == (1, True)  # the pool changed: a new generation, and a pass requested
+    assert sent == ["sift.learning.embed_project"]
+    assert progress_of(project) == (3, 3, 0)
+
+    # Call twice, effect once.
+    assert vectors_preload(project_id=project.pk, path=path) == 0
+    assert Embedding.objects.count() == before + 3
+    assert LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED).generation == 1
+
+
+def test_preload_ignores_vectors_of_another_embedder(db: Any, tmp_path: Path, sent: list[str]) -> None:
+    project = ProjectFactory(slug="pre-other", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    add_items(project, ["alpha"])
+    for path in (write_vectors(tmp_path / "a.npz", ["alpha"], embedder="all-MiniLM-L6-v2"),
+                 write_vectors(tmp_path / "b.npz", ["alpha"], dim=16)):
+        assert scheduling.preload_vectors(project_id=project.pk, path=path) == 0
+    assert Embedding.objects.count() == 0
+    assert not LearningJob.objects.filter(project=project).exists()
+    assert sent == []

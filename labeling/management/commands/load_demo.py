@@ -17,6 +17,12 @@ undo any of it. The rule: it creates what is missing and leaves alone everything
   ``<SIFT_DATA_DIR>/demo_password_applied``, with the database it was applied in). ``--reset-users`` puts
   the five users back as the demo made them (password, role, membership, active, admin flags).
 
+Vectors: the sample's all-MiniLM-L6-v2 vectors ship precomputed (``sms_vectors.npz``, built by
+``fixtures/demo/build_vectors.py`` with the worker's own embedder) and go into the vector cache for the items
+the project has, so the worker finds them embedded and trains the first model within seconds of starting
+rather than spending minutes embedding 1,530 texts. The embeddings stay real MiniLM ones (a test compares them
+with the live model); a project switched to another embedder tier is left to the worker.
+
 Passwords: ``$SIFT_DEMO_PASSWORD`` when set. Otherwise a random password is generated once, saved to
 ``<SIFT_DATA_DIR>/demo_password`` (mode 0600) and printed once, when it is created; later runs reuse it and
 print only where it is kept.
@@ -44,9 +50,11 @@ from labeling.services.errors import ServiceError
 from labeling.services.items_import import items_import
 from labeling.services.privacy import external_id_digest
 from labeling.services.projects import membership_add, project_create
+from learning import scheduling
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
 PROJECT_SLUG = "sms-demo"
+VECTORS_FILE = "sms_vectors.npz"
 USERS: tuple[tuple[str, str], ...] = (
     ("admin", Role.ADMIN),
     ("lead", Role.POLICY_LEAD),
@@ -137,6 +145,9 @@ class Command(BaseCommand):
         notes = self._users(project, password, source=source, project_created=project_created, reset=reset)
         pool = self._import(project, "sms_items.jsonl.gz", gold=False)
         gold = self._import(project, "sms_gold.jsonl.gz", gold=True)
+        # The sample's MiniLM vectors, precomputed (fixtures/demo/build_vectors.py): the worker finds the items
+        # embedded and trains the first model at once. Vectors already cached, or of another embedder, are skipped.
+        scheduling.preload_vectors(project_id=project.pk, path=DEMO_DIR / VECTORS_FILE)
         state = "created" if project_created else "already there, kept as it is"
         self.stdout.write(f"Demo project {project.slug!r} ({state}): {pool.describe('pool')}; "
                           f"{gold.describe('gold')}.")
