@@ -140,6 +140,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         reset: bool = options["reset_users"]
+        self._hash_for, self._checked = None, {}
         password, source = self._password()
         project, project_created = self._project()
         notes = self._users(project, password, source=source, project_created=project_created, reset=reset)
@@ -148,12 +149,17 @@ class Command(BaseCommand):
         # The sample's MiniLM vectors, precomputed (fixtures/demo/build_vectors.py): the worker finds the items
         # embedded and trains the first model at once. Vectors already cached, or of another embedder, are skipped.
         scheduling.preload_vectors(project_id=project.pk, path=DEMO_DIR / VECTORS_FILE)
+        # -v 0 (make demo, whose banner names the users and where the password is) prints only what needs
+        # attention: rows left out, users changed in the demo, and a newly generated password (shown once).
+        verbose = int(options.get("verbosity", 1)) >= 1
         state = "created" if project_created else "already there, kept as it is"
-        self.stdout.write(f"Demo project {project.slug!r} ({state}): {pool.describe('pool')}; "
-                          f"{gold.describe('gold')}.")
+        if verbose:
+            self.stdout.write(f"Demo project {project.slug!r} ({state}): {pool.describe('pool')}; "
+                              f"{gold.describe('gold')}.")
         for problem in pool.problems + gold.problems:
             self.stdout.write(self.style.WARNING(f"  left out: {problem}"))
-        self.stdout.write("Users: " + ", ".join(f"{name} ({role})" for name, role in USERS))
+        if verbose:
+            self.stdout.write("Users: " + ", ".join(f"{name} ({role})" for name, role in USERS))
         for note in notes:
             self.stdout.write(self.style.WARNING(f"  {note}"))
         if notes:
@@ -161,6 +167,8 @@ class Command(BaseCommand):
         if source == "generated":
             self.stdout.write(self.style.WARNING(
                 f"Demo password for all five users (shown once; kept in {demo_password_path()}): {password}"))
+        elif not verbose:
+            pass
         elif source == "file":
             self.stdout.write(f"Password: the one in {demo_password_path()}")
         else:
@@ -192,7 +200,25 @@ class Command(BaseCommand):
             # Before this marker existed a kept password file was applied only when generated, and
             # $SIFT_DEMO_PASSWORD on every run: treat them so once, then the marker decides.
             return source == "env"
-        return not check_password(password, encoded)
+        return not self._matches(password, encoded)
+
+    # A password hash costs about 0.4 s of CPU (PBKDF2), and a start used to compute six of them. The five demo
+    # users share one password, so they share one encoded hash (one salt), and the marker keeps the same string:
+    # a start computes one hash, and a restart checks one (the answers are remembered per encoded string).
+    _hash_for: tuple[str, str] | None
+    _checked: dict[tuple[str, str], bool]
+
+    def _encoded(self, password: str) -> str:
+        if self._hash_for is None or self._hash_for[0] != password:
+            self._hash_for = (password, make_password(password))
+        return self._hash_for[1]
+
+    def _matches(self, password: str, encoded: str) -> bool:
+        """hashers.check_password, not user.check_password (that one may re-save the hash), remembered."""
+        key = (password, encoded)
+        if key not in self._checked:
+            self._checked[key] = bool(check_password(password, encoded))
+        return self._checked[key]
 
     # --- Project and users -----------------------------------------------------------------------------
 
@@ -220,15 +246,14 @@ class Command(BaseCommand):
                 created = user is None
                 if user is None:
                     user = user_model(username=username)
-                    user.set_password(password)
+                    user.password = self._encoded(password)
                     if username == "admin":
                         user.is_superuser = user.is_staff = True
                     user.save()
                 else:
                     changed: list[str] = []
-                    # hashers.check_password, not user.check_password: that one may re-save the hash.
-                    if new_password and not check_password(password, user.password):
-                        user.set_password(password)
+                    if new_password and not self._matches(password, user.password):
+                        user.password = self._encoded(password)
                         changed.append("password")
                     if reset and not user.is_active:
                         user.is_active = True
@@ -252,11 +277,11 @@ class Command(BaseCommand):
                 notes.append(f"{username} is deactivated")
             if username == "admin" and not (user.is_superuser and user.is_staff):
                 notes.append("admin is no longer a superuser")
-            if not created and not check_password(password, user.password):
+            if not created and not self._matches(password, user.password):
                 notes.append(f"{username} has a password of their own, not the demo password")
         if new_password or _applied_hash() is None:
             _write_private(demo_password_applied_path(),
-                           json.dumps({"database": _database(), "password": make_password(password)}))
+                           json.dumps({"database": _database(), "password": self._encoded(password)}))
         return notes
 
     # --- Items -----------------------------------------------------------------------------------------
