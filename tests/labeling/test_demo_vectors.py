@@ -118,3 +118,11 @@ def test_the_shipped_vectors_are_what_the_worker_computes(monkeypatch: pytest.Mo
     cosines = np.sum(live * stored, axis=1)
     assert cosines.min() > 0.999
     np.testing.assert_allclose(stored, live, atol=2e-3)  # float16 rounding and torch kernels, nothing more
+
+
+@pytest.mark.django_db
+def test_no_vectors_leaves_the_embedding_to_the_worker(data_dir: Path) -> None:
+    call_command("load_demo", "--no-vectors", stdout=io.StringIO())
+    project = Project.objects.get(slug="sms-demo")
+    assert progress(project) == (1_530, 0)
+    assert Embedding.objects.count() == 0
