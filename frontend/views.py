@@ -133,8 +133,9 @@ def project_rows_for(user: Any) -> list[ProjectRow]:
         rows[project_id].labels_since = staleness.labels_since
         rows[project_id].model_age = age_text(staleness.age_seconds)
     versions = {pid: row.model_version for pid, row in rows.items() if row.model_version is not None}
+    totals = {project_id: row.total for project_id, row in rows.items()}
     for project_id, status in embedding_status(
-            [(p["id"], p["embedder"], p["created_at"]) for p in projects], versions).items():
+            [(p["id"], p["embedder"], p["created_at"]) for p in projects], versions, totals).items():
         rows[project_id].embedding = status
     mine = (
         Annotation.objects.filter(project_id__in=rows.keys(), reviewer=user, created_at__gte=_start_of_today())

@@ -216,13 +216,13 @@ class EmbeddingStatus:
                 "pending": self.pending, "model_version": self.model_version, "message": self.message}
 
 
-def embedding_status(projects: Iterable[tuple[int, str, datetime]],
-                     model_versions: Mapping[int, int]) -> dict[int, EmbeddingStatus]:
+def embedding_status(projects: Iterable[tuple[int, str, datetime]], model_versions: Mapping[int, int],
+                     totals: Mapping[int, int] | None = None) -> dict[int, EmbeddingStatus]:
     """Each project's status, from (project id, embedder setting, created_at) and the active model versions the
-    caller has already read (a project missing from ``model_versions`` has no model). Queries: see
-    ``learning.services.embedding.embedding_progress``."""
+    caller has already read (a project missing from ``model_versions`` has no model), and the ledger's item
+    counts where the caller has them. Queries: see ``learning.services.embedding.embedding_progress``."""
     statuses: dict[int, EmbeddingStatus] = {}
-    for project_id, progress in embedding_progress(projects).items():
+    for project_id, progress in embedding_progress(projects, totals).items():
         version = model_versions.get(project_id)
         if progress.total == 0:
             state = EmbeddingState.EMPTY

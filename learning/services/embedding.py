@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
-from labeling.models import Item, Project
+from labeling.models import Item, ItemCount, Project
 from learning import scheduling
 from learning.core import Embedder, content_hash, get_embedder
 from learning.models import Embedding, LearningJob
@@ -284,12 +284,16 @@ def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: i
 
 # --- Progress: how far the project's items are embedded (the pages and GET /api/projects/{slug}/embedding/) ----
 
-# Seconds a progress figure may be reused while items are pending, and once none are. The key also carries the
-# embed job's state (generation, flag, request time, claim), which every pass, chunk batch and import request
-# moves, so a cached figure rarely outlives the state it was counted in; the lifetimes bound the rest (a hard
-# deletion, which moves none of them).
+# How long a counted figure is reused. While items are pending: a few seconds (the figure moves). Once none are:
+# an hour, and then only the "all embedded" fact is reused, with the total read from the item-count ledger
+# (labeling/models/counters.py), which is exact at every moment. The fact cannot go stale under the same key:
+# the key carries the embed job's state (generation, flag, request time, claim), and every way an item can
+# arrive without a vector (an import, a text edit) requests embedding, which moves it, unless a request is
+# pending already, so the fact is cached only while the job is idle (no request pending, no run); a new
+# embedder setting is a new key; a hard deletion takes items away with their vectors. So a 1M-item project is
+# counted once per embedding, not once a minute per web process.
 PROGRESS_TTL_PENDING = 3
-PROGRESS_TTL_SETTLED = 60
+PROGRESS_TTL_SETTLED = 3600
 
 
 @dataclass(frozen=True)
@@ -320,16 +324,19 @@ def _count_embedded(project_ids: Sequence[int], embedder_name: str) -> dict[int,
         return {int(pid): (int(total), int(embedded)) for pid, total, embedded in cursor.fetchall()}
 
 
-def embedding_progress(projects: Iterable[tuple[int, str, datetime]]) -> dict[int, EmbeddingProgress]:
+def embedding_progress(projects: Iterable[tuple[int, str, datetime]],
+                       totals: Mapping[int, int] | None = None) -> dict[int, EmbeddingProgress]:
     """For each (project id, embedder setting, project created_at): how many of its items are embedded.
 
+    ``totals`` are the projects' item counts from the ledger, when the caller has read them already (the home
+    page); otherwise they are read here when needed.
+
     The count reads every item of the project once (milliseconds for the demo's 1,530, about a second for a
-    million on PostgreSQL), so the pages do not run it on every request: each figure is cached under a key
+    million on PostgreSQL), so the pages do not run it on every request: each result is cached under a key
     made of the project (its id and creation time: ids restart in a recreated database, the cache may not),
-    the embedder and the embed job's state (generation, flag, request time, claim), which every pass, chunk
-    batch and import request moves, and lives ``PROGRESS_TTL_PENDING`` seconds while items are pending,
-    ``PROGRESS_TTL_SETTLED`` once none are. Queries: one for the job states, plus one grouped count per
-    distinct embedder among the projects whose figure was not cached; none grow with the number of projects.
+    the embedder and the embed job's state (see ``PROGRESS_TTL_*``). Queries: one for the job states, one for
+    the ledger where a settled project needs its total and ``totals`` lacks it, and one grouped count per
+    distinct embedder among the projects not cached; none grow with the number of projects.
     """
     from django.core.cache import cache
 
@@ -347,26 +354,39 @@ def embedding_progress(projects: Iterable[tuple[int, str, datetime]]) -> dict[in
         return str(value.timestamp()) if isinstance(value, datetime) else str(value)
 
     keys = {
-        pid: (f"sift:embed-progress:v1:{pid}:{stamp(created)}:{name}:"
+        pid: (f"sift:embed-progress:v2:{pid}:{stamp(created)}:{name}:"
               + "-".join(stamp(v) for v in states.get(pid, ("none",))))
         for pid, (_setting, name, created) in wanted.items()
     }
     cached = cache.get_many(list(keys.values()))
     counts: dict[int, tuple[int, int]] = {}
+    settled: list[int] = []
     missing: dict[str, list[int]] = {}
     for pid, key in keys.items():
         hit = cached.get(key)
-        if isinstance(hit, list) and len(hit) == 2:
+        if hit == "settled":
+            settled.append(pid)
+        elif isinstance(hit, list) and len(hit) == 2:
             counts[pid] = (int(hit[0]), int(hit[1]))
         else:
             missing.setdefault(wanted[pid][1], []).append(pid)
+    if settled:
+        known = dict(totals or {})
+        unknown = [pid for pid in settled if pid not in known]
+        if unknown:
+            known.update({pid: c.items for pid, c in ItemCount.objects.counts(unknown).items()})
+        counts.update({pid: (int(known.get(pid, 0)), int(known.get(pid, 0))) for pid in settled})
     for name, pids in missing.items():
         fresh = _count_embedded(pids, name)
         for pid in pids:
             total, embedded = fresh.get(pid, (0, 0))
             counts[pid] = (total, embedded)
-            cache.set(keys[pid], [total, embedded],
-                      PROGRESS_TTL_SETTLED if total == embedded else PROGRESS_TTL_PENDING)
+            state = states.get(pid)
+            idle = state is None or (not state[1] and state[3] is None)  # no request pending, no run
+            if total == embedded and idle:
+                cache.set(keys[pid], "settled", PROGRESS_TTL_SETTLED)
+            else:
+                cache.set(keys[pid], [total, embedded], PROGRESS_TTL_PENDING)
     return {pid: EmbeddingProgress(embedder=wanted[pid][0], total=total, embedded=embedded)
             for pid, (total, embedded) in counts.items()}
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
 from config.celery import app
 from labeling.models import Project
@@ -18,7 +19,13 @@ from learning.api import EmbeddingState, embedding_status
 from learning.core import HashingEmbedder
 from learning.core.vocabulary import content_hash
 from learning.models import Embedding, LearningJob, ModelVersion
-from learning.services.embedding import embedding_progress, items_embed_chunk, vectors_preload
+from learning.services.embedding import (
+    PROGRESS_TTL_PENDING,
+    PROGRESS_TTL_SETTLED,
+    embedding_progress,
+    items_embed_chunk,
+    vectors_preload,
+)
 from tests.conftest import SMS_TAXONOMY
 from tests.factories import ProjectFactory
 from tests.learning.support import add_items, embed_items
@@ -81,14 +88,52 @@ def test_the_figure_follows_each_committed_chunk_batch(db: Any, sent: list[str])
     assert sent == ["sift.learning.retrain_project"]
 
 
-def test_figures_are_cached_between_job_state_changes(db: Any) -> None:
+def test_figures_are_cached_between_job_state_changes(db: Any, django_assert_num_queries: Any) -> None:
     project = ProjectFactory(slug="prog-cache", taxonomy=SMS_TAXONOMY, embedder="hashing")
-    items = add_items(project, ["x", "y"])
-    assert progress_of(project) == (2, 0, 2)
+    items = add_items(project, ["x", "y", "z"])
+    assert progress_of(project) == (3, 0, 3)
     embed_items(items)  # written behind the service's back: no job state moved, so the cached figure stands
-    assert progress_of(project) == (2, 0, 2)
-    LearningJob.objects.create(project=project, kind=LearningJob.Kind.EMBED, generation=1)
-    assert progress_of(project) == (2, 2, 0)
+    assert progress_of(project) == (3, 0, 3)
+    job = LearningJob.objects.create(project=project, kind=LearningJob.Kind.EMBED, generation=1)  # a pass ended
+    assert progress_of(project) == (3, 3, 0)
+
+    # Settled and idle: "all embedded" is reused, the total read from the item-count ledger (exact), so a hard
+    # deletion shows at once without a recount; with the caller's totals, the job states are the only query.
+    project.items.filter(pk=items[0].pk).delete()
+    with django_assert_num_queries(2):
+        assert progress_of(project) == (2, 2, 0)
+    with django_assert_num_queries(1):
+        figures = embedding_progress([project_ref(project)], {project.pk: 2})[project.pk]
+    assert (figures.total, figures.embedded) == (2, 2)
+
+    # New items come with an embed request (the import's), which moves the key: counted again.
+    add_items(project, ["new"], prefix="new")
+    LearningJob.objects.filter(pk=job.pk).update(dirty=True, requested_at=timezone.now())
+    assert progress_of(project) == (3, 2, 1)
+
+
+def test_all_embedded_while_a_request_is_pending_is_not_kept_for_long(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request already pending is not written again by the next import, so the key would not move: while the
+    job is not idle, even an all-embedded figure lives only PROGRESS_TTL_PENDING seconds."""
+    stored: list[tuple[object, object]] = []
+    real_set = cache.set
+
+    def recording_set(key: str, value: object, timeout: float | None = None) -> None:
+        stored.append((value, timeout))
+        real_set(key, value, timeout)
+
+    monkeypatch.setattr(cache, "set", recording_set)
+    busy = ProjectFactory(slug="prog-busy", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    embed_items(add_items(busy, ["x"]))
+    LearningJob.objects.create(project=busy, kind=LearningJob.Kind.EMBED, generation=1, dirty=True,
+                               requested_at=timezone.now(), queued_at=timezone.now())
+    assert progress_of(busy) == (1, 1, 0)
+    idle = ProjectFactory(slug="prog-idle", taxonomy=SMS_TAXONOMY, embedder="hashing")
+    embed_items(add_items(idle, ["y"], prefix="idle"))
+    LearningJob.objects.create(project=idle, kind=LearningJob.Kind.EMBED, generation=1)
+    assert progress_of(idle) == (1, 1, 0)
+    assert stored == [([1, 1], PROGRESS_TTL_PENDING), ("settled", PROGRESS_TTL_SETTLED)]
 
 
 def test_queries_do_not_grow_with_projects(db: Any, django_assert_num_queries: Any) -> None:
