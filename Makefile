@@ -38,10 +38,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	  echo "could not install chromium: browser tests will fail under CI"; }
 
+# Quiet on purpose: what the terminal shows is the URL, the users, where the password is and how to stop (the
+# web app's, the worker's and beat's own logs go to $SIFT_DATA_DIR/logs/, var/logs/ by default). load_demo's
+# system checks already ran in migrate.
 demo: install assets
-	SIFT_DEMO=1 $(BIN)/python manage.py migrate --noinput
-	SIFT_DEMO=1 $(BIN)/python manage.py load_demo
-	SIFT_DEMO=1 PORT=$(PORT) $(BIN)/python -m config.run_demo
+	@SIFT_DEMO=1 SIFT_LOG_LEVEL=$${SIFT_LOG_LEVEL:-WARNING} $(BIN)/python manage.py migrate --noinput -v 0
+	@SIFT_DEMO=1 SIFT_LOG_LEVEL=$${SIFT_LOG_LEVEL:-WARNING} $(BIN)/python manage.py load_demo -v 0 --skip-checks
+	@SIFT_DEMO=1 PORT=$(PORT) $(BIN)/python -m config.run_demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -22,8 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Order matters a little: cheap, self-contained benchmarks first.
-BENCHMARKS = ["import_items", "queue_latency", "audit_chain", "publish", "retrain_loop", "export", "embedding",
-              "al_curves", "million", "soak"]
+BENCHMARKS = ["demo_startup", "import_items", "queue_latency", "audit_chain", "publish", "retrain_loop", "export",
+              "embedding", "al_curves", "million", "soak"]
 
 
 def machine_description() -> str:

@@ -6,12 +6,16 @@ worker (every queue) and ``celery beat`` (the learning sweep, the retention and 
 
 What the supervisor promises:
 
+- **The web app first.** The web app starts alone and loads the Django app once, before it forks its workers
+  (gunicorn ``--preload``); the worker and beat start as soon as it answers. On two cores, four processes
+  loading Django, NumPy and scikit-learn at once put seconds on the first page; the worker needs only a few
+  seconds more to be ready for the first model (bench/demo_startup.py measures both).
 - **A dead child is restarted, not fatal.** Once the web app has answered, a child that exits is started again
   after a back-off (1 s, doubling to at most 30 s; back to 1 s once it has stayed up 60 s), and stderr says so.
   Killing the worker never takes the web app down. A child that cannot stay up (five exits in a row, each
   within 60 s of its start) stops the demo with status 1 rather than loop for ever. During start-up (before
-  the web app first answers) any exit stops the demo at once: a taken port or a broken install should say so
-  now, not be retried.
+  the web app first answers) an exit of the web app stops the demo at once: a taken port or a broken install
+  should say so now, not be retried.
 - **No child outlives the demo.** Each child is the leader of its own process group (``start_new_session``), so
   a terminal's Ctrl-C reaches only this process, which then stops the children in order: SIGTERM to each
   whole group (gunicorn's workers, anything a child forked), then SIGKILL to what is left after the grace
@@ -21,6 +25,10 @@ What the supervisor promises:
   not embedded in the worker (``-B``), where a killed worker would orphan it.
 - **Nothing is written into the working tree.** Beat's schedule file is ``$SIFT_DATA_DIR/celerybeat-schedule``
   (``CELERY_BEAT_SCHEDULE_FILENAME`` in the settings), under ``var/`` by default.
+- **The terminal shows what a user needs**: the URL, the users, where the password is, how to stop, and the
+  supervisor's own notes (a restart, a failure). Each child's output (gunicorn's access log, the worker's and
+  beat's logs) is appended to ``$SIFT_DATA_DIR/logs/<web|worker|beat>.log``; a child that fails during
+  start-up has the end of its log printed with the failure.
 """
 
 from __future__ import annotations
@@ -49,11 +57,26 @@ MAX_QUICK_EXITS = 5
 POLL_SECONDS = 0.2
 USERS = "admin, lead (policy lead), reviewer1, reviewer2 (reviewers), engineer (ML engineer)"
 PR_SET_PDEATHSIG = 1
+# Lines of a child's log printed when it fails during start-up.
+LOG_TAIL_LINES = 20
 
 
 def data_dir() -> Path:
     """var/ (or $SIFT_DATA_DIR), as config/settings.py has it; this module does not import the settings."""
     return Path(os.environ.get("SIFT_DATA_DIR", str(ROOT / "var")))
+
+
+def log_dir() -> Path:
+    """Where the children's output goes: ``$SIFT_DATA_DIR/logs``."""
+    return data_dir() / "logs"
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_bytes()[-16_384:].decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _commands(port: int) -> dict[str, tuple[list[str], int]]:
@@ -62,8 +85,10 @@ def _commands(port: int) -> dict[str, tuple[list[str], int]]:
     celery = [python, "-m", "celery", "-A", "config"]
     return {
         # SIGTERM: gunicorn stops its workers gracefully, and kills them after --graceful-timeout.
+        # --preload: the master loads the app once and forks ready workers (one app load, not two at once).
         "web": ([python, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2",
-                 "--threads", "4", "--graceful-timeout", "10", "--access-logfile", "-"], signal.SIGTERM),
+                 "--threads", "4", "--graceful-timeout", "10", "--preload", "--access-logfile", "-"],
+                signal.SIGTERM),
         # SIGKILL: on SIGTERM a solo worker first finishes its task (an embedding batch: tens of seconds), with
         # nobody left to cut that short; a worker is built to be killed (acks_late + reject_on_worker_lost, and
         # the sweep takes over a stale claim), and SIGQUIT in a solo pool dies with a traceback anyway.
@@ -102,12 +127,18 @@ class Child:
     restart_at: float | None = None
     restarts: int = 0
 
+    @property
+    def log(self) -> Path:
+        return log_dir() / f"{self.name}.log"
+
     def start(self, env: dict[str, str]) -> int:
-        """Start (or restart) the child; returns its pid."""
-        # Fixed argv built in _commands from sys.executable; no shell, no user input.
-        self.process = subprocess.Popen(  # noqa: S603
-            self.argv, cwd=ROOT, env=env, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid(), self.death_signal))
+        """Start (or restart) the child, its output appended to its log; returns its pid."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as sink:
+            # Fixed argv built in _commands from sys.executable; no shell, no user input.
+            self.process = subprocess.Popen(  # noqa: S603
+                self.argv, cwd=ROOT, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                stdout=sink, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent(os.getpid(), self.death_signal))
         self.started_at = time.monotonic()
         if self.restart_at is not None:
             self.restarts += 1
@@ -188,7 +219,9 @@ class Supervisor:
         uptime = time.monotonic() - child.started_at
         child.signal_group(signal.SIGKILL)  # whatever it left behind in its group
         if not serving:
-            _say(f"the {child.name} process {_describe(code)} during start-up; stopping.")
+            tail = _tail(child.log)
+            _say(f"the {child.name} process {_describe(code)} during start-up; stopping. The end of {child.log}:"
+                 + ("\n" + tail if tail else " (empty)"))
             return code or 1
         if uptime >= STABLE_SECONDS:
             child.quick_exits, child.backoff = 0, BACKOFF_FIRST_SECONDS
@@ -206,8 +239,8 @@ class Supervisor:
 
     def run(self) -> int:
         data_dir().mkdir(parents=True, exist_ok=True)
-        for child in self.children:
-            child.start(self.env)
+        web, *others = self.children
+        web.start(self.env)
         serving = False
         try:
             while not self.signals:
@@ -223,9 +256,12 @@ class Supervisor:
                             return status
                 if not serving and _port_open(self.port):
                     serving = True
+                    for child in others:
+                        child.start(self.env)
                     print(f"\nSift demo running at http://127.0.0.1:{self.port}/  (API schema: /api/schema/)",
                           flush=True)
                     print(f"Users: {USERS}. Password: {_password_hint()}.", flush=True)
+                    print(f"Logs of the web app, the worker and beat: {log_dir()}/", flush=True)
                     print("Press Ctrl-C to stop the web app, the worker and beat.\n", flush=True)
                 time.sleep(POLL_SECONDS)
             _say(f"{signal.Signals(self.signals[0]).name}: stopping the web app, the worker and beat "

@@ -340,7 +340,9 @@ else:
     _broker_dir = DATA_DIR / "broker"
     for _sub in ("in", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # The host part means nothing to this transport; naming one spares every process kombu's "No hostname was
+    # supplied" warning (make demo's terminal showed it).
+    CELERY_BROKER_URL = "filesystem://localhost/"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "in"),
         "data_folder_out": str(_broker_dir / "in"),

@@ -27,9 +27,18 @@ from django.utils import timezone
 
 from labeling.models import Annotation, Capability, ItemCount, Label, Project, Role, SelectionReason, role_allows
 from labeling.selectors_taxonomy import guideline_html
-from learning.api import active_model_staleness
+from learning.api import (
+    EmbeddingState,
+    EmbeddingStatus,
+    active_model_staleness,
+    embedding_status,
+    project_embedding_status,
+)
 
 # --- Project list ----------------------------------------------------------------
+
+HOME_REFRESH_SECONDS = 5
+BUSY_STATES = (EmbeddingState.EMBEDDING, EmbeddingState.TRAINING)
 
 
 @dataclass
@@ -48,6 +57,8 @@ class ProjectRow:
     model_version: int | None = None
     labels_since: int = 0
     model_age: str = ""
+    # Embedding progress and whether a model serves the queue yet (learning.api.embedding_status).
+    embedding: EmbeddingStatus | None = None
 
     @property
     def open(self) -> int:
@@ -94,12 +105,13 @@ def project_rows_for(user: Any) -> list[ProjectRow]:
     Item counts come from the maintained ledger (labeling/models/counters.py: a 1M-item project costs what
     a small one does), the caller's labels today from one grouped aggregate over their annotations since
     midnight, and staleness from the active models (one index range scan per project over the newer labels).
+    Embedding progress is one count per project, cached for seconds (learning.services.embedding).
     """
     projects = list(
         Project.objects.for_user(user)
         .annotate(caller_role=F("memberships__role"))
         .order_by("name", "slug")
-        .values("id", "slug", "name", "description", "caller_role")
+        .values("id", "slug", "name", "description", "caller_role", "embedder", "created_at")
     )
     role_names = dict(Role.choices)
     rows: dict[int, ProjectRow] = {
@@ -120,6 +132,11 @@ def project_rows_for(user: Any) -> list[ProjectRow]:
         rows[project_id].model_version = staleness.version
         rows[project_id].labels_since = staleness.labels_since
         rows[project_id].model_age = age_text(staleness.age_seconds)
+    versions = {pid: row.model_version for pid, row in rows.items() if row.model_version is not None}
+    totals = {project_id: row.total for project_id, row in rows.items()}
+    for project_id, status in embedding_status(
+            [(p["id"], p["embedder"], p["created_at"]) for p in projects], versions, totals).items():
+        rows[project_id].embedding = status
     mine = (
         Annotation.objects.filter(project_id__in=rows.keys(), reviewer=user, created_at__gte=_start_of_today())
         .values("project_id")
@@ -132,7 +149,11 @@ def project_rows_for(user: Any) -> list[ProjectRow]:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "frontend/home.html", {"projects": project_rows_for(request.user)})
+    rows = project_rows_for(request.user)
+    # While a project is embedding or waiting for its first model, the page reloads itself to show progress.
+    busy = any(row.embedding is not None and row.embedding.state in BUSY_STATES for row in rows)
+    return render(request, "frontend/home.html",
+                  {"projects": rows, "refresh_seconds": HOME_REFRESH_SECONDS if busy else None})
 
 
 # --- Labelling page --------------------------------------------------------------
@@ -208,13 +229,16 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
         "urls": {
             "next": f"/api/projects/{project.slug}/queue/next",
             "progress": f"/api/projects/{project.slug}/progress",
+            "embedding": f"/api/projects/{project.slug}/embedding/",
             "lease": "/api/leases/",
             "login": reverse("login"),
             "home": reverse("home"),
         },
     }
+    embedding = project_embedding_status(project)
     context = {
         "project": project,
+        "embedding": embedding,
         "version": version,
         "tree": tree,
         "labels_flat": flat,

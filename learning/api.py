@@ -11,11 +11,15 @@ The project is looked up through ``Project.objects.get_for`` (404 for non-member
 header with ``rel="next"`` names it; the body is always the plain list). ``labels_since`` costs one index
 range scan over the annotation ids newer than the oldest listed model, counted per model in the database.
 ``active_model_staleness`` gives the same two figures for the active model of several projects (the pages).
+
+``GET /api/projects/{slug}/embedding/`` says where the project's learning stands (``embedding_status``): how many
+of its items are embedded for its embedder, and whether the queue is served by a model yet. The home page and
+the labelling page show the same figures while the worker embeds, instead of serving cold-start picks silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +34,7 @@ from rest_framework.views import APIView
 
 from labeling.models import Annotation, Capability, Project
 from learning.models import ModelVersion
+from learning.services.embedding import embedding_progress
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -166,3 +171,98 @@ class ModelVersionListView(APIView):
             url = request.build_absolute_uri(request.path) + f"?limit={limit}&before={rows[-1]['version']}"
             response["Link"] = f'<{url}>; rel="next"'
         return response
+
+
+# --- Embedding progress and the first model -------------------------------------------------------------------
+
+
+class EmbeddingState:
+    EMPTY = "empty"  # no items yet
+    EMBEDDING = "embedding"  # some items have no vector for the project's embedder yet
+    TRAINING = "training"  # every item is embedded, no model serves the queue yet (the first retrain is due)
+    READY = "ready"  # every item is embedded and a model serves the queue
+
+
+@dataclass(frozen=True)
+class EmbeddingStatus:
+    """Where a project's learning stands, for a person: counts from ``embedding_progress``, and a sentence."""
+
+    state: str
+    embedder: str
+    total: int
+    embedded: int
+    model_version: int | None
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.embedded
+
+    @property
+    def message(self) -> str:
+        if self.state == EmbeddingState.EMPTY:
+            return "No items yet: import some to start."
+        if self.state == EmbeddingState.EMBEDDING and self.model_version is None:
+            return (f"Embedding {self.embedded:,} of {self.total:,} items ({self.embedder}). Until the first model "
+                    "is trained, the queue serves items in random order.")
+        if self.state == EmbeddingState.EMBEDDING:
+            return (f"Embedding new items: {self.embedded:,} of {self.total:,} embedded ({self.embedder}). They join "
+                    "the ranking at the next retrain.")
+        if self.state == EmbeddingState.TRAINING:
+            return f"All {self.total:,} items are embedded; training the first model."
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "embedder": self.embedder, "total": self.total, "embedded": self.embedded,
+                "pending": self.pending, "model_version": self.model_version, "message": self.message}
+
+
+def embedding_status(projects: Iterable[tuple[int, str, datetime]], model_versions: Mapping[int, int],
+                     totals: Mapping[int, int] | None = None) -> dict[int, EmbeddingStatus]:
+    """Each project's status, from (project id, embedder setting, created_at) and the active model versions the
+    caller has already read (a project missing from ``model_versions`` has no model), and the ledger's item
+    counts where the caller has them. Queries: see ``learning.services.embedding.embedding_progress``."""
+    statuses: dict[int, EmbeddingStatus] = {}
+    for project_id, progress in embedding_progress(projects, totals).items():
+        version = model_versions.get(project_id)
+        if progress.total == 0:
+            state = EmbeddingState.EMPTY
+        elif progress.pending:
+            state = EmbeddingState.EMBEDDING
+        else:
+            state = EmbeddingState.READY if version is not None else EmbeddingState.TRAINING
+        statuses[project_id] = EmbeddingStatus(state=state, embedder=progress.embedder, total=progress.total,
+                                               embedded=progress.embedded, model_version=version)
+    return statuses
+
+
+def project_embedding_status(project: Project) -> EmbeddingStatus:
+    """One project's status (the labelling page and ``GET .../embedding/``): its active model, then the counts."""
+    version = (ModelVersion.objects.filter(project=project, status=ModelVersion.Status.ACTIVE)
+               .values_list("version", flat=True).first())
+    return embedding_status([(project.pk, project.embedder, project.created_at)],
+                            {project.pk: version} if version is not None else {})[project.pk]
+
+
+class EmbeddingStatusSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    """Documents the response shape (the view builds a plain dict)."""
+
+    state = serializers.ChoiceField(
+        choices=[EmbeddingState.EMPTY, EmbeddingState.EMBEDDING, EmbeddingState.TRAINING, EmbeddingState.READY],
+        help_text="empty: no items; embedding: some items have no vector yet; training: all embedded, no model "
+                  "serves the queue yet; ready: all embedded and a model serves the queue.")
+    embedder = serializers.CharField(help_text="The project's embedder setting (minilm, static, hashing).")
+    total = serializers.IntegerField(help_text="Items in the project.")
+    embedded = serializers.IntegerField(help_text="Items whose text has a vector for the project's embedder.")
+    pending = serializers.IntegerField(help_text="total - embedded.")
+    model_version = serializers.IntegerField(allow_null=True, help_text="The active model's version, if any.")
+    message = serializers.CharField(help_text="The same status as a sentence (empty when ready).")
+
+
+class EmbeddingStatusView(APIView):
+    """How far the project's items are embedded, and whether a model serves its queue yet. The counts are
+    exact when taken and cached for a few seconds (``learning.services.embedding.embedding_progress``)."""
+
+    @extend_schema(operation_id="project_embedding_status", responses=EmbeddingStatusSerializer)
+    def get(self, request: Request, slug: str) -> Response:
+        project = Project.objects.get_for(request.user, slug, Capability.VIEW)
+        return Response(project_embedding_status(project).as_dict())

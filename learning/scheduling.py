@@ -88,6 +88,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
@@ -446,3 +447,11 @@ def forget_content(*, content_hashes: Sequence[str]) -> int:
         count, _ = Embedding.objects.filter(embedder=name, content_hash__in=orphans).delete()
         deleted += count
     return deleted
+
+
+def preload_vectors(*, project_id: int, path: Path) -> int:
+    """Store precomputed vectors for the project's items (the demo's sample; see
+    ``learning.services.embedding.vectors_preload``). Returns the number stored."""
+    from learning.services.embedding import vectors_preload
+
+    return vectors_preload(project_id=project_id, path=path)

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 
-from labeling.models import Item, Project
+from labeling.models import Item, ItemCount, Project
 from learning import scheduling
 from learning.core import Embedder, content_hash, get_embedder
 from learning.models import Embedding, LearningJob
@@ -279,3 +280,159 @@ def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: i
     logger.info("chunk of project %s: embedded %d of %d items", project_id, embedded, len(ids))
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)
+
+
+# --- Progress: how far the project's items are embedded (the pages and GET /api/projects/{slug}/embedding/) ----
+
+# How long a counted figure is reused. While items are pending: a few seconds (the figure moves). Once none are:
+# an hour, and then only the "all embedded" fact is reused, with the total read from the item-count ledger
+# (labeling/models/counters.py), which is exact at every moment. The fact cannot go stale under the same key:
+# the key carries the embed job's state (generation, flag, request time, claim), and every way an item can
+# arrive without a vector (an import, a text edit) requests embedding, which moves it, unless a request is
+# pending already, so the fact is cached only while the job is idle (no request pending, no run); a new
+# embedder setting is a new key; a hard deletion takes items away with their vectors. So a 1M-item project is
+# counted once per embedding, not once a minute per web process.
+PROGRESS_TTL_PENDING = 3
+PROGRESS_TTL_SETTLED = 3600
+
+
+@dataclass(frozen=True)
+class EmbeddingProgress:
+    """The project's items, and how many of them have a vector for the project's embedder (exact when counted)."""
+
+    embedder: str  # the project's setting ("minilm", "static", "hashing")
+    total: int
+    embedded: int
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.embedded
+
+
+def _count_embedded(project_ids: Sequence[int], embedder_name: str) -> dict[int, tuple[int, int]]:
+    """Per project: (items, items whose content hash has a vector for the embedder). One pass over the projects'
+    items, each probing the (embedder, content_hash) unique index, so an item matches at most one vector."""
+    item, emb = _item_and_embedding_tables()
+    marks = ", ".join(["%s"] * len(project_ids))
+    query = (
+        f"SELECT i.project_id, COUNT(*), COUNT(e.content_hash) FROM {item} i "  # noqa: S608 (table names, marks)
+        f"LEFT JOIN {emb} e ON e.embedder = %s AND e.content_hash = i.content_hash "
+        f"WHERE i.project_id IN ({marks}) GROUP BY i.project_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, [embedder_name, *project_ids])
+        return {int(pid): (int(total), int(embedded)) for pid, total, embedded in cursor.fetchall()}
+
+
+def embedding_progress(projects: Iterable[tuple[int, str, datetime]],
+                       totals: Mapping[int, int] | None = None) -> dict[int, EmbeddingProgress]:
+    """For each (project id, embedder setting, project created_at): how many of its items are embedded.
+
+    ``totals`` are the projects' item counts from the ledger, when the caller has read them already (the home
+    page); otherwise they are read here when needed.
+
+    The count reads every item of the project once (milliseconds for the demo's 1,530, about a second for a
+    million on PostgreSQL), so the pages do not run it on every request: each result is cached under a key
+    made of the project (its id and creation time: ids restart in a recreated database, the cache may not),
+    the embedder and the embed job's state (see ``PROGRESS_TTL_*``). Queries: one for the job states, one for
+    the ledger where a settled project needs its total and ``totals`` lacks it, and one grouped count per
+    distinct embedder among the projects not cached; none grow with the number of projects.
+    """
+    from django.core.cache import cache
+
+    wanted = {int(pid): (setting, embedder_for(setting).name, created) for pid, setting, created in projects}
+    if not wanted:
+        return {}
+    states = {
+        pid: (generation, dirty, requested_at, running_token)
+        for pid, generation, dirty, requested_at, running_token in LearningJob.objects.filter(
+            project_id__in=list(wanted), kind=LearningJob.Kind.EMBED,
+        ).values_list("project_id", "generation", "dirty", "requested_at", "running_token")
+    }
+
+    def stamp(value: object) -> str:
+        return str(value.timestamp()) if isinstance(value, datetime) else str(value)
+
+    keys = {
+        pid: (f"sift:embed-progress:v2:{pid}:{stamp(created)}:{name}:"
+              + "-".join(stamp(v) for v in states.get(pid, ("none",))))
+        for pid, (_setting, name, created) in wanted.items()
+    }
+    cached = cache.get_many(list(keys.values()))
+    counts: dict[int, tuple[int, int]] = {}
+    settled: list[int] = []
+    missing: dict[str, list[int]] = {}
+    for pid, key in keys.items():
+        hit = cached.get(key)
+        if hit == "settled":
+            settled.append(pid)
+        elif isinstance(hit, list) and len(hit) == 2:
+            counts[pid] = (int(hit[0]), int(hit[1]))
+        else:
+            missing.setdefault(wanted[pid][1], []).append(pid)
+    if settled:
+        known = dict(totals or {})
+        unknown = [pid for pid in settled if pid not in known]
+        if unknown:
+            known.update({pid: c.items for pid, c in ItemCount.objects.counts(unknown).items()})
+        counts.update({pid: (int(known.get(pid, 0)), int(known.get(pid, 0))) for pid in settled})
+    for name, pids in missing.items():
+        fresh = _count_embedded(pids, name)
+        for pid in pids:
+            total, embedded = fresh.get(pid, (0, 0))
+            counts[pid] = (total, embedded)
+            state = states.get(pid)
+            idle = state is None or (not state[1] and state[3] is None)  # no request pending, no run
+            if total == embedded and idle:
+                cache.set(keys[pid], "settled", PROGRESS_TTL_SETTLED)
+            else:
+                cache.set(keys[pid], [total, embedded], PROGRESS_TTL_PENDING)
+    return {pid: EmbeddingProgress(embedder=wanted[pid][0], total=total, embedded=embedded)
+            for pid, (total, embedded) in counts.items()}
+
+
+# --- Precomputed vectors (the demo's sample: labeling/fixtures/demo/build_vectors.py) ---------------------------
+
+
+def vectors_preload(*, project_id: int, path: Path) -> int:
+    """Put precomputed vectors from ``path`` into the cache for the project's items and seed queries.
+
+    ``path`` is an ``.npz`` (read with ``allow_pickle=False``) holding ``embedder`` (a cache embedder name),
+    ``hashes`` and float16 ``vectors``, as ``labeling/fixtures/demo/build_vectors.py`` writes it with the
+    worker's own MiniLM. Nothing is stored unless the file's embedder is the project's and its rows have that
+    embedder's width. Only hashes that an item of the project (or one of its seed queries) has now are stored,
+    so a hard-deleted item's vector is not brought back (labeling/services/privacy.py deletes it), and only
+    those without a vector yet. They commit together with a bump of the embed job's generation: the set of
+    embedded items changed, so a retrain fingerprinted on the old generation is not taken for current (see the
+    module docstring). Returns the number of vectors stored; then an embed pass is requested, which finds the
+    items embedded and asks for the retrain.
+    """
+    row = Project.objects.filter(pk=project_id).values_list("embedder", "seed_queries").first()
+    if row is None:
+        return 0
+    setting, seeds = row
+    embedder = embedder_for(setting)
+    with np.load(path, allow_pickle=False) as data:
+        name = str(data["embedder"])
+        hashes = [str(h) for h in data["hashes"]]
+        vectors = np.asarray(data["vectors"], dtype="<f2")
+    if name != embedder.name or vectors.shape != (len(hashes), embedder.dim):
+        logger.info("vectors in %s are %s %s; project %s embeds with %s (%d dimensions): not used",
+                    path, name, vectors.shape, project_id, embedder.name, embedder.dim)
+        return 0
+    wanted = set(Item.objects.filter(project_id=project_id).values_list("content_hash", flat=True))
+    wanted.update(content_hash(str(s).strip()) for s in (seeds or []) if str(s).strip())
+    offered = [h for h in hashes if h in wanted]
+    have: set[str] = set()
+    for start in range(0, len(offered), 500):
+        have.update(Embedding.objects.filter(embedder=name, content_hash__in=offered[start : start + 500])
+                    .values_list("content_hash", flat=True))
+    rows = [i for i, h in enumerate(hashes) if h in wanted and h not in have]
+    if not rows:
+        return 0
+    with transaction.atomic():
+        store_vectors(embedder_name=name, hashes=[hashes[i] for i in rows], vectors=vectors[rows])
+        _bump_generation(project_id)
+        scheduling.request_embedding(project_id=project_id)
+    logger.info("project %s: %d precomputed %s vectors stored from %s", project_id, len(rows), name, path.name)
+    return len(rows)

@@ -108,7 +108,12 @@ class Demo:
     seen: set[Proc]
 
     def output(self) -> str:
+        """What the supervisor printed (the terminal's view)."""
         return self.log.read_text(errors="replace")
+
+    def logs(self) -> str:
+        """The children's output: $SIFT_DATA_DIR/logs/{web,worker,beat}.log."""
+        return "".join(path.read_text(errors="replace") for path in sorted((self.data_dir / "logs").glob("*.log")))
 
     def children(self) -> dict[str, int]:
         """The supervisor's direct children by role: web, worker, beat."""
@@ -128,8 +133,9 @@ class Demo:
         return now
 
     def ready(self, workers: int = 1) -> bool:
-        out = self.output()
-        return "Sift demo running at" in out and out.count(" ready.") >= workers and "beat: Starting..." in out
+        logs = self.logs()
+        return ("Sift demo running at" in self.output() and logs.count(" ready.") >= workers
+                and "beat: Starting..." in logs)
 
 
 @pytest.fixture
@@ -190,6 +196,11 @@ def test_a_killed_worker_is_restarted_while_the_web_app_keeps_answering_and_sigt
     assert demo.process.wait(timeout=60) == 0
     wait_for("every child to be gone", lambda: not any(alive(proc) for proc in demo.seen), timeout=10)
     assert "run_demo: SIGTERM: stopping the web app, the worker and beat" in demo.output()
+    # The terminal shows the banner and the supervisor's notes; the children's chatter is in their logs.
+    out = demo.output()
+    assert f"Logs of the web app, the worker and beat: {demo.data_dir / 'logs'}/" in out
+    assert '"GET / HTTP/1.1" 302' not in out and " ready." not in out and "beat: Starting..." not in out
+    assert '"GET / HTTP/1.1" 302' in (demo.data_dir / "logs" / "web.log").read_text()
     # Beat kept its schedule under the data directory, not in the working tree.
     assert sorted(p.name for p in demo.data_dir.glob("celerybeat-schedule*")) != []
     assert sorted(p.name for p in ROOT.glob("celerybeat-schedule*")) == []

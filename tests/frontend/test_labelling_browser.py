@@ -332,6 +332,35 @@ def test_lease_renews_itself_while_the_page_is_visible(page: Any) -> None:
     assert page.errors == []
 
 
+def test_the_banner_follows_embedding_until_the_first_model_is_ready(page: Any) -> None:
+    from learning.models import LearningJob, ModelVersion
+    from tests.learning.support import embed_items
+
+    project, _ = make_sms_project(n_items=4, embedder="hashing")
+    embed_items(list(project.items.order_by("id"))[:1])
+    log_in(page, "rev", next_url="/projects/sms/label/")
+    wait_for_item(page)  # random order meanwhile: the queue does not wait for the model
+    assert page.is_visible("#learning-status")
+    assert page.text_content("#learning-status-text") == (
+        "Embedding 1 of 4 items (hashing). Until the first model is trained, the queue serves items in random order.")
+    assert page.get_attribute("#learning-progress", "value") == "1"
+    page.wait_for_timeout(300)  # let the busy fade settle
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "labelling-embedding.png"), full_page=False)
+
+    embed_items(list(project.items.order_by("id"))[1:])
+    LearningJob.objects.create(project=project, kind=LearningJob.Kind.EMBED, generation=1)  # the pass's commit
+    wait_js(page, "() => document.getElementById('learning-status').dataset.state === 'training'")
+    assert page.text_content("#learning-status-text") == "All 4 items are embedded; training the first model."
+    assert not page.is_visible("#learning-progress")
+
+    ModelVersion.objects.create(project=project, version=1, status="active", fingerprint="fp",
+                                embedder="hashing-v1-384", strategy="margin_exploit")
+    wait_js(page, "() => document.getElementById('learning-status').hidden")
+    assert "Model v1 is ready" in page.text_content("#status")
+    assert page.errors == []
+
+
 def test_lost_submit_response_is_retried_with_the_same_key(page: Any) -> None:
     make_sms_project(n_items=3)
     bodies: list[Any] = []
@@ -360,9 +389,15 @@ def test_lost_submit_response_is_retried_with_the_same_key(page: Any) -> None:
 
 
 def test_screenshot_of_the_labelling_page(page: Any) -> None:
-    project, _reviewer = make_sms_project()
-    # A realistic moment: a ranking is active (so the item shows why it was picked and the model's
-    # suggestion), and part of the project is already done.
+    from learning.models import ModelVersion
+    from tests.learning.support import embed_items
+
+    project, _reviewer = make_sms_project(embedder="hashing")
+    # A realistic moment: every item is embedded and model v3's ranking is active (so the item shows why it
+    # was picked and the model's suggestion, and no embedding banner), and part of the project is done.
+    embed_items(list(Item.objects.filter(project=project)))
+    ModelVersion.objects.create(project=project, version=3, status="active", fingerprint="fp",
+                                embedder="hashing-v1-384", strategy="margin_exploit")
     items = {item.external_id: item for item in Item.objects.filter(project=project)}
     first = ["sms-10232", "sms-10239", "sms-10233", "sms-10231"]
     order = first + sorted(set(items) - set(first))
@@ -387,5 +422,6 @@ def test_screenshot_of_the_labelling_page(page: Any) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "labelling.png"), full_page=False)
     assert page.text_content("#suggestion-label") == "Phishing"
+    assert not page.is_visible("#learning-status")
     assert page.is_visible("article.guideline:has-text('credentials, card numbers or codes')")
     assert page.errors == []

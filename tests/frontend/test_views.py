@@ -12,8 +12,10 @@ from django.test import Client
 from django.utils import timezone
 
 from labeling.models import Annotation, Item, Lease, Project
-from learning.models import ModelVersion
+from learning.api import EmbeddingStatus
+from learning.models import LearningJob, ModelVersion
 from tests.factories import ItemFactory, ProjectFactory, UserFactory, member
+from tests.learning.support import add_items, embed_items
 
 pytestmark = pytest.mark.django_db
 
@@ -155,8 +157,9 @@ def test_project_list_query_count_does_not_grow_with_projects(
     reviewer = cast["users"]["reviewer"]
     client = logged_in(reviewer)
     ItemFactory.create_batch(2, project=cast["project"])
-    # session + user, then projects, item-count ledger, active models, my-annotations aggregate.
-    with django_assert_num_queries(6):
+    # session + user, then projects, item-count ledger, active models, my-annotations aggregate, the embed jobs'
+    # states and one grouped count of embedded items (per embedder, for the projects whose figure is not cached).
+    with django_assert_num_queries(8):
         client.get("/")
     for n in range(4):
         project = ProjectFactory(slug=f"extra-{n}")
@@ -165,9 +168,61 @@ def test_project_list_query_count_does_not_grow_with_projects(
         ModelVersion.objects.create(project=project, version=1, status="active", fingerprint="fp",
                                     embedder="hashing-v1-384", strategy="margin_exploit")
     # ... plus one grouped count of the labels newer than each active model.
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(9):
         body = client.get("/").content.decode()
     assert len(re.findall(r'data-project="([^"]+)"', body)) == 5
+
+
+# --- Embedding progress on the pages ----------------------------------------------------
+
+
+def test_home_and_label_pages_say_how_far_embedding_is(cast: dict[str, Any]) -> None:
+    project = cast["project"]
+    Project.objects.filter(pk=project.pk).update(embedder="hashing")
+    items = add_items(project, [f"message {i}" for i in range(5)])
+    embed_items(items[:2])
+    client = logged_in(cast["users"]["reviewer"])
+    message = ("Embedding 2 of 5 items (hashing). Until the first model is trained, the queue serves items in "
+               "random order.")
+
+    home = client.get("/").content.decode()
+    assert '<p class="small alert stat-embedding" data-state="embedding" role="status">' in home
+    assert '<progress max="5" value="2" aria-label="Items embedded">2 of 5</progress>' in home
+    assert f'<span class="stat-embedding-text">{message}</span>' in home
+    assert '<meta http-equiv="refresh" content="5">' in home  # the page follows the progress by itself
+
+    label = client.get("/projects/sms/label/").content.decode()
+    assert re.search(r'<p id="learning-status" class="alert learning-status small" role="status" '
+                     r'data-state="embedding">', label)
+    assert f'<span id="learning-status-text">{message}</span>' in label
+    config = json.loads(re.search(r'<script id="label-config" type="application/json">(.*?)</script>', label,
+                                  re.S).group(1))  # type: ignore[union-attr]
+    assert config["urls"]["embedding"] == "/api/projects/sms/embedding/"
+
+    # Every item embedded, no model yet: the first model is training.
+    embed_items(items[2:])
+    LearningJob.objects.create(project=project, kind=LearningJob.Kind.EMBED, generation=1)  # the pass that did it
+    home = client.get("/").content.decode()
+    assert 'data-state="training"' in home and "All 5 items are embedded; training the first model." in home
+    assert 'aria-label="Items embedded"' not in home
+
+    # A model serves the queue: nothing to say, and the page stops reloading itself.
+    ModelVersion.objects.create(project=project, version=1, status="active", fingerprint="fp",
+                                embedder="hashing-v1-384", strategy="margin_exploit")
+    home = client.get("/").content.decode()
+    assert "stat-embedding" not in home and 'http-equiv="refresh"' not in home
+    label = client.get("/projects/sms/label/").content.decode()
+    assert re.search(r'<p id="learning-status"[^>]*data-state="ready" hidden>', label)
+
+
+def test_the_embedding_status_is_escaped_on_both_pages(cast: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    add_items(cast["project"], ["one"])
+    monkeypatch.setattr(EmbeddingStatus, "message", property(lambda self: '<img src=x onerror="alert(1)">'))
+    client = logged_in(cast["users"]["reviewer"])
+    for path in ("/", "/projects/sms/label/"):
+        body = client.get(path).content.decode()
+        assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in body
+        assert "<img src=x" not in body
 
 
 # --- Labelling page ------------------------------------------------------------------

@@ -108,6 +108,43 @@ def test_load_demo_twice_is_idempotent_and_prints_the_password_once(data_dir: Pa
     assert AuditEvent.objects.filter(action="items.import").count() == 2
 
 
+def test_make_demos_quiet_load_hashes_once_and_prints_only_the_new_password(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """-v 0 (the Makefile's): the banner of run_demo names the users and where the password is, so load_demo
+    prints only a newly generated password. A start computes one password hash and a restart checks one."""
+    from django.contrib.auth import hashers
+
+    from labeling.management.commands import load_demo as command
+
+    calls = {"make": 0, "check": 0}
+    make, check = hashers.make_password, hashers.check_password
+
+    def counting_make(*args: Any, **kwargs: Any) -> str:
+        calls["make"] += 1
+        return make(*args, **kwargs)
+
+    def counting_check(*args: Any, **kwargs: Any) -> bool:
+        calls["check"] += 1
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(command, "make_password", counting_make)
+    monkeypatch.setattr(command, "check_password", counting_check)
+    quiet = io.StringIO()
+    call_command("load_demo", verbosity=0, stdout=quiet)
+    password = (data_dir / "demo_password").read_text().strip()
+    assert quiet.getvalue() == (f"Demo password for all five users (shown once; kept in {data_dir / 'demo_password'})"
+                                f": {password}\n")
+    assert calls == {"make": 1, "check": 0}
+
+    calls.update(make=0, check=0)
+    again = io.StringIO()
+    call_command("load_demo", verbosity=0, stdout=again)
+    assert again.getvalue() == ""
+    assert calls == {"make": 0, "check": 1}
+    users = get_user_model().objects.all()
+    assert users.count() == 5 and all(user.check_password(password) for user in users)
+
+
 def test_load_demo_uses_the_configured_password(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIFT_DEMO_PASSWORD", "correct-horse-demo")
     out = load_demo()

@@ -49,6 +49,9 @@
     open: $("progress-open"),
     mineToday: $("progress-mine-today"),
     streak: $("streak"),
+    learning: $("learning-status"),
+    learningText: $("learning-status-text"),
+    learningBar: $("learning-progress"),
   };
   if (config.taxonomy_version === null || !el.card) return;
 
@@ -341,6 +344,40 @@
     } catch (_) { /* progress is decoration: never block labelling on it */ }
   }
 
+  // --- Embedding progress and the first model ----------------------------------------
+  // While the worker embeds the items or trains the first model, the queue serves random picks; the banner says
+  // so, with the figures from GET embedding/ (rendered by the server first, then polled here until ready).
+  const LEARNING_POLL_MS = 3000;
+  let learningTimer = null;
+  function renderLearning(s) {
+    if (!el.learning) return;
+    const busy = s.state === "embedding" || s.state === "training";
+    el.learning.dataset.state = s.state;
+    el.learning.hidden = !busy;
+    el.learningText.textContent = s.message || "";
+    if (el.learningBar) {
+      el.learningBar.hidden = s.state !== "embedding";
+      el.learningBar.max = Math.max(1, s.total);
+      el.learningBar.value = s.embedded;
+    }
+  }
+  async function refreshLearning() {
+    clearTimeout(learningTimer);
+    let busy = el.learning && !el.learning.hidden;
+    try {
+      const result = await api("GET", config.urls.embedding);
+      if (result.status === 200 && result.data) {
+        const wasBusy = busy;
+        renderLearning(result.data);
+        busy = result.data.state === "embedding" || result.data.state === "training";
+        if (wasBusy && !busy && result.data.model_version != null) {
+          say("Model v" + result.data.model_version + " is ready: the queue now follows its ranking.", "ok");
+        }
+      }
+    } catch (_) { /* decoration, like progress: never block labelling on it */ }
+    if (busy) learningTimer = setTimeout(refreshLearning, LEARNING_POLL_MS);
+  }
+
   // --- Lease renewal -----------------------------------------------------------------
   function scheduleRenew(lease, serverDate) {
     clearTimeout(state.renewTimer);
@@ -594,4 +631,5 @@
   el.streak.textContent = String(readStreak());
   loadNext();
   refreshProgress();
+  if (el.learning && !el.learning.hidden) learningTimer = setTimeout(refreshLearning, LEARNING_POLL_MS);
 })();

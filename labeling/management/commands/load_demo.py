@@ -17,6 +17,12 @@ undo any of it. The rule: it creates what is missing and leaves alone everything
   ``<SIFT_DATA_DIR>/demo_password_applied``, with the database it was applied in). ``--reset-users`` puts
   the five users back as the demo made them (password, role, membership, active, admin flags).
 
+Vectors: the sample's all-MiniLM-L6-v2 vectors ship precomputed (``sms_vectors.npz``, built by
+``fixtures/demo/build_vectors.py`` with the worker's own embedder) and go into the vector cache for the items
+the project has, so the worker finds them embedded and trains the first model within seconds of starting
+rather than spending minutes embedding 1,530 texts. The embeddings stay real MiniLM ones (a test compares them
+with the live model); a project switched to another embedder tier is left to the worker.
+
 Passwords: ``$SIFT_DEMO_PASSWORD`` when set. Otherwise a random password is generated once, saved to
 ``<SIFT_DATA_DIR>/demo_password`` (mode 0600) and printed once, when it is created; later runs reuse it and
 print only where it is kept.
@@ -44,9 +50,11 @@ from labeling.services.errors import ServiceError
 from labeling.services.items_import import items_import
 from labeling.services.privacy import external_id_digest
 from labeling.services.projects import membership_add, project_create
+from learning import scheduling
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "demo"
 PROJECT_SLUG = "sms-demo"
+VECTORS_FILE = "sms_vectors.npz"
 USERS: tuple[tuple[str, str], ...] = (
     ("admin", Role.ADMIN),
     ("lead", Role.POLICY_LEAD),
@@ -126,23 +134,37 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
+            "--no-vectors", action="store_true",
+            help="Do not store the sample's precomputed MiniLM vectors: the worker embeds the items, as it would a "
+                 "real project's (bench/demo_startup.py measures the difference).")
+        parser.add_argument(
             "--reset-users", action="store_true",
             help="Put the five demo users back as the demo made them: the demo password, their demo role and "
                  "membership, active, and admin's superuser flags. Items, labels and the taxonomy are untouched.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         reset: bool = options["reset_users"]
+        self._hash_for, self._checked = None, {}
         password, source = self._password()
         project, project_created = self._project()
         notes = self._users(project, password, source=source, project_created=project_created, reset=reset)
         pool = self._import(project, "sms_items.jsonl.gz", gold=False)
         gold = self._import(project, "sms_gold.jsonl.gz", gold=True)
+        # The sample's MiniLM vectors, precomputed (fixtures/demo/build_vectors.py): the worker finds the items
+        # embedded and trains the first model at once. Vectors already cached, or of another embedder, are skipped.
+        if not options.get("no_vectors"):
+            scheduling.preload_vectors(project_id=project.pk, path=DEMO_DIR / VECTORS_FILE)
+        # -v 0 (make demo, whose banner names the users and where the password is) prints only what needs
+        # attention: rows left out, users changed in the demo, and a newly generated password (shown once).
+        verbose = int(options.get("verbosity", 1)) >= 1
         state = "created" if project_created else "already there, kept as it is"
-        self.stdout.write(f"Demo project {project.slug!r} ({state}): {pool.describe('pool')}; "
-                          f"{gold.describe('gold')}.")
+        if verbose:
+            self.stdout.write(f"Demo project {project.slug!r} ({state}): {pool.describe('pool')}; "
+                              f"{gold.describe('gold')}.")
         for problem in pool.problems + gold.problems:
             self.stdout.write(self.style.WARNING(f"  left out: {problem}"))
-        self.stdout.write("Users: " + ", ".join(f"{name} ({role})" for name, role in USERS))
+        if verbose:
+            self.stdout.write("Users: " + ", ".join(f"{name} ({role})" for name, role in USERS))
         for note in notes:
             self.stdout.write(self.style.WARNING(f"  {note}"))
         if notes:
@@ -150,6 +172,8 @@ class Command(BaseCommand):
         if source == "generated":
             self.stdout.write(self.style.WARNING(
                 f"Demo password for all five users (shown once; kept in {demo_password_path()}): {password}"))
+        elif not verbose:
+            pass
         elif source == "file":
             self.stdout.write(f"Password: the one in {demo_password_path()}")
         else:
@@ -181,7 +205,25 @@ class Command(BaseCommand):
             # Before this marker existed a kept password file was applied only when generated, and
             # $SIFT_DEMO_PASSWORD on every run: treat them so once, then the marker decides.
             return source == "env"
-        return not check_password(password, encoded)
+        return not self._matches(password, encoded)
+
+    # A password hash costs about 0.4 s of CPU (PBKDF2), and a start used to compute six of them. The five demo
+    # users share one password, so they share one encoded hash (one salt), and the marker keeps the same string:
+    # a start computes one hash, and a restart checks one (the answers are remembered per encoded string).
+    _hash_for: tuple[str, str] | None
+    _checked: dict[tuple[str, str], bool]
+
+    def _encoded(self, password: str) -> str:
+        if self._hash_for is None or self._hash_for[0] != password:
+            self._hash_for = (password, make_password(password))
+        return self._hash_for[1]
+
+    def _matches(self, password: str, encoded: str) -> bool:
+        """hashers.check_password, not user.check_password (that one may re-save the hash), remembered."""
+        key = (password, encoded)
+        if key not in self._checked:
+            self._checked[key] = bool(check_password(password, encoded))
+        return self._checked[key]
 
     # --- Project and users -----------------------------------------------------------------------------
 
@@ -209,15 +251,14 @@ class Command(BaseCommand):
                 created = user is None
                 if user is None:
                     user = user_model(username=username)
-                    user.set_password(password)
+                    user.password = self._encoded(password)
                     if username == "admin":
                         user.is_superuser = user.is_staff = True
                     user.save()
                 else:
                     changed: list[str] = []
-                    # hashers.check_password, not user.check_password: that one may re-save the hash.
-                    if new_password and not check_password(password, user.password):
-                        user.set_password(password)
+                    if new_password and not self._matches(password, user.password):
+                        user.password = self._encoded(password)
                         changed.append("password")
                     if reset and not user.is_active:
                         user.is_active = True
@@ -241,11 +282,11 @@ class Command(BaseCommand):
                 notes.append(f"{username} is deactivated")
             if username == "admin" and not (user.is_superuser and user.is_staff):
                 notes.append("admin is no longer a superuser")
-            if not created and not check_password(password, user.password):
+            if not created and not self._matches(password, user.password):
                 notes.append(f"{username} has a password of their own, not the demo password")
         if new_password or _applied_hash() is None:
             _write_private(demo_password_applied_path(),
-                           json.dumps({"database": _database(), "password": make_password(password)}))
+                           json.dumps({"database": _database(), "password": self._encoded(password)}))
         return notes
 
     # --- Items -----------------------------------------------------------------------------------------
