@@ -54,8 +54,10 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest tests/learning/core -q
 
+# The whole suite. Where DATABASE_URL / REDIS_URL are unset it starts a private PostgreSQL and Redis for the run
+# (scripts/with_services.py) and stops them after, so no server needs to be running; where set, it uses them.
 test: install assets browser lint
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python scripts/with_services.py -- $(BIN)/python -m pytest -q --durations=25
 
 # Benchmarks need PostgreSQL (the local one by default); BENCH_ARGS=--quick for a smoke run.
 bench: install assets

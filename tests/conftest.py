@@ -64,9 +64,14 @@ def _broker_backoff_reset() -> Any:
     scheduling._broker_run_id = None
 
 
+# What a test that needs Redis says when there is none (a failure under CI, a skip elsewhere).
+REDIS_NEEDED = "set REDIS_URL=redis://..., or run `make test`, which starts a private Redis"
+
+
 @pytest.fixture
 def postgres_only() -> None:
-    require_service("PostgreSQL", using_postgres(), "set DATABASE_URL=postgres://... (make test does)")
+    require_service("PostgreSQL", using_postgres(),
+                    "set DATABASE_URL=postgres://..., or run `make test`, which starts a private PostgreSQL")
 
 
 def add_project_permission() -> Any:
@@ -108,4 +113,5 @@ def api_as() -> Any:
     return make
 
 
-__all__ = ["SMS_TAXONOMY", "UserFactory", "chromium", "page", "require_service", "sent_tasks", "using_postgres"]
+__all__ = ["REDIS_NEEDED", "SMS_TAXONOMY", "UserFactory", "chromium", "page", "require_service", "sent_tasks",
+           "using_postgres"]

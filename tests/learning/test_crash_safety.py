@@ -18,7 +18,7 @@ from django.db import connection, connections
 from labeling.models import Project, RankingEntry
 from learning import scheduling
 from learning.models import LearningJob, ModelVersion
-from tests.conftest import SMS_TAXONOMY, require_service
+from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ProjectFactory, UserFactory
 from tests.learning.support import add_items, annotate, embed_items, sms_rows
 from tests.learning.worker_harness import Worker, purge_broker, redis_available, wait_until
@@ -72,7 +72,7 @@ class Monitor(threading.Thread):
 
 @pytest.fixture
 def broker(postgres_only: None, transactional_db: Any) -> Any:
-    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    require_service("Redis", redis_available(), REDIS_NEEDED)
     purge_broker()
     yield
     purge_broker()

@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 
 from labeling.models import Annotation, Item, Project
 from learning.models import LearningJob, ModelVersion
-from tests.conftest import SMS_TAXONOMY, require_service
+from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ProjectFactory, member
 from tests.learning.support import sms_rows
 from tests.learning.worker_harness import Http, Worker, purge_broker, redis_available, wait_until
@@ -32,7 +32,7 @@ BATCH_SIZE = 30
 
 @pytest.fixture
 def worker(postgres_only: None, transactional_db: Any) -> Any:
-    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    require_service("Redis", redis_available(), REDIS_NEEDED)
     purge_broker()
     started = Worker()
     yield started

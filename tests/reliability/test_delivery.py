@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError as BrokerDown
 from config.celery import app
 from learning import scheduling
 from learning.models import LearningJob
-from tests.conftest import SMS_TAXONOMY
+from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ProjectFactory
 
 RETRAIN = LearningJob.Kind.RETRAIN
@@ -84,8 +84,8 @@ def test_a_broker_failure_backs_off_sends_but_loses_no_request(project: Any, mon
     assert sent == ["sift.learning.retrain_project"]
 
 
-@pytest.mark.skipif(not django_settings.REDIS_URL, reason="only Redis has a run_id to watch")
 def test_a_redis_restart_re_sends_what_was_queued_before_it(project: Any, sent: list[str]) -> None:
+    require_service("Redis", bool(django_settings.REDIS_URL), f"{REDIS_NEEDED} (only Redis has a run_id to watch)")
     scheduling.sweep()  # the sweep's first look notes Redis's run_id
     scheduling.signal(kind=RETRAIN, project_id=project.pk)
     assert sent == ["sift.learning.retrain_project"]  # "queued" from now on

@@ -13,7 +13,7 @@ from learning import scheduling
 from learning.models import LearningJob, ModelVersion, WorkerHeartbeat
 from learning.scheduling import worker_heartbeat
 from learning.worker import worker_alive
-from tests.conftest import SMS_TAXONOMY, require_service
+from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ItemFactory, ProjectFactory, UserFactory
 from tests.learning.support import add_items, annotate, embed_items, sms_rows
 from tests.learning.worker_harness import Worker, purge_broker, redis_available, wait_until
@@ -77,8 +77,7 @@ def test_staff_see_figures_and_stale_learning_fails(project: Any, settings: Any)
 
 
 def test_broker_down_is_503_naming_the_broker(project: Any, settings: Any) -> None:
-    if not settings.REDIS_URL:
-        pytest.skip("the file-system broker has no server to lose")
+    require_service("Redis", bool(settings.REDIS_URL), f"{REDIS_NEEDED} (the file-system broker has no server to lose)")
     worker_heartbeat(worker="w1@host")
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     response = _staff().get("/api/health/")
@@ -168,7 +167,7 @@ def test_a_real_worker_busy_with_a_long_task_is_reported_healthy(postgres_only: 
     """A real solo worker (so nothing else can run the sweep) runs a retrain slowed down to many seconds; no beat
     runs at all. While the task runs the worker check passes on the liveness thread alone; once it is idle again,
     with no sweep ever run, it fails."""
-    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    require_service("Redis", redis_available(), REDIS_NEEDED)
     purge_broker()
     settings.SIFT_WORKER_HEARTBEAT_SECONDS = 1
     project = ProjectFactory(slug="busy", taxonomy=SMS_TAXONOMY, embedder="hashing")

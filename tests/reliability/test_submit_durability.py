@@ -21,7 +21,7 @@ from django.test import override_settings
 from config.cache import ResilientRedisCache
 from labeling.models import Annotation
 from learning.models import LearningJob
-from tests.conftest import SMS_TAXONOMY, require_service
+from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ItemFactory, ProjectFactory, member
 from tests.learning.worker_harness import redis_available, worker_database_url
 
@@ -75,7 +75,7 @@ def test_the_resilient_cache_answers_misses_fast_when_redis_is_refused() -> None
 
 def test_the_cache_reuses_one_redis_client_across_calls_and_threads() -> None:
     """One ``redis.Redis`` per pool, not one per call (config/cache.py), and it still reads back what it wrote."""
-    require_service("Redis", redis_available(), "set REDIS_URL=redis://... (make test does)")
+    require_service("Redis", redis_available(), REDIS_NEEDED)
     cache = ResilientRedisCache(django_settings.REDIS_URL, {})
     client = cache._cache.get_client(write=True)
     key = f"sift-test-reuse-{time.monotonic_ns()}"
@@ -127,9 +127,10 @@ def _fresh_broker_pools(app: Any) -> None:
     app.amqp._producer_pool = None
 
 
-@pytest.mark.skipif(not django_settings.REDIS_URL, reason="the broker without REDIS_URL is a folder, not Redis")
 def test_reviewers_label_while_cache_and_broker_are_down(db: Any, api_as: Any,
                                                          django_capture_on_commit_callbacks: Any) -> None:
+    require_service("Redis", bool(django_settings.REDIS_URL),
+                    f"{REDIS_NEEDED} (the broker without REDIS_URL is a folder, not Redis)")
     from config.celery import app
 
     project, reviewer = _labelling_world()

@@ -25,6 +25,7 @@ from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
 from labeling.models import AuditEvent, Item
+from tests.conftest import REDIS_NEEDED, require_service
 from tests.security.support import World, seed_world, table_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,8 +413,8 @@ def test_the_redis_cache_stores_json(db: Any) -> None:
     from django.core.cache import cache
 
     backend = str(django_settings.CACHES["default"]["BACKEND"])
-    if not backend.endswith("RedisCache"):
-        pytest.skip("no REDIS_URL: the local-memory cache never leaves the process")
+    require_service("Redis", backend.endswith("RedisCache"),
+                    f"{REDIS_NEEDED} (the local-memory cache never leaves the process)")
     cache.set("sift-security-probe", [1.5, 2.25], 30)
     cache.set("sift-security-int", 7, 30)
     client: Any = getattr(cache, "_cache")  # noqa: B009  (the backend's redis client; not in the stubs)
