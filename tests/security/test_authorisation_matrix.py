@@ -130,6 +130,7 @@ MATRIX: dict[str, list[Row]] = {
                       Row("POST", CREATOR, 201, "/api/projects/", body=NEW_PROJECT)],
     "api/projects/<slug:slug>/": [Row("GET", Capability.VIEW, 200, P + "/")],
     "api/projects/<slug:slug>/models/": [Row("GET", Capability.VIEW, 200, P + "/models/")],
+    "api/projects/<slug:slug>/embedding/": [Row("GET", Capability.VIEW, 200, P + "/embedding/")],
     "api/projects/<slug:slug>/items/import": [
         Row("POST", Capability.IMPORT, 200, P + "/items/import",
             body='{"external_id": "imported-1", "text": "hello"}\n', content_type="application/x-ndjson")],
