@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from learning.core.embedders import get_embedder  # noqa: E402
+from learning.core.embedder_registry import get_embedder  # noqa: E402
 from learning.core.metrics import area_under_curve, labels_to_reach  # noqa: E402
 from learning.core.simulation import (  # noqa: E402
     Items,

@@ -1,3 +1,5 @@
+"""The pages' URL routes (labelling, taxonomy editor, dashboard, adjudication, item history) and login/logout."""
+
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views

@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from learning.core.embedders import EMBEDDER_NAMES, get_embedder
+from learning.core.embedder_registry import EMBEDDER_NAMES, get_embedder
 from learning.core.simulation import (
     embed_seed_queries,
     prepare_data,

@@ -17,16 +17,9 @@ from labeling.models.items import (
     meta_shown,
 )
 from labeling.models.label_counter import LabelCounter
-from labeling.models.projects import (
-    ROLE_CAPABILITIES,
-    Capability,
-    Membership,
-    Organisation,
-    Project,
-    Role,
-    role_allows,
-)
-from labeling.models.queue import Lease, RankingEntry, SelectionReason
+from labeling.models.projects import Membership, Organisation, Project
+from labeling.models.queue import Lease, RankingEntry, RankingEntryManager, RankingRow, SelectionReason
+from labeling.models.roles import ROLE_CAPABILITIES, Capability, Role, role_allows
 from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
 
 __all__ = [
@@ -52,6 +45,8 @@ __all__ = [
     "Organisation",
     "Project",
     "RankingEntry",
+    "RankingEntryManager",
+    "RankingRow",
     "Role",
     "SelectionReason",
     "Split",

@@ -16,7 +16,6 @@ from typing import Any
 
 from labeling.models import Adjudication, Annotation, Item, Project, SelectionReason
 from labeling.services.privacy import mask_item, masker_for
-from labeling.services.taxonomy_migrations import labels_under_version
 
 _REASON_LABELS = dict(SelectionReason.choices)
 
@@ -42,7 +41,7 @@ def item_history(project: Project, item: Item) -> dict[str, Any]:
     answers = []
     for annotation in (Annotation.objects.filter(item=item).select_related("reviewer", "taxonomy_version")
                        .order_by("created_at", "id")):
-        in_current = labels_under_version(annotation, current_id) if current_id is not None else None
+        in_current = annotation.labels_in_version(current_id) if current_id is not None else None
         answers.append({
             "id": annotation.pk,
             "reviewer": annotation.reviewer.get_username(),

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from labeling.models import Annotation, Item, Lease, Project, RankingEntry, SelectionReason
-from labeling.querysets import RankingRow
+from labeling.models import Annotation, Item, Lease, Project, RankingEntry, RankingRow, SelectionReason
 from labeling.services.gold import GoldPick, gold_pick, gold_public_selection
 from tests.factories import ItemFactory, ProjectFactory, member
 

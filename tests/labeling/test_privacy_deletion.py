@@ -20,8 +20,8 @@ from labeling.models import (
     Lease,
     Project,
     RankingEntry,
+    RankingRow,
 )
-from labeling.querysets import RankingRow
 from labeling.services.adjudication import adjudication_decide, adjudication_open
 from labeling.services.annotations import annotation_submit
 from labeling.services.audit import audit_verify

@@ -14,8 +14,7 @@ from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
 from labeling.api import serializers_queue
-from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry
-from labeling.querysets import RankingRow
+from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry, RankingRow
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
 from tests.factories import ItemFactory, member

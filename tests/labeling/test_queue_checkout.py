@@ -11,8 +11,7 @@ from django.core.cache import cache
 from django.db.models import F
 
 from labeling.api.serializers_queue import checkout_payload
-from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry
-from labeling.querysets import RankingRow
+from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry, RankingRow
 from labeling.services import queues
 from labeling.services.annotations import annotation_submit, lease_skip
 from labeling.services.errors import Conflict, PermissionDenied

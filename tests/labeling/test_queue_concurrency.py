@@ -32,8 +32,7 @@ import pytest
 from django.db import connection, connections
 from rest_framework.authtoken.models import Token
 
-from labeling.models import Annotation, Item, Lease, Project, RankingEntry
-from labeling.querysets import RankingRow
+from labeling.models import Annotation, Item, Lease, Project, RankingEntry, RankingRow
 from learning.core.vocabulary import content_hash
 from tests.factories import ProjectFactory, member
 

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from labeling.models import Adjudication, Annotation, Item, Lease, Project, RankingEntry, TaxonomyVersion
-from labeling.querysets import RankingRow
+from labeling.models import Adjudication, Annotation, Item, Lease, Project, RankingEntry, RankingRow, TaxonomyVersion
 from labeling.selectors.quality import (
     agreement_figures,
     gold_alerts,

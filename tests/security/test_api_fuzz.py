@@ -154,7 +154,7 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     # The token endpoint's throttle counts live in the cache; start every role from zero.
     cache.clear()
     # A live worker heartbeat, so /api/health/ answers 200 (a 503 there means "no worker", which is not a bug).
-    from learning.scheduling import worker_heartbeat
+    from learning.jobs import worker_heartbeat
 
     worker_heartbeat(worker="fuzz@test")
     world = seed_world()

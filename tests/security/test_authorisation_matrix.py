@@ -85,7 +85,7 @@ def _some_item_ref(world: World) -> dict[str, Any]:
 
 
 def _heartbeat(world: World) -> dict[str, Any]:
-    from learning.scheduling import worker_heartbeat
+    from learning.jobs import worker_heartbeat
 
     worker_heartbeat(worker="matrix@test")
     return {}
