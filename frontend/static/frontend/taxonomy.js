@@ -9,7 +9,6 @@
 
 (function () {
   const config = JSON.parse(document.getElementById("taxonomy-config").textContent);
-  const csrfToken = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
   const FLASH_KEY = "sift-taxonomy-flash";
 
   const $ = (id) => document.getElementById(id);
@@ -48,18 +47,11 @@
     messages.appendChild(box);
   }
 
+  // The shared wrapper (api.js); a body that is not JSON still gives the messages below something to show.
   async function api(method, url, body, isForm) {
-    const headers = { "Accept": "application/json", "X-CSRFToken": csrfToken };
-    if (body !== undefined && !isForm) headers["Content-Type"] = "application/json";
-    const response = await fetch(url, {
-      method, headers, credentials: "same-origin",
-      body: body === undefined ? undefined : (isForm ? body : JSON.stringify(body)),
-    });
-    let data = null;
-    if (response.status !== 204) {
-      try { data = await response.json(); } catch (err) { data = { detail: `HTTP ${response.status}` }; }
-    }
-    return { ok: response.ok, status: response.status, data };
+    const result = await window.siftApi.request(method, url, body, { form: Boolean(isForm) });
+    if (result.data === null && result.status !== 204) result.data = { detail: `HTTP ${result.status}` };
+    return result;
   }
 
   function markDirty() {
