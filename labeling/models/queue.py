@@ -254,7 +254,7 @@ class Lease(models.Model):
         # with "state = 'active'" alone both were candidates for every active-lease question: a planner misled by
         # statistics (a lease table analysed while it was empty) read all of a project's active leases where one
         # item's were wanted. "item_id IS NOT NULL" is implied only by a query that constrains item_id, and
-        # "project_id IS NOT NULL" only by one that constrains project_id (tests/labeling/test_queue_plans.py).
+        # "project_id IS NOT NULL" only by one that constrains project_id (tests/labeling/services/test_queue_plans.py).
         indexes = [
             models.Index(fields=["item"], name="lease_item_active",
                          condition=Q(state="active", item__isnull=False)),

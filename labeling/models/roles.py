@@ -31,7 +31,7 @@ class Capability(models.TextChoices):
     DELETE_ITEMS = "delete_items", "Hard-delete items on request (audited tombstone)"
 
 
-# The whole authorisation policy in one table; tests/labeling/api/test_authorisation.py walks it.
+# The whole authorisation policy in one table; tests/security/test_authorisation_matrix.py walks it.
 ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     Role.REVIEWER: frozenset({Capability.VIEW, Capability.LABEL}),
     # Reveal: leads decide policy on the hard cases and sometimes need the identifiers; every reveal is audited.

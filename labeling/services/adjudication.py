@@ -154,7 +154,7 @@ ORDER BY a.id + 0
 # ``a.id + 0``: the answers of one item are a handful, found through the (item_id, reviewer_id) index and sorted.
 # Ordered by ``a.id`` itself, the planner may instead walk the whole primary key in order, filtering for the item,
 # whenever it believes the annotation table small (analysed while empty): one pass over every answer of the
-# database per finishing submit (tests/labeling/test_queue_plans.py, state stale_history_100k).
+# database per finishing submit (tests/labeling/services/test_queue_plans.py, state stale_history_100k).
 
 
 def _json(value: Any) -> Any:

@@ -163,7 +163,7 @@ LIMIT %(batch)s {lock}
 # planner was free to drive from the items instead: with ``i.n_done < i.n_required`` matching the partial index
 # item_open_random, it scanned every open item of the project per checkout, 11.7 s at 2,000 items without
 # statistics and 3.8 s at 100k items after ANALYZE, while holding the scan's row locks;
-# tests/labeling/test_queue_plans.py.) ``i.project_id + 0`` keeps the project check from matching an index key.
+# tests/labeling/services/test_queue_plans.py.) ``i.project_id + 0`` keeps the project check from matching an index key.
 RANKING_SCAN_SQL = """
 SELECT c.id, c.external_id, c.text, c.meta,
        r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
@@ -250,7 +250,7 @@ RETURNING id
 # preferred a bitmap scan of the project's open items plus a sort, or a sequential scan of the leases per
 # candidate: O(pool) or O(leases) where the walk is O(1). With both off, the only plans left are the index walks
 # (a Seq Scan is still possible as a last resort, with no index at all, which never happens on these tables).
-# tests/labeling/test_queue_plans.py checks the plans in every database state users meet.
+# tests/labeling/services/test_queue_plans.py checks the plans in every database state users meet.
 MEMBERSHIP_LOCK_SQL = """
 SELECT {planner_settings} FROM {membership} m
 WHERE m.project_id = %(project)s AND m.user_id = %(reviewer)s {membership_lock}

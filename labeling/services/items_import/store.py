@@ -242,7 +242,7 @@ def _orm_store(project: Project, creates: list[_Write], updates: list[_Write]) -
         ], ["text", "content_hash", "meta", "is_gold", "gold_labels", "updated_at"], batch_size=500)
 
 
-# Every column of a new item, in COPY order. tests/labeling/test_items_import.py checks this against
+# Every column of a new item, in COPY order. tests/labeling/services/test_items_import.py checks this against
 # the model, so a new Item field cannot be silently left out of the PostgreSQL path.
 COPY_COLUMNS = ("project_id", "external_id", "text", "meta", "content_hash", "is_gold", "gold_labels",
                 "n_required", "n_done", "boost", "random_key", "split", "created_at", "updated_at")

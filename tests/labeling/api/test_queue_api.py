@@ -321,7 +321,7 @@ def test_payload_builders_match_their_documented_serializers(cast: dict[str, Any
     client = api_as(cast["users"]["reviewer"])
     body = take(client)
     assert set(body) == set(serializers_queue.QueueNextResponseSerializer().fields)
-    # "masked" appears only where the project masks PII (tests/labeling/test_privacy_masking.py).
+    # "masked" appears only where the project masks PII (tests/labeling/services/test_privacy_masking.py).
     assert set(body["item"]) == set(serializers_queue.QueueItemSerializer().fields) - {"masked"}
     assert set(body["selection"]) == set(serializers_queue.SelectionSerializer().fields)
     assert set(body["lease"]) == set(serializers_queue.LeaseRefSerializer().fields)

@@ -585,7 +585,8 @@ def _known_item_rows() -> float:
 
 def test_a_large_import_refreshes_the_item_statistics_and_a_small_one_does_not(
         postgres_only: None, project: Project) -> None:
-    """Without statistics the planner guesses a new project's tables tiny (tests/labeling/test_queue_plans.py)."""
+    """Without statistics the planner guesses a new project's tables tiny (tests/labeling/services/test_queue_plans.py).
+    """
     with connection.cursor() as cursor:  # as a fresh database has it: never analysed
         cursor.execute("UPDATE pg_class SET reltuples = -1 WHERE oid = 'labeling_item'::regclass")
     small = import_store.ANALYZE_MIN_ROWS - 1

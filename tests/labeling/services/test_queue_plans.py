@@ -4,8 +4,8 @@ What the planner believes about a project's tables is often wrong: a new databas
 outruns autovacuum, the lease table was analysed while it was empty. On such beliefs a checkout once scanned every
 open item of the project per ranked row (11.7 s per checkout at 2,000 items without statistics, 3.8 s at 100k
 after ANALYZE) and probed the leases with a sequential scan per candidate. So these tests build each state
-(tests/labeling/queue_states.py), EXPLAIN ANALYZE each statement the way the service runs it (inside a checkout or
-submit transaction, whose first statement sets the planner up), and assert the shape:
+(tests/labeling/services/queue_states.py), EXPLAIN ANALYZE each statement the way the service runs it (inside a
+checkout or submit transaction, whose first statement sets the planner up), and assert the shape:
 
 - no sequential scan and no bitmap scan, of any table;
 - the rows examined are bounded by the walk itself: the ranking's finished head plus a batch, never the pool;
@@ -25,7 +25,7 @@ from labeling.services.annotations import _lock_sql
 from labeling.services.queues import render_sql
 from labeling.services.taxonomy_migrations import _ANSWER_LOCK_FOR_LEASE_SQL, ANSWER_LOCK_CLASS
 from tests.factories import ProjectFactory, member
-from tests.labeling import queue_states
+from tests.labeling.services import queue_states
 
 pytestmark = [pytest.mark.postgres]
 

@@ -1,6 +1,6 @@
 """Database states a checkout meets in the field, built fast in plain SQL, and the plans its statements get there.
 
-Shared by tests/labeling/test_queue_plans.py (asserts the shapes) and bench/queue_latency.py (times them). Each
+Shared by tests/labeling/services/test_queue_plans.py (asserts the shapes) and bench/queue_latency.py (times them). Each
 state is a project whose ranking's head is already finished (the walk steps over ``finished_ranked`` rows), with:
 
 - ``fresh``: a small project and no statistics at all (a new database, or a test run);

@@ -187,7 +187,7 @@ def build_project() -> tuple[Project, list[tuple[str, str]]]:
     return project, people
 
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Run by each gunicorn worker once the app is loaded: the learning side is not under test here, and its
 # scheduler would enqueue to a broker.
 GUNICORN_CONFIG = """

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from labeling.models import ExportSnapshot, Item
-from tests.labeling.test_export_roundtrip import EXPECTED, World, build_world, export_bytes
+from tests.labeling.services.test_export_roundtrip import EXPECTED, World, build_world, export_bytes
 
 pytestmark = pytest.mark.django_db
 

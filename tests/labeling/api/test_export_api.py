@@ -13,7 +13,7 @@ import pytest
 
 from labeling.models import AuditEvent, ExportSnapshot, Item
 from tests.factories import member
-from tests.labeling.test_export_roundtrip import EXPECTED, World, build_world, export_bytes
+from tests.labeling.services.test_export_roundtrip import EXPECTED, World, build_world, export_bytes
 
 pytestmark = pytest.mark.django_db
 

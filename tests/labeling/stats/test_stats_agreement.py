@@ -192,7 +192,7 @@ def test_the_stats_package_is_plain_python() -> None:
             "print(bad)\n"
             "raise SystemExit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
-                            cwd=str(Path(__file__).resolve().parents[2]))
+                            cwd=str(Path(__file__).resolve().parents[3]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from labeling.models import AuditEvent, ExportSnapshot
 from labeling.tasks import export_snapshot
-from tests.labeling.test_export_roundtrip import EXPECTED, build_world
+from tests.labeling.services.test_export_roundtrip import EXPECTED, build_world
 
 pytestmark = pytest.mark.django_db
 

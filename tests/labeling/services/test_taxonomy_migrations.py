@@ -471,7 +471,7 @@ def test_published_version_is_immutable_and_draft_must_be_current(world: dict[st
 
 
 @pytest.mark.django_db(transaction=True)
-# A submit racing a publish, on real concurrent transactions: tests/labeling/test_publish_concurrency.py.
+# A submit racing a publish, on real concurrent transactions: tests/labeling/services/test_publish_concurrency.py.
 
 
 def test_submit_on_a_lease_taken_before_a_publish_is_mapped_at_once(world: dict[str, Any]) -> None:
