@@ -79,6 +79,7 @@ class Dataset:
     seeds_key: str | None = None
     test_file: str | None = None  # a fixed test file (R52's own split) instead of a seeded 70/30 split
     long_random: bool = True  # the passive run to the whole pool (labels-to-reach for random); costly on R52
+    taxonomy: str | None = None  # a taxonomy JSON (CONTRACT.md's shape) under bench/data: guideline text, tree
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Variant:
     spec: StrategySpec
     classifier: dict[str, Any] = field(default_factory=dict)
     seed_queries: bool = False
+    guidelines: bool = False  # the taxonomy's label descriptions as per-class seed texts (class_vectors)
     binary_only: bool = False
     multiclass_only: bool = False
 
@@ -100,7 +102,7 @@ DATASETS = {
     "bbc": Dataset("bbc", "bbc_news.jsonl.gz", None, 300),
     # 52 long-tailed topics: the pool is R52's training split, the test its test split (every seed shares them).
     "r52": Dataset("r52", "reuters_r52_train.jsonl.gz", None, 500, test_file="reuters_r52_test.jsonl.gz",
-                   long_random=False),
+                   long_random=False, taxonomy="r52_taxonomy.json"),
 }
 
 PLAIN = dict(exploration_rate=0.0, cold_start="random")
@@ -124,6 +126,19 @@ VARIANTS = [
                                              exploit_rule="balance_gate", exploit_below_balance=float("inf"),
                                              diversity_threshold=0.9), binary_only=True),
     Variant("DEFAULT", DEFAULT),
+    # Many-class candidates (issue #22): class-balanced batches, seeking unseen classes, guideline text.
+    Variant("balanced", StrategySpec("balanced", "margin", exploitation_share=0.5, diversity_threshold=0.9,
+                                     class_balance=True), multiclass_only=True),
+    Variant("balanced_unc", StrategySpec("balanced_unc", "margin", diversity_threshold=0.9, class_balance=True),
+            multiclass_only=True),
+    Variant("DEFAULT+seek", StrategySpec("DEFAULT+seek", "margin", exploitation_share=0.5, diversity_threshold=0.9,
+                                         seek_share=0.3), multiclass_only=True),
+    Variant("balanced+seek", StrategySpec("balanced+seek", "margin", exploitation_share=0.5,
+                                          diversity_threshold=0.9, class_balance=True, seek_share=0.3),
+            multiclass_only=True),
+    Variant("balanced+guide", StrategySpec("balanced+guide", "margin", exploitation_share=0.5,
+                                           diversity_threshold=0.9, class_balance=True, seek_share=0.3),
+            guidelines=True, multiclass_only=True),
     Variant("DEFAULT-unweighted", DEFAULT, classifier={"class_weight": None}, binary_only=True),
     Variant("DEFAULT+seeds", DEFAULT, seed_queries=True, binary_only=True),
 ]
@@ -137,6 +152,7 @@ FULL_VARIANTS = {
     "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "previous_default", "DEFAULT"},
     "sms": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
     "spamassassin": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
+    "r52": {"random", "margin_plain", "lc_plain", "entropy_plain", "DEFAULT", "balanced+seek", "balanced+guide"},
 }
 
 
@@ -156,6 +172,33 @@ def load_dataset(ds: Dataset) -> Items:
 def load_test(ds: Dataset) -> Items | None:
     """The dataset's fixed test split, or None when each seed splits the file 70/30."""
     return load_items(DATA / ds.test_file) if ds.test_file else None
+
+
+def guideline_texts(ds: Dataset) -> dict[str, str]:
+    """Leaf key -> "name: description" from the dataset's taxonomy file (empty without one)."""
+    if ds.taxonomy is None:
+        return {}
+    tree = json.loads((ROOT / "bench" / "data" / ds.taxonomy).read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+
+    def walk(nodes: list[dict[str, Any]]) -> None:
+        for node in nodes:
+            if node.get("children"):
+                walk(node["children"])
+            else:
+                out[node["key"]] = f"{node.get('name', node['key'])}: {node.get('description', '')}"
+
+    walk(tree["labels"])
+    return out
+
+
+def class_vectors(texts: dict[str, str], classes: Sequence[str], embedder: Any, cache: Path) -> np.ndarray:
+    """(C, d) guideline vectors in ``classes`` order; zero rows for classes without a text."""
+    out = np.zeros((len(classes), embedder.dim), dtype=np.float32)
+    have = [i for i, c in enumerate(classes) if c in texts]
+    if have:
+        out[have] = embed_seed_queries([texts[classes[i]] for i in have], embedder, cache)
+    return out
 
 
 def reach(curves: list[dict[str, Any]], full: list[dict[str, float]], metric: str, target: float) -> list[int | None]:
@@ -196,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if v.name in (args.variants or (QUICK_VARIANTS if args.quick else FULL_VARIANTS[key]))
             and not (v.binary_only and not binary) and not (v.multiclass_only and binary)
         ]  # fmt: skip
+        class_texts = guideline_texts(ds)
         seed_vectors = None
         if ds.seeds_key:
             seed_vectors = embed_seed_queries(SEED_QUERIES[ds.seeds_key], embedder, args.cache)
@@ -224,6 +268,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     data, strategy=v.spec, seed=seed, initial=args.initial, batch_size=args.batch_size,
                     budget=budget, positive=ds.positive, classifier_params=v.classifier,
                     seed_vectors=seed_vectors if v.seed_queries else None,
+                    class_vectors=class_vectors(class_texts, data.classes, embedder, args.cache)
+                    if v.guidelines else None,
                 )  # fmt: skip
                 curve["cpu_s"] = time.process_time() - t0
                 per["variants"].setdefault(v.name, []).append(curve)
@@ -331,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--initial", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--budget", type=int, default=None, help="override every dataset's budget")
-    parser.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
+    parser.add_argument("--embedder", choices=["minilm", "static", "hashing"], default="minilm")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "embeddings")
     parser.add_argument("--target", type=float, default=0.95, help="share of the full-pool score to reach")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "al_curves.json.gz")

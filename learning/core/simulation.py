@@ -211,6 +211,7 @@ def run_simulation(
     exploration_rate: float | None = None,
     classifier_params: Mapping[str, Any] | None = None,
     label_noise: float = 0.0,
+    class_vectors: FloatArray | None = None,
 ) -> dict[str, Any]:
     """Run the active-learning loop and return CONTRACT.md's curve JSON (as a dict).
 
@@ -277,6 +278,7 @@ def run_simulation(
             exploration_rate=exploration_rate,
             depth=want,
             random_state=rng,
+            class_vectors=class_vectors,
         )
         labelled.extend(int(i) for i in ranking.indices)
 
