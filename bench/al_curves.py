@@ -49,6 +49,7 @@ from learning.core.simulation import (  # noqa: E402
     subset,
 )
 from learning.core.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategySpec  # noqa: E402
+from learning.core.taxonomy import Taxonomy  # noqa: E402
 
 DATA = Path(os.environ.get("SIFT_DATASETS_DIR", ROOT.parent / "shared" / "data"))
 if not DATA.exists():
@@ -91,6 +92,7 @@ class Variant:
     classifier: dict[str, Any] = field(default_factory=dict)
     seed_queries: bool = False
     guidelines: bool = False  # the taxonomy's label descriptions as per-class seed texts (class_vectors)
+    tree: bool = False  # train with the taxonomy's tree (hierarchy.TreeClassifier) instead of the flat model
     binary_only: bool = False
     multiclass_only: bool = False
 
@@ -139,6 +141,11 @@ VARIANTS = [
     Variant("balanced+guide", StrategySpec("balanced+guide", "margin", exploitation_share=0.5,
                                            diversity_threshold=0.9, class_balance=True, seek_share=0.3),
             guidelines=True, multiclass_only=True),
+    # The same strategies with the R52 hierarchy (bench/data/r52_taxonomy.json: seven parents) instead of flat.
+    Variant("DEFAULT+tree", DEFAULT, tree=True, multiclass_only=True),
+    Variant("balanced+guide+tree", StrategySpec("balanced+guide+tree", "margin", exploitation_share=0.5,
+                                                diversity_threshold=0.9, class_balance=True, seek_share=0.3),
+            guidelines=True, tree=True, multiclass_only=True),
     Variant("DEFAULT-unweighted", DEFAULT, classifier={"class_weight": None}, binary_only=True),
     Variant("DEFAULT+seeds", DEFAULT, seed_queries=True, binary_only=True),
 ]
@@ -172,6 +179,12 @@ def load_dataset(ds: Dataset) -> Items:
 def load_test(ds: Dataset) -> Items | None:
     """The dataset's fixed test split, or None when each seed splits the file 70/30."""
     return load_items(DATA / ds.test_file) if ds.test_file else None
+
+
+def load_taxonomy(ds: Dataset) -> Taxonomy:
+    if ds.taxonomy is None:
+        raise ValueError(f"{ds.key} has no taxonomy file for a tree variant")
+    return Taxonomy.from_dict(json.loads((ROOT / "bench" / "data" / ds.taxonomy).read_text(encoding="utf-8")))
 
 
 def guideline_texts(ds: Dataset) -> dict[str, str]:
@@ -270,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     seed_vectors=seed_vectors if v.seed_queries else None,
                     class_vectors=class_vectors(class_texts, data.classes, embedder, args.cache)
                     if v.guidelines else None,
+                    taxonomy=load_taxonomy(ds) if v.tree else None,
                 )  # fmt: skip
                 curve["cpu_s"] = time.process_time() - t0
                 per["variants"].setdefault(v.name, []).append(curve)

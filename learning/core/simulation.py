@@ -28,6 +28,7 @@ from learning.core import cold_start
 from learning.core._types import BoolArray, FloatArray
 from learning.core.classifiers import EmbeddingClassifier
 from learning.core.embedders import Embedder
+from learning.core.hierarchy import TreeClassifier
 from learning.core.label_errors import detect_label_errors, flip_answers, found_in_first
 from learning.core.metrics import (
     average_precision_indicator,
@@ -37,6 +38,7 @@ from learning.core.metrics import (
 )
 from learning.core.ranking import rank_pool
 from learning.core.strategies import StrategySpec, get_strategy
+from learning.core.taxonomy import Taxonomy
 from learning.core.vector_cache import embed_with_cache
 
 
@@ -169,7 +171,9 @@ def subset(items: Items, rows: Sequence[int] | np.ndarray) -> Items:
                  None if items.label_sets is None else [items.label_sets[i] for i in rows])
 
 
-def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | None) -> tuple[float, float]:
+def _evaluate(
+    model: EmbeddingClassifier | TreeClassifier, data: SimulationData, positive: str | None
+) -> tuple[float, float]:
     proba = model.predict_proba(data.test_vectors)
     classes = list(model.classes_)
     truth = label_indicator(data.test.key_sets(), classes)
@@ -180,7 +184,11 @@ def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | 
     return macro_f1(data.test.labels, predicted.tolist(), data.classes), ap
 
 
-def _classifier(data: SimulationData, seed: int, params: Mapping[str, Any]) -> EmbeddingClassifier:
+def _classifier(data: SimulationData, seed: int, params: Mapping[str, Any],
+                taxonomy: Taxonomy | None = None) -> EmbeddingClassifier | TreeClassifier:
+    """The flat model, or the tree model where a taxonomy with parents is given (``hierarchy.TreeClassifier``)."""
+    if taxonomy is not None and len(taxonomy.leaf_keys) < len(taxonomy.keys):
+        return TreeClassifier(taxonomy=taxonomy, classes=data.classes, random_state=seed, **dict(params))
     return EmbeddingClassifier(classes=data.classes, multi_label=data.pool.multi_label, random_state=seed,
                                **dict(params))
 
@@ -212,11 +220,14 @@ def run_simulation(
     classifier_params: Mapping[str, Any] | None = None,
     label_noise: float = 0.0,
     class_vectors: FloatArray | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
     """Run the active-learning loop and return CONTRACT.md's curve JSON (as a dict).
 
-    ``label_noise`` > 0 makes the oracle wrong on that share of the pool (``noisy_oracle``); the models train
-    on its answers, the test split stays clean, and the result gains ``label_noise`` (``label_noise_report``).
+    ``class_vectors`` (guideline text per class) go to the ranking; ``taxonomy`` (with parents) makes every
+    round's model a ``hierarchy.TreeClassifier``. ``label_noise`` > 0 makes the oracle wrong on that share of
+    the pool (``noisy_oracle``); the models train on its answers, the test split stays clean, and the result
+    gains ``label_noise`` (``label_noise_report``).
     """
     spec = get_strategy(strategy) if isinstance(strategy, str) else strategy
     if initial < 1 or batch_size < 1 or budget < initial:
@@ -251,7 +262,7 @@ def run_simulation(
         proba = None
         counts = None
         if labelled:
-            model = _classifier(data, seed, params)
+            model = _classifier(data, seed, params, taxonomy)
             model.fit(data.pool_vectors[labelled], answers)
             f1, ap = _evaluate(model, data, positive)
             out_labels.append(len(labelled))
