@@ -45,6 +45,7 @@ from learning.core.simulation import (  # noqa: E402
     full_pool_scores,
     load_items,
     prepare_items,
+    read_seed_queries,
     run_simulation,
     subset,
 )
@@ -62,6 +63,9 @@ SEED_QUERIES = {
         "Free entry to our weekly competition, text WIN to enter",
         "Your mobile has been selected for a free reward, reply to claim before it expires",
     ],
+    # Five seeds, one per line in bench/data/sms_seed_queries.txt (usable as simulate --seed-queries): the
+    # rare-positive runs at 1% and 0.5% spam, where the seeds are the only way in.
+    "sms5": read_seed_queries(ROOT / "bench" / "data" / "sms_seed_queries.txt"),
     "spamassassin": [
         "Make money fast working from home, limited time offer",
         "Buy cheap medication online without a prescription",
@@ -100,6 +104,8 @@ class Variant:
 DATASETS = {
     "sms": Dataset("sms", "sms_spam.jsonl.gz", "spam", 500, seeds_key="sms"),
     "sms2": Dataset("sms2", "sms_spam.jsonl.gz", "spam", 500, spam_share=0.02, seeds_key="sms"),
+    "sms1": Dataset("sms1", "sms_spam.jsonl.gz", "spam", 300, spam_share=0.01, seeds_key="sms5"),
+    "sms05": Dataset("sms05", "sms_spam.jsonl.gz", "spam", 300, spam_share=0.005, seeds_key="sms5"),
     "spamassassin": Dataset("spamassassin", "spamassassin.jsonl.gz", "spam", 500, seeds_key="spamassassin"),
     "bbc": Dataset("bbc", "bbc_news.jsonl.gz", None, 300),
     # 52 long-tailed topics: the pool is R52's training split, the test its test split (every seed shares them).
@@ -148,6 +154,10 @@ VARIANTS = [
             guidelines=True, tree=True, multiclass_only=True),
     Variant("DEFAULT-unweighted", DEFAULT, classifier={"class_weight": None}, binary_only=True),
     Variant("DEFAULT+seeds", DEFAULT, seed_queries=True, binary_only=True),
+    # Rare positives after the seeds run out (issue #22): half the exploitation picks search near the positives
+    # found so far and the seed queries.
+    Variant("search+seeds", StrategySpec("search+seeds", "margin", exploitation_share=0.5, diversity_threshold=0.9,
+                                         search_share=0.5), seed_queries=True, binary_only=True),
 ]
 
 QUICK_VARIANTS = {"random", "margin_plain", "lc_plain", "margin", "DEFAULT"}
@@ -159,6 +169,8 @@ FULL_VARIANTS = {
     "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "previous_default", "DEFAULT"},
     "sms": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
     "spamassassin": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
+    "sms1": {"random", "margin_plain", "DEFAULT+seeds", "search+seeds"},
+    "sms05": {"random", "margin_plain", "DEFAULT+seeds", "search+seeds"},
     "r52": {"random", "margin_plain", "lc_plain", "entropy_plain", "DEFAULT", "balanced+seek", "balanced+guide"},
 }
 
@@ -311,8 +323,8 @@ def summarise(results: dict[str, Any], target: float) -> str:
         head = "| strategy | labels to 95% F1 | labels to 95% AP | AULC F1 | AULC AP |"
         sep = "|---|---:|---:|---:|---:|"
         if positive:
-            head += " positives @200 | AP @200 |"
-            sep += "---:|---:|"
+            head += " positives @200 | positives @300 | AP @200 |"
+            sep += "---:|---:|---:|"
         head += " worst gap to random, >=200 (pts) | cpu s/run |"
         sep += "---:|---:|"
         lines += [head, sep]
@@ -341,8 +353,10 @@ def summarise(results: dict[str, Any], target: float) -> str:
             }
             if positive:
                 pos200 = float(np.mean([at_labels(c, "positives_found", 200) for c in curves]))
+                pos300 = [at_labels(c, "positives_found", 300) for c in curves]
                 ap200 = float(np.mean([at_labels(c, "average_precision", 200) for c in curves]))
-                row += f" {pos200:.1f} | {ap200:.3f} |"
+                per_seed = ", ".join(f"{p:.0f}" for p in pos300)
+                row += f" {pos200:.1f} | {np.mean(pos300):.1f} ({per_seed}) | {ap200:.3f} |"
                 s |= {"pos200": pos200, "ap200": ap200}
             gap = float("nan")
             if rnd_f1 is not None:

@@ -233,8 +233,9 @@ def rank_pool(
     else:
         assert model_scores is not None
         picks, pick_scores, pick_reasons = _model_positions(
-            vectors, proba, model_scores, remaining, n_model, spec, class_counts, multi_label
-        )
+            vectors, proba, model_scores, remaining, n_model, spec, class_counts, multi_label,
+            labelled=labelled, seed_vectors=seed_vectors,
+        )  # fmt: skip
         if spec.seek_share > 0 and class_counts is not None:
             picks, pick_scores, pick_reasons = _with_seeking(
                 vectors, picks, pick_scores, pick_reasons, remaining, labelled, spec, class_counts, class_vectors, rng
@@ -345,6 +346,45 @@ def _with_seeking(
     return merged, out_scores, out_reasons
 
 
+def _with_search(
+    vectors: FloatArray,
+    proba: FloatArray,
+    exploit: IntArray,
+    remaining: IntArray,
+    labelled: IntArray | None,
+    seed_vectors: FloatArray | None,
+    prevalence: Float64Array,
+    share: float,
+) -> IntArray:
+    """Replace an even ``share`` of the exploitation picks (the first kept) by a search near what is known of
+    the rarest class: the unlabelled items nearest the labelled items the model puts in it, and nearest the
+    seed queries, round-robin. The model's most-likely picks stall once the positives that look like the ones
+    found are used up; the neighbours of each found positive and of each seed keep the search going there."""
+    n = exploit.shape[0]
+    n_search = int(leading_slots(n, share).sum()) if n else 0
+    if n_search == 0:
+        return exploit
+    seen = np.flatnonzero(prevalence > 0)
+    rarest = int(seen[np.argmin(prevalence[seen])]) if seen.shape[0] else int(np.argmin(prevalence))
+    anchors: list[FloatArray] = []
+    if labelled is not None and labelled.shape[0]:
+        found = labelled[np.asarray(proba[labelled, rarest]) >= 0.5]
+        if found.shape[0]:
+            anchors.append(np.asarray(vectors[found], dtype=np.float32))
+    if seed_vectors is not None and len(seed_vectors) > 0:
+        anchors.append(np.asarray(seed_vectors, dtype=np.float32))
+    if not anchors:
+        return exploit
+    model_part = exploit[: n - n_search]
+    pool = remaining[~np.isin(remaining, model_part)]
+    near, _ = cold_start.seed_query_neighbours(vectors, pool, np.concatenate(anchors), n_search)
+    merged, _ = _interleave(near, np.concatenate([model_part, exploit[n - n_search :]]), share, n)
+    # The model's later picks fill in if the search found fewer than asked; no item twice.
+    _, first = np.unique(merged, return_index=True)
+    out: IntArray = merged[np.sort(first)]
+    return out
+
+
 def _model_positions(
     vectors: FloatArray,
     proba: FloatArray,
@@ -354,6 +394,9 @@ def _model_positions(
     spec: StrategySpec,
     class_counts: Sequence[float] | np.ndarray | None,
     multi_label: bool,
+    *,
+    labelled: IntArray | None = None,
+    seed_vectors: FloatArray | None = None,
 ) -> tuple[IntArray, FloatArray, np.ndarray]:
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype=_REASON_DTYPE)
@@ -385,6 +428,9 @@ def _model_positions(
             exploit_scores = proba.max(axis=1).astype(np.float32)
         else:
             exploit = _pick(vectors, exploit_scores, remaining, n_exploit, spec.diversity_threshold, None)
+            if spec.search_share > 0 and prevalence is not None:
+                exploit = _with_search(vectors, proba, exploit, remaining, labelled, seed_vectors, prevalence,
+                                       spec.search_share)
     rest = remaining[~np.isin(remaining, exploit)] if exploit.shape[0] else remaining
     if balanced:
         predicted = np.argmax(proba, axis=1).astype(np.int64)

@@ -67,6 +67,10 @@ class StrategySpec:
                         guideline text where the taxonomy has one, else k-means picks from regions no labelled
                         item covers. It fades to 0 once every class has a label (two-class data: after the
                         cold start).
+    search_share:       the share of the exploitation picks (two-class and "prevalence" exploitation) that go
+                        to the unlabelled items nearest the positives found so far and the seed queries,
+                        round-robin: it keeps finding rare positives that do not look like the model's current
+                        idea of one (``ranking._with_search``).
     """
 
     name: str
@@ -79,8 +83,11 @@ class StrategySpec:
     cold_start: ColdStart = "diverse"
     class_balance: bool = False
     seek_share: float = 0.0
+    search_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.search_share <= 1.0:
+            raise ValueError(f"search_share must be in [0, 1], got {self.search_share}")
         if not 0.0 <= self.seek_share <= 1.0:
             raise ValueError(f"seek_share must be in [0, 1], got {self.seek_share}")
         if not 0.0 <= self.exploitation_share <= 1.0:

@@ -127,3 +127,29 @@ def test_seeking_finds_an_unseen_class_by_its_guideline_text() -> None:
                         depth=10, random_state=0)
     assert no_text.reasons.tolist()[0] == "cold_start_diverse" and (no_text.reasons == "cold_start_diverse").sum() == 2
     assert len(set(no_text.indices.tolist())) == 10
+
+
+def test_search_share_keeps_looking_near_seeds_and_found_positives() -> None:
+    rng = np.random.default_rng(1)
+    centres = {0: [1, 0, 0, 0], 1: [0, 1, 0, 0], 2: [0, 0, 1, 0]}  # ham, spam style A, spam style B
+    groups = np.repeat([0, 1, 2], [80, 10, 10])
+    vecs = np.array([centres[g] for g in groups], dtype=np.float32) + 0.1 * rng.standard_normal((100, 4)).astype(
+        np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    # The model only knows style A spam (one labelled, item 80); style B looks like ham to it.
+    p_spam = np.select([groups == 1, groups == 2], [0.9, 0.01], 0.05).astype(np.float32)
+    p_spam += np.linspace(0, 0.01, 100, dtype=np.float32)
+    proba = np.stack([1 - p_spam, p_spam], axis=1)
+    seeds = np.array([[0, 0, 1, 0]], dtype=np.float32)  # the lead's seed query describes style B
+    kwargs = dict(labelled_indices=[0, 1, 80], proba=proba, class_counts=[2, 1], depth=10, random_state=0,
+                  exploration_rate=0.0, seed_vectors=seeds)
+    plain = StrategySpec("p", "margin", exploitation_share=0.5)
+    search = StrategySpec("s", "margin", exploitation_share=0.5, search_share=0.5)
+    a = rank_pool(vecs, strategy=plain, **kwargs)  # type: ignore[arg-type]
+    b = rank_pool(vecs, strategy=search, **kwargs)  # type: ignore[arg-type]
+    assert (groups[a.indices] == 2).sum() == 0
+    found_b = int((groups[b.indices] == 2).sum())
+    assert found_b >= 1
+    assert len(set(b.indices.tolist())) == 10 and not set(b.indices.tolist()) & {0, 1, 80}
+    with pytest.raises(ValueError, match="search_share"):
+        StrategySpec("x", "margin", search_share=-0.1)
