@@ -134,24 +134,14 @@ VARIANTS = [
                                              exploit_rule="balance_gate", exploit_below_balance=float("inf"),
                                              diversity_threshold=0.9), binary_only=True),
     Variant("DEFAULT", DEFAULT),
-    # Many-class candidates (issue #22): class-balanced batches, seeking unseen classes, guideline text.
-    Variant("balanced", StrategySpec("balanced", "margin", exploitation_share=0.5, diversity_threshold=0.9,
-                                     class_balance=True), multiclass_only=True),
-    Variant("balanced_unc", StrategySpec("balanced_unc", "margin", diversity_threshold=0.9, class_balance=True),
-            multiclass_only=True),
-    Variant("DEFAULT+seek", StrategySpec("DEFAULT+seek", "margin", exploitation_share=0.5, diversity_threshold=0.9,
-                                         seek_share=0.3), multiclass_only=True),
-    Variant("balanced+seek", StrategySpec("balanced+seek", "margin", exploitation_share=0.5,
-                                          diversity_threshold=0.9, class_balance=True, seek_share=0.3),
-            multiclass_only=True),
-    Variant("balanced+guide", StrategySpec("balanced+guide", "margin", exploitation_share=0.5,
-                                           diversity_threshold=0.9, class_balance=True, seek_share=0.3),
-            guidelines=True, multiclass_only=True),
-    # The same strategies with the R52 hierarchy (bench/data/r52_taxonomy.json: seven parents) instead of flat.
+    # Many-class (issue #22): the default before class balance and seeking (margin_exploit of 2 December), the
+    # default with the taxonomy's guideline text, and with the R52 tree (bench/data/r52_taxonomy.json).
+    Variant("old_default", StrategySpec("old_default", "margin", exploitation_share=0.5, diversity_threshold=0.9)),
+    Variant("DEFAULT+guide", DEFAULT, guidelines=True, multiclass_only=True),
     Variant("DEFAULT+tree", DEFAULT, tree=True, multiclass_only=True),
-    Variant("balanced+guide+tree", StrategySpec("balanced+guide+tree", "margin", exploitation_share=0.5,
-                                                diversity_threshold=0.9, class_balance=True, seek_share=0.3),
-            guidelines=True, tree=True, multiclass_only=True),
+    Variant("DEFAULT+guide+tree", DEFAULT, guidelines=True, tree=True, multiclass_only=True),
+    Variant("margin_plain+tree", StrategySpec("margin_plain+tree", "margin", **PLAIN), tree=True,  # type: ignore[arg-type]
+            multiclass_only=True),
     Variant("DEFAULT-unweighted", DEFAULT, classifier={"class_weight": None}, binary_only=True),
     Variant("DEFAULT+seeds", DEFAULT, seed_queries=True, binary_only=True),
     # Rare positives after the seeds run out (issue #22): half the exploitation picks search near the positives
@@ -165,13 +155,14 @@ QUICK_VARIANTS = {"random", "margin_plain", "lc_plain", "margin", "DEFAULT"}
 # The full run spends its CPU where the questions are: every ablation on the rare-positive set, the multi-class
 # baselines on BBC, and the baseline comparison only on the other two (the 2-core box is shared).
 FULL_VARIANTS = {
-    "sms2": {"random", "margin_plain", "margin", "previous_default", "DEFAULT", "DEFAULT+seeds"},
-    "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "previous_default", "DEFAULT"},
-    "sms": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
-    "spamassassin": {"random", "margin_plain", "previous_default", "exploit.5-always", "DEFAULT"},
+    "sms2": {"random", "margin_plain", "DEFAULT", "DEFAULT+seeds", "search+seeds"},
+    "bbc": {"random", "margin_plain", "lc_plain", "entropy_plain", "old_default", "DEFAULT"},
+    "sms": {"random", "margin_plain", "DEFAULT"},
+    "spamassassin": {"random", "margin_plain", "DEFAULT"},
     "sms1": {"random", "margin_plain", "DEFAULT+seeds", "search+seeds"},
     "sms05": {"random", "margin_plain", "DEFAULT+seeds", "search+seeds"},
-    "r52": {"random", "margin_plain", "lc_plain", "entropy_plain", "DEFAULT", "balanced+seek", "balanced+guide"},
+    "r52": {"random", "margin_plain", "lc_plain", "entropy_plain", "old_default", "DEFAULT", "DEFAULT+guide",
+            "DEFAULT+guide+tree"},
 }
 
 
@@ -269,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if ds.seeds_key:
             seed_vectors = embed_seed_queries(SEED_QUERIES[ds.seeds_key], embedder, args.cache)
         per: dict[str, Any] = {"n_items": len(items.labels), "variants": {}, "full": [], "random_long": []}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             data: SimulationData = prepare_items(items, embedder=embedder, seed=seed, test=test, cache_dir=args.cache)
             f1_full, ap_full = full_pool_scores(data, seed=seed, positive=ds.positive)
             per["full"].append({"macro_f1": f1_full, "average_precision": ap_full})
@@ -383,6 +374,15 @@ def summarise(results: dict[str, Any], target: float) -> str:
                     f"{mp['pos200']:.1f} = {d['pos200'] / max(mp['pos200'], 1e-9):.2f}x; AP @200 "
                     f"{d['ap200']:.3f} vs {mp['ap200']:.3f}"
                 )
+            if not positive and mp:
+                for name in ("DEFAULT", "DEFAULT+guide", "DEFAULT+guide+tree", "old_default"):
+                    v = stats.get(name)
+                    if v:
+                        goals.append(
+                            f"  {name}: AULC F1 - margin_plain {v['aulc_f1'] - mp['aulc_f1']:+.4f} (goal >= +0.01), "
+                            f"- random {v['aulc_f1'] - r['aulc_f1']:+.4f} (goal >= +0.02), worst gap to random at "
+                            f">=200 {v['gap']:+.1f} pts (goal >= -1.0)"
+                        )
             for base in ("margin_plain", "lc_plain", "entropy_plain"):
                 b = stats.get(base)
                 if b and not positive:
@@ -396,10 +396,29 @@ def summarise(results: dict[str, Any], target: float) -> str:
     return "\n".join(lines)
 
 
+def merge_runs(paths: Sequence[Path]) -> dict[str, Any]:
+    """Pool the seeds of several saved runs (the same datasets and variants, split by --first-seed)."""
+    merged: dict[str, Any] = {"datasets": {}, "cpu_s": 0.0}
+    for path in paths:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            part = json.load(handle)
+        merged["cpu_s"] += part["cpu_s"]
+        for key, per in part["datasets"].items():
+            into = merged["datasets"].setdefault(key, {**per, "variants": {}, "full": [], "random_long": []})
+            into["full"] += per["full"]
+            into["random_long"] += per["random_long"]
+            for name, curves in per["variants"].items():
+                into["variants"].setdefault(name, []).extend(curves)
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, SMS 2%% and BBC, main strategies only")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (to split a run)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="print the tables of these saved runs (--out files) together, seeds pooled")
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=None)
     parser.add_argument("--variants", nargs="+", default=None, help="only these strategy variants")
     parser.add_argument("--initial", type=int, default=20)
@@ -414,6 +433,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.seeds = 1 if args.quick else 5
     if args.datasets is None:
         args.datasets = ["sms2", "bbc"] if args.quick else ["sms", "sms2", "spamassassin", "bbc"]
+    if args.merge:
+        results = merge_runs(args.merge)
+        print(summarise(results, args.target))
+        return 0
     results = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(args.out, "wt", encoding="utf-8") as handle:

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rates", nargs="+", type=float, default=[0.05, 0.10])
     parser.add_argument("--budget", type=int, default=500, help="labels in the active-learning setting")
     parser.add_argument("--strategy", default="default")
-    parser.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm")
+    parser.add_argument("--embedder", choices=["minilm", "static", "hashing"], default="minilm")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "embeddings")
     args = parser.parse_args(argv)
     embedder = get_embedder(args.embedder)

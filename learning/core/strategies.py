@@ -102,6 +102,9 @@ class StrategySpec:
 
 DEFAULT_EXPLOITATION_SHARE = 0.5
 DEFAULT_DIVERSITY_THRESHOLD = 0.9
+DEFAULT_SEEK_SHARE = 0.3
+"""At most 30% of the model's positions seek unseen classes, scaled by the share of classes still unseen (R52:
+about 0.3 x 40/52 after the cold start); 0 on two-class data once the model can be fitted."""
 
 STRATEGIES: dict[str, StrategySpec] = {
     spec.name: spec
@@ -115,6 +118,9 @@ STRATEGIES: dict[str, StrategySpec] = {
             "margin",
             exploitation_share=DEFAULT_EXPLOITATION_SHARE,
             diversity_threshold=DEFAULT_DIVERSITY_THRESHOLD,
+            # Many-class parts (issue #22, docs/al_curves.md "R52"): inert on two classes by construction.
+            class_balance=True,
+            seek_share=DEFAULT_SEEK_SHARE,
         ),
     )
 }
