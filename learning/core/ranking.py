@@ -323,7 +323,11 @@ def _with_seeking(
     n_seek = int(leading_slots(k, share).sum()) if share > 0 else 0
     if n_seek == 0:
         return picks, scores, reasons
-    pool = remaining[~np.isin(remaining, picks[:k])] if k else remaining
+    # The seek picks come from what the model did not pick; in a pool too small for that, also from the model's
+    # last picks, which then give way.
+    pool = remaining[~np.isin(remaining, picks)]
+    if pool.shape[0] < n_seek:
+        pool = remaining[~np.isin(remaining, picks[: k - n_seek])]
     near = np.zeros(0, dtype=np.int64)
     near_scores = np.zeros(0, dtype=np.float32)
     if class_vectors is not None:
@@ -335,7 +339,8 @@ def _with_seeking(
     seek_scores = np.concatenate([near_scores, div_scores]).astype(np.float32)
     seek_reasons = np.array([Reason.SEED_QUERY.value] * near.shape[0] + [Reason.COLD_START_DIVERSE.value]
                             * div.shape[0], dtype=_REASON_DTYPE)
-    model_part = picks[: k - seek.shape[0]]
+    keep = np.flatnonzero(~np.isin(picks, seek))[: k - seek.shape[0]]
+    model_part, scores, reasons = picks[keep], scores[keep], reasons[keep]
     merged, from_seek = _interleave(seek, model_part, share, k)
     out_scores = np.empty(merged.shape[0], dtype=np.float32)
     out_reasons = np.empty(merged.shape[0], dtype=_REASON_DTYPE)
