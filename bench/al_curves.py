@@ -11,7 +11,8 @@ embedder (vectors cached under .cache/embeddings), and prints per dataset:
 - the goals for the default strategy, checked against these numbers.
 
 Usage:
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/al_curves.py            # full run, 5 seeds (~15 min CPU)
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/al_curves.py            # full run, 5 seeds, 7 datasets
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/al_curves.py --embedder static --datasets r52   # R52 flat and tree
     HF_HUB_OFFLINE=1 .venv/bin/python bench/al_curves.py --quick    # 1 seed, SMS 2% + BBC, smoke check
 """
 
@@ -432,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is None:
         args.seeds = 1 if args.quick else 5
     if args.datasets is None:
-        args.datasets = ["sms2", "bbc"] if args.quick else ["sms", "sms2", "spamassassin", "bbc"]
+        args.datasets = (["sms2", "bbc"] if args.quick
+                         else ["sms", "sms2", "spamassassin", "bbc", "r52", "sms1", "sms05"])
     if args.merge:
         results = merge_runs(args.merge)
         print(summarise(results, args.target))
