@@ -65,6 +65,7 @@ from learning.jobs import Claim
 from learning.models import LearningJob, ModelVersion
 from learning.services.embedding import embedder_for, vectors_for_texts
 from learning.services.evaluation import model_metrics
+from learning.services.guidelines import guideline_texts, guideline_vectors
 from learning.services.pool import LabelSet, Pool, load_labels, load_pool
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class _Config:
     multi_label: bool
     leaf_keys: tuple[str, ...]
     seed_queries: tuple[str, ...]
+    guidelines: tuple[str, ...]
     show_suggestions: bool
     max_depth: int
     cold_start_depth: int
@@ -128,6 +130,7 @@ def _config(project: Project) -> _Config:
         multi_label=version.multi_label,
         leaf_keys=taxonomy.leaf_keys,
         seed_queries=seeds,
+        guidelines=guideline_texts(taxonomy_version_id=version.pk, leaf_keys=taxonomy.leaf_keys),
         show_suggestions=bool(project.show_suggestions),
         max_depth=settings.SIFT_RANKING_MAX_DEPTH,
         cold_start_depth=settings.SIFT_COLD_START_DEPTH,
@@ -333,6 +336,10 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
     seed_vectors = None
     if model is None and config.seed_queries:
         seed_vectors = vectors_for_texts(config.seed_queries, embedder_for(config.embedder_setting))
+    class_vectors = None
+    if model is not None and class_counts is not None and (class_counts <= 0).any() and any(config.guidelines):
+        # Unseen classes are sought near their guideline text (strategies with a seek_share; learning/core).
+        class_vectors = guideline_vectors(config.guidelines, embedder_for(config.embedder_setting))
     n_rankable = int(pool.rankable.sum())
     depth = min(config.max_depth if model is not None else config.cold_start_depth, n_rankable)
     ranking = None
@@ -344,6 +351,7 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
                 pool.vectors, labelled_indices=np.flatnonzero(~pool.rankable), strategy=config.strategy,
                 proba=proba, class_counts=class_counts, multi_label=config.multi_label, seed_vectors=seed_vectors,
                 exploration_rate=config.exploration_rate, depth=depth, random_state=seed,
+                class_vectors=class_vectors,
             )
         except PoolExhausted:
             ranking = None
