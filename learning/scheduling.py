@@ -106,6 +106,15 @@ TASK_NAMES: dict[str, str] = {
 }
 
 
+def embedder_names() -> tuple[str, ...]:
+    """The embedders a project may name (``Project.embedder``); their home is learning/core/embedders.py.
+
+    Imported here, on first call, so that a web process does not load numpy for a form's choices at start-up."""
+    from learning.core.embedders import EMBEDDER_NAMES
+
+    return tuple(EMBEDDER_NAMES)
+
+
 def request_retrain(*, project_id: int) -> None:
     """Ask for a retrain of ``project_id`` once the current transaction commits (coalesced)."""
     _request(kind=LearningJob.Kind.RETRAIN, project_id=project_id)

@@ -17,6 +17,7 @@ from labeling.services.errors import Conflict, NotFound, PermissionDenied, Valid
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
 from learning.core.vocabulary import STRATEGY_CHOICES
+from learning.scheduling import embedder_names
 
 # "default" and every strategy the core registers (learning/core/vocabulary.py is the names' one home).
 KNOWN_STRATEGIES = STRATEGY_CHOICES
@@ -47,6 +48,9 @@ def project_create(*, actor: Actor, slug: str, name: str, taxonomy: Any,
     if strategy not in KNOWN_STRATEGIES:
         raise ValidationFailed(f"strategy: unknown strategy {strategy!r}; choose one of {', '.join(KNOWN_STRATEGIES)}",
                                field="strategy")
+    if "embedder" in settings and settings["embedder"] not in embedder_names():
+        raise ValidationFailed(f"embedder: unknown embedder {settings['embedder']!r}; choose one of "
+                               f"{', '.join(embedder_names())}", field="embedder")
     try:
         with transaction.atomic():
             project = Project.objects.create(
