@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from labeling.models import Membership, Project, Role
+from labeling.models import Lease, Membership, Project, Role
 from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.credentials import tokens_revoke
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -101,7 +102,8 @@ def membership_add(*, actor: Actor, project: Project, username: str, role: str,
 
 def membership_remove(*, actor: Actor, project: Project, username: str) -> None:
     """Take ``username`` out of ``project`` and revoke their API tokens (labeling/services/credentials.py says
-    why). Their leases in the project lapse at expiry like any other; the queue refuses a non-member's submit."""
+    why). Their open leases in the project are released at once, so the items go back to the queue for others
+    (the queue refuses a non-member's submit anyway); their answers stay."""
     with transaction.atomic():
         membership = (Membership.objects.select_for_update().select_related("user")
                       .filter(project=project, user__username=username).first())
@@ -111,8 +113,11 @@ def membership_remove(*, actor: Actor, project: Project, username: str) -> None:
         user = membership.user
         membership.delete()
         revoked = tokens_revoke(user=user)
+        released = Lease.objects.filter(project=project, reviewer=user, state=Lease.State.ACTIVE).update(
+            state=Lease.State.RELEASED, closed_at=timezone.now())
         audit_record(actor=actor, action="membership.remove", obj=project, project=project,
-                     data={"username": username, "role": role, "tokens_revoked": revoked})
+                     data={"username": username, "role": role, "tokens_revoked": revoked,
+                           "leases_released": released})
 
 
 def _set_validated_password(user: Any, password: str) -> None:
