@@ -21,6 +21,7 @@ urlpatterns = [
     # Running a project: new project, members, import, export, models (frontend/views_manage.py).
     path("projects/new/", views_manage.project_new, name="project-new"),
     path("projects/<slug:slug>/members/", views_manage.members, name="members"),
+    path("projects/<slug:slug>/settings/", views_manage.settings_page, name="settings"),
     path("projects/<slug:slug>/import/", views_manage.import_page, name="import"),
     path("projects/<slug:slug>/export/", views_manage.export_page, name="export"),
     path("projects/<slug:slug>/models/", views_manage.models_page, name="models"),

@@ -91,6 +91,7 @@ _PAGE_LINKS: tuple[tuple[str, str, str], ...] = (
     ("Import", "import", Capability.IMPORT),
     ("Export", "export", Capability.EXPORT),
     ("Members", "members", Capability.MANAGE),
+    ("Settings", "settings", Capability.MANAGE),
 )
 
 

@@ -60,10 +60,12 @@ from labeling.services.exports import (
 from labeling.services.import_jobs import import_job_create
 from labeling.services.projects import (
     KNOWN_STRATEGIES,
+    SETTINGS_FIXED,
     membership_add,
     membership_remove,
     project_create,
     project_creation_allowed,
+    project_settings_update,
 )
 from learning.api import active_model_staleness
 from learning.models import ModelVersion
@@ -88,7 +90,8 @@ def project_nav(project: Project) -> list[tuple[str, str]]:
     role = getattr(project, "caller_role", "")
     pages = (("Dashboard", "dashboard", Capability.VIEW_STATS), ("Models", "models", Capability.VIEW_STATS),
              ("Import", "import", Capability.IMPORT), ("Export", "export", Capability.EXPORT),
-             ("Members", "members", Capability.MANAGE), ("Adjudication", "adjudication", Capability.ADJUDICATE),
+             ("Members", "members", Capability.MANAGE), ("Settings", "settings", Capability.MANAGE),
+             ("Adjudication", "adjudication", Capability.ADJUDICATE),
              ("Label", "label", Capability.LABEL))
     return [(title, reverse(name, args=[project.slug])) for title, name, capability in pages
             if role_allows(role, capability)]
@@ -175,6 +178,49 @@ def project_new(request: HttpRequest) -> HttpResponse:
     return render(request, "frontend/project_new.html", {
         "form": form, "copyable": copyable, "strategies": KNOWN_STRATEGIES, "embedders": embedder_names(),
         "home": reverse("home")})
+
+
+# --- Settings -------------------------------------------------------------------------------------------------
+
+
+def _settings_from_form(request: HttpRequest) -> dict[str, Any]:
+    def number(name: str, kind: type) -> Any:
+        raw = request.POST.get(name, "").strip()
+        try:
+            return kind(raw)
+        except ValueError as exc:
+            raise ServiceError(f"{name.replace('_', ' ')}: must be a number") from exc
+
+    return {
+        "name": request.POST.get("name", "").strip(), "description": request.POST.get("description", "").strip(),
+        "strategy": request.POST.get("strategy", ""), "exploration_rate": number("exploration_rate", float),
+        "gold_rate": number("gold_rate", float), "show_suggestions": request.POST.get("show_suggestions") == "on",
+        "suggestion_holdout_rate": number("suggestion_holdout_rate", float),
+        "lease_seconds": number("lease_seconds", int),
+        "seed_queries": [line.strip() for line in request.POST.get("seed_queries", "").splitlines() if line.strip()],
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def settings_page(request: HttpRequest, slug: str) -> HttpResponse:
+    project = _project(request, slug, Capability.MANAGE)
+    here = reverse("settings", args=[project.slug])
+    if request.method == "POST":
+        try:
+            changed = project_settings_update(actor=request.user, project=project, changes=_settings_from_form(request))
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Saved: {', '.join(changed)}." if changed else "Nothing changed.")
+        return HttpResponseRedirect(here)
+    version = project.current_taxonomy_version
+    fixed = [("Slug", project.slug, SETTINGS_FIXED["slug"]), ("Overlap", project.overlap, SETTINGS_FIXED["overlap"]),
+             ("Embedder", project.embedder, SETTINGS_FIXED["embedder"]),
+             ("Taxonomy", f"v{version.number}" if version else "none", SETTINGS_FIXED["taxonomy"])]
+    return render(request, "frontend/settings.html", _context(
+        project, strategies=KNOWN_STRATEGIES, fixed=fixed, seeds="\n".join(project.seed_queries or []),
+        taxonomy_url=reverse("taxonomy-editor", args=[project.slug])))
 
 
 # --- Members --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from labeling.services.errors import Conflict, NotFound, PermissionDenied, Valid
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
 from learning.core.vocabulary import STRATEGY_CHOICES
-from learning.scheduling import embedder_names
+from learning.scheduling import embedder_names, request_retrain
 
 # "default" and every strategy the core registers (learning/core/vocabulary.py is the names' one home).
 KNOWN_STRATEGIES = STRATEGY_CHOICES
@@ -127,3 +127,50 @@ def _set_validated_password(user: Any, password: str) -> None:
     except DjangoValidationError as exc:
         raise ValidationFailed("password: " + " ".join(exc.messages), field="password") from exc
     user.set_password(password)
+
+
+# What the settings page may change after creation, and why the rest may not (shown beside the read-only fields).
+SETTINGS_MUTABLE = ("name", "description", "strategy", "exploration_rate", "gold_rate", "show_suggestions",
+                    "suggestion_holdout_rate", "lease_seconds", "seed_queries")
+SETTINGS_FIXED = {
+    "slug": "It is in every URL, API script and export file name; a new slug would break them.",
+    "overlap": "Each item's required answers were fixed when it was imported; a new overlap would leave the queue "
+               "counting old items one way and new ones another.",
+    "embedder": "Vectors, rankings and models are keyed by it; changing it would re-embed every item and retrain "
+                "from scratch, so it is an operator's decision (POST /api/projects/ sets it at creation).",
+    "taxonomy": "Labels change through versions on the taxonomy page (draft, preview, publish with migrations), "
+                "never in place.",
+}
+_LEARNING_SETTINGS = ("strategy", "exploration_rate", "seed_queries")
+
+
+def project_settings_update(*, actor: Actor, project: Project, changes: dict[str, Any]) -> list[str]:
+    """Apply ``changes`` (names of ``SETTINGS_MUTABLE`` only) to ``project``; returns the names that changed.
+
+    Each value is checked against the model's validators; one audit event records old and new values. A change to
+    the learning settings asks for a retrain, so the queue follows it without waiting for the next label."""
+    unknown = sorted(set(changes) - set(SETTINGS_MUTABLE))
+    if unknown:
+        raise ValidationFailed(f"{unknown[0]}: may not be changed here", field=unknown[0])
+    if "strategy" in changes and changes["strategy"] not in KNOWN_STRATEGIES:
+        raise ValidationFailed(f"strategy: unknown strategy {changes['strategy']!r}", field="strategy")
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        changed = {name: (getattr(locked, name), value) for name, value in changes.items()
+                   if getattr(locked, name) != value}
+        for name, (_old, value) in changed.items():
+            setattr(locked, name, value)
+        try:
+            locked.full_clean(exclude=[f.name for f in Project._meta.fields if f.name not in changed])
+        except DjangoValidationError as exc:
+            name, messages = next(iter(exc.message_dict.items()))
+            raise ValidationFailed(f"{name}: {' '.join(messages)}", field=name) from exc
+        if changed:
+            locked.save(update_fields=list(changed))
+            audit_record(actor=actor, action="project.settings", obj=locked, project=locked,
+                         data={name: {"from": old, "to": new} for name, (old, new) in changed.items()})
+            if any(name in _LEARNING_SETTINGS for name in changed):
+                request_retrain(project_id=locked.pk)
+    for name, (_old, value) in changed.items():
+        setattr(project, name, value)
+    return sorted(changed)

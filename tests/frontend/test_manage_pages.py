@@ -172,3 +172,27 @@ def test_models_page_lists_versions_metrics_reasons_and_the_curve(cast: dict[str
     assert "average_precision 0.7" in page and "ham 6" in page
     assert "<polyline" in page
     assert "Uncertainty: 1" in page or "uncertainty: 1" in page.lower()
+
+
+def test_settings_page_changes_what_may_change_and_explains_the_rest(cast: dict[str, Any],
+                                                                     django_capture_on_commit_callbacks: Any) -> None:
+    project = cast["project"]
+    client = as_user(cast["users"]["admin"])
+    page = client.get("/projects/sms/settings/").content.decode()
+    assert "Vectors, rankings and models are keyed by it" in page and 'id="s-strategy"' in page
+    form = {"name": "SMS (renamed)", "description": "d", "strategy": "entropy", "exploration_rate": "0.2",
+            "gold_rate": "0.1", "suggestion_holdout_rate": "0.05", "lease_seconds": "300",
+            "seed_queries": "a\nb"}
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post("/projects/sms/settings/", form)
+    project.refresh_from_db()
+    assert (project.name, project.strategy, project.exploration_rate, project.gold_rate, project.show_suggestions,
+            project.suggestion_holdout_rate, project.lease_seconds, project.seed_queries) == (
+        "SMS (renamed)", "entropy", 0.2, 0.1, False, 0.05, 300, ["a", "b"])
+    assert len(callbacks) == 1  # the retrain request, once committed
+    event = AuditEvent.objects.filter(action="project.settings").get()
+    assert event.data["strategy"] == {"from": "default", "to": "entropy"}
+    bad = client.post("/projects/sms/settings/", {**form, "gold_rate": "0.9"}, follow=True)
+    assert "gold_rate" in bad.content.decode()
+    project.refresh_from_db()
+    assert project.gold_rate == 0.1 and AuditEvent.objects.filter(action="project.settings").count() == 1

@@ -98,6 +98,9 @@ def test_admin_reviewer_and_engineer_do_their_jobs_in_the_browser(
     assert dict(project.memberships.values_list("user__username", "role")) == {
         "boss": "admin", "rita": "reviewer", "eng": "ml_engineer"}
     page.screenshot(path=str(SCREENSHOTS / "members.png"), full_page=True)
+    page.goto("/projects/sms-triage/settings/")
+    assert "Vectors, rankings and models are keyed by it" in page.text_content("#settings-fixed")
+    page.screenshot(path=str(SCREENSHOTS / "settings.png"), full_page=True)
 
     # 3. ...uploads a CSV and watches the worker's progress bar finish.
     rows = [(f"sms-{n}", f"{WORDS[n % len(WORDS)]} #{n}") for n in range(N_ITEMS)]

@@ -119,7 +119,7 @@ def test_role_without_label_capability_gets_no_label_link(cast: dict[str, Any]) 
                      "/projects/sms/import/", "/projects/sms/export/"]),
     ("admin", ["/projects/sms/guidelines/", "/projects/sms/taxonomy/", "/projects/sms/dashboard/",
                "/projects/sms/adjudication/", "/projects/sms/models/", "/projects/sms/import/",
-               "/projects/sms/export/", "/projects/sms/members/"]),
+               "/projects/sms/export/", "/projects/sms/members/", "/projects/sms/settings/"]),
 ])
 def test_project_page_links_follow_the_role(cast: dict[str, Any], role: str, links: list[str]) -> None:
     client = logged_in(cast["users"][role])

@@ -385,6 +385,7 @@ PAGES: dict[str, str] = {
     "projects/<slug:slug>/items/<int:item_id>/history/": Capability.ADJUDICATE,
     "projects/<slug:slug>/items/history/": Capability.ADJUDICATE,
     "projects/<slug:slug>/members/": Capability.MANAGE,
+    "projects/<slug:slug>/settings/": Capability.MANAGE,
     "projects/<slug:slug>/import/": Capability.IMPORT,
     "projects/<slug:slug>/export/": Capability.EXPORT,
     "projects/<slug:slug>/models/": Capability.VIEW_STATS,
@@ -463,6 +464,8 @@ def test_new_project_page_is_for_project_creators_only(world: World) -> None:
     ("members", {"action": "add", "username": "reviewer2", "role": "admin"}),
     ("members", {"action": "remove", "username": "reviewer2"}),
     ("export", {"action": "snapshot", "name": "matrix-page-snap", "format": "csv"}),
+    ("settings", {"name": "Renamed", "strategy": "default", "exploration_rate": "0.1", "gold_rate": "0",
+                  "suggestion_holdout_rate": "0", "lease_seconds": "600"}),
 ])
 def test_page_writes_are_refused_without_the_capability(world: World, page: str, form: dict[str, str]) -> None:
     """The members and export forms' POSTs: a member without the capability gets 403, an outsider 404, and
