@@ -14,6 +14,7 @@ from labeling.api import (
     views_quality,
     views_queue,
     views_taxonomy,
+    views_taxonomy_skos,
 )
 
 urlpatterns = [
@@ -47,6 +48,8 @@ urlpatterns = [
          name="api-taxonomy-export"),
     path("projects/<slug:slug>/taxonomy/import", views_taxonomy.TaxonomyImportView.as_view(),
          name="api-taxonomy-import"),
+    path("projects/<slug:slug>/taxonomy/skos", views_taxonomy_skos.TaxonomySkosView.as_view(),
+         name="api-taxonomy-skos"),
     path("projects/<slug:slug>/taxonomy/draft", views_taxonomy.TaxonomyDraftView.as_view(), name="api-taxonomy-draft"),
     path("projects/<slug:slug>/taxonomy/draft/preview", views_taxonomy.TaxonomyDraftPreviewView.as_view(),
          name="api-taxonomy-draft-preview"),

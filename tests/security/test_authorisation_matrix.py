@@ -103,6 +103,9 @@ def _import_job(world: World) -> dict[str, Any]:
     return {"job": job.pk}
 
 
+SKOS_TURTLE = ('@prefix skos: <http://www.w3.org/2004/02/skos/core#> . <urn:s> a skos:ConceptScheme ; '
+               'skos:prefLabel "Imported" . <urn:s/ham> a skos:Concept ; skos:inScheme <urn:s> ; skos:notation "ham" . '
+               '<urn:s/spam> a skos:Concept ; skos:inScheme <urn:s> ; skos:notation "spam" .')
 MULTIPART = "multipart/form-data; boundary=MatrixBoundary"
 IMPORT_UPLOAD = ('--MatrixBoundary\r\nContent-Disposition: form-data; name="file"; filename="m.jsonl"\r\n'
                  'Content-Type: application/octet-stream\r\n\r\n{"external_id": "m-1", "text": "hello"}\n\r\n'
@@ -175,6 +178,9 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/taxonomy/export": [Row("GET", Capability.VIEW, 200, P + "/taxonomy/export")],
     "api/projects/<slug:slug>/taxonomy/import": [
         Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/import", body=TAXONOMY_DOC)],
+    "api/projects/<slug:slug>/taxonomy/skos": [
+        Row("GET", Capability.VIEW, 200, P + "/taxonomy/skos"),
+        Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/skos", body=SKOS_TURTLE, content_type="text/turtle")],
     "api/projects/<slug:slug>/taxonomy/draft": [
         Row("GET", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/draft"),
         Row("PUT", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/draft", body=TAXONOMY_DOC),
