@@ -48,7 +48,7 @@ from labeling.models import (
     SelectionReason,
     role_allows,
 )
-from labeling.selectors_taxonomy import version_document
+from labeling.selectors.taxonomy import version_document
 from labeling.services.errors import ServiceError
 from labeling.services.exports import (
     AGGREGATIONS,

@@ -16,11 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import selectors_taxonomy as selectors
 from labeling.api.serializers_taxonomy import DraftSerializer
 from labeling.api.views_export import FormatIsAParameter
 from labeling.api.views_taxonomy import TAG, _int_param, _project
 from labeling.models import Capability
+from labeling.selectors import taxonomy as selectors
 from labeling.services import taxonomy as services
 from labeling.services.errors import ValidationFailed
 from labeling.services.taxonomy_skos import (

@@ -61,7 +61,7 @@ def test_run_imports_once_and_keeps_the_summary(cast: dict[str, Any], import_roo
 
 def test_progress_is_written_while_it_runs(cast: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(import_jobs, "PROGRESS_EVERY_SECONDS", 0.0)
-    monkeypatch.setattr("labeling.services.items_import.CHUNK_ROWS", 2)
+    monkeypatch.setattr("labeling.services.items_import.store.CHUNK_ROWS", 2)
     seen: list[tuple[str, int, int]] = []
     original = import_jobs._Progress.__call__
 
