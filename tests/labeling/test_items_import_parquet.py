@@ -182,3 +182,24 @@ def test_api_multipart_parquet_upload(cast: dict[str, Any], api_as: Any) -> None
     assert response.json() == {"created": 1, "updated": 0, "unchanged": 0,
                                "errors": [{"line": 2, "error": "text: required"}]}
     assert stored(cast["project"]) == {"p1": ("one", {"k": 1})}
+
+
+def test_float_meta_keeps_json_rules_while_float_free_meta_takes_the_fast_path(project: Project,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson writes inf/nan as null where json refuses them: the fast path only where no float can be in meta."""
+    from labeling.services.items_import import parse
+
+    seen: list[bool] = []
+    original = parse._Validator.meta
+
+    def spy(self: Any, value: Any, *, finite: bool = False) -> Any:
+        seen.append(finite)
+        return original(self, value, finite=finite)
+
+    monkeypatch.setattr(parse._Validator, "meta", spy)
+    run(project, parquet({"external_id": ["a"], "text": ["t"], "meta": [{"n": 1, "s": "x"}], "c": ["y"]}))
+    run(project, parquet({"external_id": ["b", "c"], "text": ["t", "u"], "score": [1.5, float("inf")]}))
+    run(project, parquet({"external_id": ["d"], "text": ["t"], "meta": ['{"x": NaN}']}))
+    assert seen == [True, False, False, False]
+    assert stored(project)["a"] == ("t", {"n": 1, "s": "x", "c": "y"})
+    assert Item.objects.filter(external_id__in=["c", "d"]).count() == 0  # inf and NaN: refused per row
