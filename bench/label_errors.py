@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.al_curves import DATASETS, load_dataset, load_test  # noqa: E402
-from learning.core.embedders import get_embedder  # noqa: E402
+from learning.core.embedder_registry import get_embedder  # noqa: E402
 from learning.core.label_errors import detect_label_errors, found_in_first  # noqa: E402
 from learning.core.simulation import noisy_oracle, prepare_items, run_simulation  # noqa: E402
 

@@ -203,6 +203,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG or DEMO
 MEDIA_ROOT = DATA_DIR / "media"
 EXPORT_ROOT = DATA_DIR / "exports"
+# Uploads waiting for the import worker (labeling/services/import_jobs.py); each is deleted once imported.
+IMPORT_ROOT = DATA_DIR / "imports"
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -21,6 +21,15 @@ from learning import jobs
 from learning.models import Embedding, LearningJob
 
 
+def embedder_names() -> tuple[str, ...]:
+    """The embedders a project may name (``Project.embedder``); their home is learning/core/embedder_registry.py.
+
+    Imported here, on first call, so that a web process does not load numpy for a form's choices at start-up."""
+    from learning.core.embedder_registry import EMBEDDER_NAMES
+
+    return tuple(EMBEDDER_NAMES)
+
+
 def request_retrain(*, project_id: int) -> None:
     """Ask for a retrain of ``project_id`` once the current transaction commits (coalesced)."""
     jobs.request(kind=LearningJob.Kind.RETRAIN, project_id=project_id)

@@ -6,6 +6,7 @@ from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
+from labeling.models.imports import ImportJob
 from labeling.models.items import (
     META_MAX_DEPTH,
     META_TOO_DEEP,
@@ -34,6 +35,7 @@ __all__ = [
     "Capability",
     "ExportSnapshot",
     "ImmutableVersionError",
+    "ImportJob",
     "Item",
     "ItemCount",
     "ItemCounts",

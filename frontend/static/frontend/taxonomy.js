@@ -444,9 +444,17 @@
     const file = event.target.files[0];
     event.target.value = "";
     if (!file) return;
-    let document_;
-    try { document_ = JSON.parse(await file.text()); } catch (err) { say(`${file.name} is not valid JSON: ${err.message}`, "error"); return; }
-    const response = await api("POST", config.urls.import, document_);
+    let response;
+    if (/\.(ttl|jsonld|json-ld)$/i.test(file.name)) {
+      // SKOS (Turtle or JSON-LD): the server reads the scheme into the draft (labeling/services/taxonomy_skos.py).
+      const form = new FormData();
+      form.append("file", file);
+      response = await api("POST", config.urls.skos, form, true);
+    } else {
+      let document_;
+      try { document_ = JSON.parse(await file.text()); } catch (err) { say(`${file.name} is not valid JSON: ${err.message}`, "error"); return; }
+      response = await api("POST", config.urls.import, document_);
+    }
     if (!response.ok) { showError(response); return; }
     load(response.data);
     say(`Imported ${file.name} into the draft.`, "ok");

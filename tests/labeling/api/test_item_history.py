@@ -66,12 +66,12 @@ def expected_answers(world: dict[str, Any], comment: str = EVIL) -> list[dict[st
          "labels_in_current_version": None, "created_at": (T0 + timedelta(minutes=1)).isoformat().replace(
              "+00:00", "Z"), "lead_time_ms": 4200, "comment": comment, "selection_reason": "exploitation",
          "selection_reason_label": "Likely rare class", "model_version": 3, "inclusion_probability": None,
-         "suggestion_shown": None, "gold_correct": None},
+         "suggestion_shown": None, "suggestion_withheld": False, "gold_correct": None},
         {"id": world["second"].pk, "reviewer": "bob", "labels": ["ham"], "taxonomy_version": 2,
          "labels_in_current_version": ["ham"], "created_at": (T0 + timedelta(minutes=2)).isoformat().replace(
              "+00:00", "Z"), "lead_time_ms": None, "comment": "fine\nreally", "selection_reason": "uncertainty",
          "selection_reason_label": "Model uncertainty", "model_version": 3, "inclusion_probability": None,
-         "suggestion_shown": None, "gold_correct": None},
+         "suggestion_shown": None, "suggestion_withheld": False, "gold_correct": None},
     ]
 
 
@@ -185,3 +185,21 @@ def test_page_refuses_everyone_else(world: dict[str, Any], who: str, status: int
     assert anonymous.status_code == 302 and "/login/" in anonymous["Location"]
     assert _page(world["users"]["policy_lead"],
                  f"/projects/hist/items/{world['other_item'].pk}/history/").status_code == 404
+
+
+def test_page_says_which_suggestion_was_shown_and_which_withheld(world: dict[str, Any]) -> None:
+    from django.test import Client
+
+    from labeling.models import Lease
+
+    first, second = world["first"], world["second"]
+    Annotation.objects.filter(pk=first.pk).update(suggestion_shown={"label": "spam", "confidence": 0.875})
+    lease = Lease.objects.create(project=world["project"], item=world["item"], reviewer=world["users"]["bob"],
+                                 state=Lease.State.SUBMITTED, expires_at=T0, selection_reason="uncertainty",
+                                 suggestion={"label": "ham", "confidence": 0.6}, suggestion_hidden=True)
+    Annotation.objects.filter(pk=second.pk).update(lease=lease)
+    client = Client()
+    client.force_login(world["users"]["policy_lead"])
+    page = client.get(f"/projects/hist/items/{world['item'].pk}/history/").content.decode()
+    cells = [part.split("</td>")[0].strip() for part in page.split('<td class="history-suggestion">')[1:]]
+    assert cells == ['spam <span class="muted small">0.88</span>', '<span class="muted">withheld</span>']

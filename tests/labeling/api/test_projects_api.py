@@ -79,3 +79,20 @@ def test_duplicate_slug_is_409_and_changes_nothing(cast: dict[str, Any], api_as:
 
 def test_schema_answers(client: Any) -> None:
     assert client.get("/api/schema/").status_code == 200
+
+
+def test_create_project_takes_an_embedder_and_refuses_an_unknown_one(cast: dict[str, Any], api_as: Any) -> None:
+    admin = api_as(cast["users"]["admin"])
+    response = admin.post("/api/projects/", {"slug": "fast", "name": "Fast", "taxonomy": SMS_TAXONOMY,
+                                             "embedder": "static"}, format="json")
+    assert response.status_code == 201, response.content
+    assert (response.json()["embedder"], Project.objects.get(slug="fast").embedder) == ("static", "static")
+    # The old form (no embedder) keeps the default.
+    assert admin.post("/api/projects/", {"slug": "plain", "name": "Plain", "taxonomy": SMS_TAXONOMY},
+                      format="json").json()["embedder"] == "minilm"
+    before = Project.objects.count()
+    bad = admin.post("/api/projects/", {"slug": "bad", "name": "Bad", "taxonomy": SMS_TAXONOMY,
+                                        "embedder": "word2vec"}, format="json")
+    assert bad.status_code == 400
+    assert bad.json()["detail"].startswith("embedder: unknown embedder 'word2vec'; choose one of minilm, static")
+    assert Project.objects.count() == before

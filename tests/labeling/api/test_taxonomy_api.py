@@ -296,6 +296,7 @@ def test_schema_documents_the_taxonomy_endpoints(cast: dict[str, Any], api_as: A
         "/api/projects/{slug}/taxonomy/", "/api/projects/{slug}/taxonomy/versions/",
         "/api/projects/{slug}/taxonomy/versions/{number}/", "/api/projects/{slug}/taxonomy/diff",
         "/api/projects/{slug}/taxonomy/export", "/api/projects/{slug}/taxonomy/import",
+        "/api/projects/{slug}/taxonomy/skos",
         "/api/projects/{slug}/taxonomy/draft", "/api/projects/{slug}/taxonomy/draft/preview",
         "/api/projects/{slug}/taxonomy/draft/publish",
     }
