@@ -78,11 +78,30 @@ class SuggestionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     confidence = serializers.FloatField(allow_null=True)
 
 
+class ClusterMemberSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    item_id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["representative", "exact", "near", "paraphrase"])
+    similarity = serializers.FloatField()
+    text = serializers.CharField(help_text="Masked as the item's own text is.")
+
+
+class ClusterSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    size = serializers.IntegerField(help_text="Items in the near-duplicate cluster, the representative included.")
+    representative_id = serializers.IntegerField()
+    is_representative = serializers.BooleanField()
+    kind = serializers.ChoiceField(choices=["representative", "exact", "near", "paraphrase"],
+                                   help_text="How this item joined its cluster.")
+    similarity = serializers.FloatField(help_text="To the representative: 1.0 exact, estimated Jaccard, or cosine.")
+    members = ClusterMemberSerializer(many=True, help_text="Up to three other items of the cluster.")
+
+
 class QueueNextResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
     lease = LeaseRefSerializer()
     item = QueueItemSerializer()
     selection = SelectionSerializer()
     suggestion = SuggestionSerializer(allow_null=True)
+    cluster = ClusterSummarySerializer(allow_null=True, required=False,
+                                       help_text="The item's near-duplicate cluster; null when it is alone.")
     taxonomy_version = serializers.IntegerField(help_text="Number of the taxonomy version to label against.")
 
 

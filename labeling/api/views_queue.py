@@ -36,6 +36,7 @@ from labeling.models import Capability, Lease, Project, TaxonomyVersion, role_al
 from labeling.rows import first_instance
 from labeling.selectors import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
+from labeling.services.clusters import cluster_summary
 from labeling.services.errors import Conflict
 from labeling.services.privacy import masked_item
 from labeling.services.queues import queue_checkout_next, queue_retry_after
@@ -105,7 +106,8 @@ def _next_body(project: Project, lease: Lease) -> dict[str, Any]:
     """The queue/next 200 body for ``lease``, the item masked as the project asks (labeling/services/privacy.py)."""
     payload = checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id))
     # The reviewer sees the project's PII masked; stored text never changes.
-    return {**payload, "item": masked_item(project, payload["item"])}
+    return {**payload, "item": masked_item(project, payload["item"]),
+            "cluster": cluster_summary(project=project, item_id=lease.item_id)}
 
 
 def _checkout_or_none(request: Request, project: Project) -> dict[str, Any] | None:
@@ -210,7 +212,8 @@ class LeaseUndoView(_QueueView):
         lease = annotation_undo(lease_id=lease_id, reviewer=request.user)  # type: ignore[arg-type]
         number = lease.taxonomy_version.number if lease.taxonomy_version is not None else None
         payload = checkout_payload(lease, taxonomy_version=number)
-        return Response({**payload, "item": masked_item(project, payload["item"])})
+        return Response({**payload, "item": masked_item(project, payload["item"]),
+                         "cluster": cluster_summary(project=project, item_id=lease.item_id)})
 
 
 class ProgressView(APIView):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
+from labeling.models.clusters import ClusterKind, ClusterMember
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
 from labeling.models.items import (
@@ -39,6 +40,8 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "Capability",
+    "ClusterKind",
+    "ClusterMember",
     "ExportSnapshot",
     "ImmutableVersionError",
     "Item",

@@ -87,6 +87,7 @@ from django.utils import timezone
 
 from labeling.models import (
     Annotation,
+    ClusterMember,
     Item,
     ItemCount,
     Lease,
@@ -117,6 +118,7 @@ def _tables() -> dict[str, str]:
         "ranking": RankingEntry._meta.db_table,
         "annotation": Annotation._meta.db_table,
         "membership": Membership._meta.db_table,
+        "cluster": ClusterMember._meta.db_table,
     }
 
 
@@ -136,7 +138,13 @@ _AVAILABLE = """
     AND (SELECT COUNT(*) FROM {lease} held
          WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
         < i.n_required - i.n_done
+    AND NOT EXISTS (
+        SELECT 1 FROM {cluster} cm JOIN {item} rep ON rep.id = cm.representative_id
+        WHERE cm.item_id = i.id AND cm.representative_id <> i.id AND rep.n_done < rep.n_required)
 """
+# The last clause: one item per near-duplicate cluster. A member waits while its representative is open (unanswered
+# or held), so a campaign of ten thousand copies is served once, and its members only after it is answered. Two
+# primary-key probes per candidate (its cluster row, then its representative); an unclustered item costs one.
 # ``done.reviewer_id + 0``: the same test, spelled so that it is not an index condition, so the answers are probed by
 # item (the unique (item_id, reviewer_id) index, or the item's own index): a handful of rows. As a plain index
 # condition it let a planner that believed the table small walk every answer the reviewer ever gave, per candidate.

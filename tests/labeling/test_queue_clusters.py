@@ -1,0 +1,63 @@
+"""The queue serves one item per near-duplicate cluster: members wait while their representative is open."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from labeling.models import Item
+from labeling.services.annotations import annotation_submit
+from labeling.services.clusters import cluster_summary
+from labeling.services.privacy import masked_text
+from labeling.services.queues import queue_checkout_next
+from learning.services.clusters import project_cluster_items
+from tests.factories import ProjectFactory, member
+from tests.learning.support import add_items
+
+pytestmark = pytest.mark.django_db
+
+SCAM = "URGENT! You have won a 2000 pound prize. Call 09061701461 now to claim, code KL341, valid 12 hours"
+
+
+def test_members_wait_for_their_representative_then_are_served() -> None:
+    project = ProjectFactory(slug="queue-clu", embedder="hashing", overlap=1)
+    rep, copy, other = add_items(project, [SCAM, SCAM.replace("09061701461", "08000930705"), "lunch tomorrow?"])
+    # The fallback order would serve the copy first; the cluster rule holds it back while the representative is open.
+    for item, key in ((copy, 0.1), (rep, 0.2), (other, 0.3)):
+        Item.objects.filter(pk=item.pk).update(random_key=key)
+    project_cluster_items(project_id=project.pk)
+    ana, bob = member(project, username="ana", role="reviewer"), member(project, username="bob", role="reviewer")
+
+    first = queue_checkout_next(project=project, reviewer=ana)
+    assert first is not None and first.item_id == rep.pk
+    # While ana holds the representative, bob is not handed its copy: he gets the unrelated item.
+    second = queue_checkout_next(project=project, reviewer=bob)
+    assert second is not None and second.item_id == other.pk
+    annotation_submit(lease_id=first.pk, reviewer=ana, labels=["ok"])
+    third = queue_checkout_next(project=project, reviewer=ana)
+    assert third is not None and third.item_id == copy.pk
+
+
+def test_queue_next_shows_the_cluster_size_and_a_few_members_masked() -> None:
+    project = ProjectFactory(slug="queue-clu-api", embedder="hashing", overlap=1)
+    project.mask_pii = True
+    project.mask_detectors = ["email"]
+    project.save()
+    texts = [SCAM, *(SCAM.replace("09061701461", f"0800{n}") + f" mail win{n}@prize.example" for n in range(4))]
+    items = add_items(project, texts)
+    project_cluster_items(project_id=project.pk)
+    ana = member(project, username="ana", role="reviewer")
+    client = APIClient()
+    client.force_authenticate(ana)
+    body = client.post(f"/api/projects/{project.slug}/queue/next").json()
+    assert body["item"]["id"] == items[0].pk
+    assert body["cluster"] == {
+        "size": 5, "representative_id": items[0].pk, "is_representative": True, "kind": "representative",
+        "similarity": 1.0,
+        "members": [{"item_id": item.pk, "kind": "exact", "similarity": 1.0, "text": masked_text(project, item.text)}
+                    for item in items[1:4]],
+    }
+    assert all("@" not in m["text"] for m in body["cluster"]["members"])
+    # An unclustered item has no cluster block content.
+    other = add_items(project, ["a lone message"], prefix="lone")[-1]
+    assert cluster_summary(project=project, item_id=other.pk) is None
