@@ -95,6 +95,16 @@ class ClusterSummarySerializer(serializers.Serializer):  # type: ignore[type-arg
     members = ClusterMemberSerializer(many=True, help_text="Up to three other items of the cluster.")
 
 
+class ProtectionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    blur = serializers.BooleanField(help_text="Show the item blurred until the reviewer reveals it (click or key).")
+    severe = serializers.ChoiceField(choices=["known", "predicted"], allow_null=True,
+                                     help_text="Known: an answer gave it a severe label; predicted: the model's.")
+    exposure_today = serializers.IntegerField(help_text="Your severe answers today (UTC) in this project.")
+    daily_severe_budget = serializers.IntegerField(allow_null=True, help_text="Null: no limit.")
+    labelling_minutes = serializers.IntegerField(help_text="Length of your current stretch without a break.")
+    break_due = serializers.BooleanField(help_text="The stretch reached the project's break reminder.")
+
+
 class QueueNextResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
     lease = LeaseRefSerializer()
     item = QueueItemSerializer()
@@ -102,6 +112,7 @@ class QueueNextResponseSerializer(serializers.Serializer):  # type: ignore[type-
     suggestion = SuggestionSerializer(allow_null=True)
     cluster = ClusterSummarySerializer(allow_null=True, required=False,
                                        help_text="The item's near-duplicate cluster; null when it is alone.")
+    protection = ProtectionSerializer(required=False, help_text="Reviewer wellness: blur, exposure, break reminder.")
     taxonomy_version = serializers.IntegerField(help_text="Number of the taxonomy version to label against.")
 
 

@@ -29,8 +29,10 @@ from labeling.models.projects import (
 )
 from labeling.models.queue import Lease, RankingEntry, SelectionReason
 from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
+from labeling.models.wellness import BLUR_ORDER, BlurLevel, ReviewerWellness, WellnessPolicy
 
 __all__ = [
+    "BLUR_ORDER",
     "META_MAX_DEPTH",
     "META_TOO_DEEP",
     "ROLE_CAPABILITIES",
@@ -39,6 +41,7 @@ __all__ = [
     "AppendOnlyError",
     "AuditChainHead",
     "AuditEvent",
+    "BlurLevel",
     "Capability",
     "ClusterKind",
     "ClusterMember",
@@ -55,10 +58,12 @@ __all__ = [
     "Organisation",
     "Project",
     "RankingEntry",
+    "ReviewerWellness",
     "Role",
     "SelectionReason",
     "Split",
     "TaxonomyVersion",
+    "WellnessPolicy",
     "audit_chain_key",
     "json_depth",
     "json_map",

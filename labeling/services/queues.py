@@ -75,7 +75,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,6 +98,7 @@ from labeling.models import (
 )
 from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.gold import gold_pick
+from labeling.services.wellness import severe_avoider
 
 # Candidates locked per scan. Small: every extra row we lock is one the other reviewers must skip past.
 CLAIM_BATCH = 3
@@ -398,11 +399,15 @@ def _rank_floor(project: Project, version: int) -> int | None:
 class _Scanner:
     """Runs one checkout's stages inside its transaction, remembering candidates that lost their race."""
 
-    def __init__(self, *, project: Project, reviewer_id: int, rng: random.Random) -> None:
+    def __init__(self, *, project: Project, reviewer_id: int, rng: random.Random,
+                 avoid: Callable[[int, str], bool] | None = None) -> None:
         self.project = project
         self.reviewer_id = reviewer_id
         self.rng = rng
         self.rejected: list[int] = []
+        # Wellness (labeling/services/wellness.py): once a reviewer's daily severe budget is spent, candidates known
+        # or predicted severe are passed over for them (left open for others), as if they had lost their race.
+        self.avoid = avoid
 
     def _params(self, now: datetime) -> dict[str, Any]:
         return {
@@ -421,6 +426,9 @@ class _Scanner:
             for row in rows:
                 # Every scan starts with the page's fields: id, external_id, text, meta.
                 pick: _Pick = to_pick(row)
+                if self.avoid is not None and self.avoid(pick.item_id, pick.suggested_label):
+                    self.rejected.append(pick.item_id)
+                    continue
                 lease = _lease_claim(project=self.project, reviewer_id=self.reviewer_id, pick=pick, rng=self.rng)
                 if lease is not None:
                     lease.item = _page_item(self.project, row)
@@ -559,7 +567,8 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
     if project.current_taxonomy_version_id is None:
         raise Conflict("this project has no published taxonomy yet; publish one before labelling")
     reviewer_id: int = reviewer.pk
-    scanner = _Scanner(project=project, reviewer_id=reviewer_id, rng=rng or _system_random)
+    scanner = _Scanner(project=project, reviewer_id=reviewer_id, rng=rng or _system_random,
+                       avoid=severe_avoider(project=project, reviewer=reviewer))
     with transaction.atomic():
         # Serialises this reviewer's own checkouts (two tabs), and only theirs.
         sql, _ = render_sql(MEMBERSHIP_LOCK_SQL)

@@ -191,7 +191,8 @@
     el.card.dataset.itemId = String(item.id);
     el.card.dataset.masked = item.masked ? "true" : "false";
     root.dispatchEvent(new CustomEvent("sift:item", {
-      detail: { id: item.id, masked: Boolean(item.masked), cluster: payload.cluster || null },
+      detail: { id: item.id, masked: Boolean(item.masked), cluster: payload.cluster || null,
+                protection: payload.protection || null },
     }));
     renderMeta(item.meta);
     renderReason(payload.selection);
