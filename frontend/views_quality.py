@@ -31,6 +31,7 @@ from labeling.selectors_history import item_find
 from labeling.selectors_history import item_history as item_history_read
 from labeling.services.adjudication import adjudication_decide
 from labeling.services.errors import ServiceError
+from labeling.services.wellness import exposure_by_day, wellness_policy
 from learning.api import active_model_staleness
 
 PAGE_SIZE = 25
@@ -68,7 +69,9 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     staleness = active_model_staleness([project.pk]).get(project.pk)
     return render(request, "frontend/dashboard.html", {
         "project": project, "config": config, "links": _links(project), "staleness": staleness,
-        "model_age": age_text(staleness.age_seconds) if staleness else ""})
+        "model_age": age_text(staleness.age_seconds) if staleness else "",
+        # Reviewer wellness: severe items per reviewer per day (labeling/services/wellness.py).
+        "exposure": exposure_by_day(project=project), "wellness": wellness_policy(project)})
 
 
 def _choices(project: Project) -> list[dict[str, Any]]:
