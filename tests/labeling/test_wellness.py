@@ -4,11 +4,12 @@ exposure budget in the queue, the break reminder and exposure per reviewer per d
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from labeling.models import Annotation, AuditEvent, Item, WellnessPolicy
+from labeling.models import Annotation, AuditEvent, Item, Project, WellnessPolicy
 from labeling.services.annotations import annotation_submit
 from labeling.services.errors import ValidationFailed
 from labeling.services.queues import queue_checkout_next
@@ -29,18 +30,18 @@ TAXONOMY = {"name": "Harm", "labels": [{"key": "ok", "name": "OK"}, {"key": "spa
                                        {"key": "gore", "name": "Gore", "severity": 3}]}
 
 
-def _project(**policy: int | str) -> object:
+def _project(**policy: Any) -> Project:
     project = ProjectFactory(slug="well", taxonomy=TAXONOMY, overlap=2)
     if policy:
         wellness_policy_update(actor=None, project=project, **policy)
     return project
 
 
-def _item(project: object, name: str, key: float) -> Item:
+def _item(project: Project, name: str, key: float) -> Item:
     return ItemFactory(project=project, external_id=name, text=f"text of {name}", random_key=key)
 
 
-def _answer(project: object, reviewer: object, labels: list[str]) -> int:
+def _answer(project: Project, reviewer: Any, labels: list[str]) -> int:
     lease = queue_checkout_next(project=project, reviewer=reviewer)
     assert lease is not None
     annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=labels)
