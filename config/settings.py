@@ -311,6 +311,10 @@ SPECTACULAR_SETTINGS = {
         # item went to a lead: both fields are called "reason".
         "SelectionReasonEnum": "labeling.models.queue.SelectionReason",
         "AdjudicationReasonEnum": "labeling.models.annotations.Adjudication.Reason",
+        # How an item joined its near-duplicate cluster (queue/next), and a wellness blur level (wellness/).
+        "ClusterKindEnum": "labeling.models.clusters.ClusterKind",
+        "KindEnum": ["rename", "merge", "split", "deprecate"],  # a taxonomy migration's kind, named as before
+        "BlurLevelEnum": "labeling.models.wellness.BlurLevel",
     },
     # Every endpoint's 400/401/403/404 in the API's one error shape (labeling/api/errors.py).
     "POSTPROCESSING_HOOKS": [
@@ -417,6 +421,12 @@ SIFT_EMBED_BATCH = env_int("SIFT_EMBED_BATCH", 256)
 SIFT_EMBED_CHUNK = env_int("SIFT_EMBED_CHUNK", 1024)
 # Projects whose pool vectors a worker keeps in memory between retrains (learning/services/pool.py); 0 disables.
 SIFT_POOL_CACHE_PROJECTS = env_int("SIFT_POOL_CACHE_PROJECTS", 2)
+# Near-duplicate clusters (learning/core/clusters.py): the estimated Jaccard similarity (MinHash) and the embedding
+# cosine at which an item joins a representative's cluster; and the growth within an hour that raises a flood alert
+# on the dashboard (labeling/services/clusters.py).
+SIFT_CLUSTER_JACCARD = float(env_str("SIFT_CLUSTER_JACCARD", "0.6") or 0.6)
+SIFT_CLUSTER_COSINE = float(env_str("SIFT_CLUSTER_COSINE", "0.92") or 0.92)
+SIFT_FLOOD_THRESHOLD = env_int("SIFT_FLOOD_THRESHOLD", 100)
 # Test-only: seconds to pause between ranking batches, so the crash test can SIGKILL a worker mid-write.
 SIFT_TEST_RETRAIN_WRITE_PAUSE = float(env_str("SIFT_TEST_RETRAIN_WRITE_PAUSE", "0") or 0)
 

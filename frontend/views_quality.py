@@ -30,6 +30,7 @@ from labeling.selectors.adjudication import adjudication_list
 from labeling.selectors.history import item_find
 from labeling.selectors.history import item_history as item_history_read
 from labeling.services.adjudication import adjudication_decide
+from labeling.services.clusters import flood_alerts
 from labeling.services.errors import ServiceError
 from labeling.services.wellness import exposure_by_day, wellness_policy
 from learning.api import active_model_staleness
@@ -71,7 +72,9 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "project": project, "config": config, "links": _links(project), "staleness": staleness,
         "model_age": age_text(staleness.age_seconds) if staleness else "",
         # Reviewer wellness: severe items per reviewer per day (labeling/services/wellness.py).
-        "exposure": exposure_by_day(project=project), "wellness": wellness_policy(project)})
+        "exposure": exposure_by_day(project=project), "wellness": wellness_policy(project),
+        # Campaigns: clusters that grew past SIFT_FLOOD_THRESHOLD within the hour (labeling/services/clusters.py).
+        "floods": flood_alerts(project=project)})
 
 
 def _choices(project: Project) -> list[dict[str, Any]]:

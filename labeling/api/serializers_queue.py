@@ -14,7 +14,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labeling.models import Annotation, Lease, SelectionReason
+from labeling.models import Annotation, ClusterKind, Lease, SelectionReason
 from labeling.services.gold import gold_public_selection
 
 # --- requests ---------------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ class SuggestionSerializer(serializers.Serializer):  # type: ignore[type-arg]
 
 class ClusterMemberSerializer(serializers.Serializer):  # type: ignore[type-arg]
     item_id = serializers.IntegerField()
-    kind = serializers.ChoiceField(choices=["representative", "exact", "near", "paraphrase"])
+    kind = serializers.ChoiceField(choices=ClusterKind.choices)
     similarity = serializers.FloatField()
     text = serializers.CharField(help_text="Masked as the item's own text is.")
 
@@ -89,7 +89,7 @@ class ClusterSummarySerializer(serializers.Serializer):  # type: ignore[type-arg
     size = serializers.IntegerField(help_text="Items in the near-duplicate cluster, the representative included.")
     representative_id = serializers.IntegerField()
     is_representative = serializers.BooleanField()
-    kind = serializers.ChoiceField(choices=["representative", "exact", "near", "paraphrase"],
+    kind = serializers.ChoiceField(choices=ClusterKind.choices,
                                    help_text="How this item joined its cluster.")
     similarity = serializers.FloatField(help_text="To the representative: 1.0 exact, estimated Jaccard, or cosine.")
     members = ClusterMemberSerializer(many=True, help_text="Up to three other items of the cluster.")

@@ -23,7 +23,7 @@ from labeling.services.wellness import (
 
 
 class WellnessPolicySerializer(serializers.Serializer):  # type: ignore[type-arg]
-    blur = serializers.ChoiceField(choices=BlurLevel.values, required=False,
+    blur = serializers.ChoiceField(choices=BlurLevel.choices, required=False,
                                    help_text="off, severe (items predicted or known severe) or all.")
     severe_from = serializers.IntegerField(min_value=0, max_value=100, required=False,
                                            help_text="Labels with at least this taxonomy severity are severe.")
@@ -34,13 +34,13 @@ class WellnessPolicySerializer(serializers.Serializer):  # type: ignore[type-arg
 
 
 class WellnessSettingsSerializer(WellnessPolicySerializer):
-    my_blur = serializers.ChoiceField(choices=BlurLevel.values, help_text="Your own level (only stricter counts).")
-    effective_blur = serializers.ChoiceField(choices=BlurLevel.values)
+    my_blur = serializers.ChoiceField(choices=BlurLevel.choices, help_text="Your own level (only stricter counts).")
+    effective_blur = serializers.ChoiceField(choices=BlurLevel.choices)
     my_exposure_today = serializers.IntegerField()
 
 
 class WellnessPreferenceSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    blur = serializers.ChoiceField(choices=BlurLevel.values)
+    blur = serializers.ChoiceField(choices=BlurLevel.choices)
 
 
 class ExposureRowSerializer(serializers.Serializer):  # type: ignore[type-arg]

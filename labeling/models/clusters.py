@@ -37,6 +37,8 @@ class ClusterMember(models.Model):
         indexes = [
             models.Index(fields=["representative", "item"], name="cluster_representative"),
             models.Index(fields=["project", "kind", "item"], name="cluster_project_kind"),
+            # Flood alerts: the clusters that grew in the last hour (labeling/services/clusters.py).
+            models.Index(fields=["project", "created_at"], name="cluster_project_recent"),
         ]
 
     def __str__(self) -> str:

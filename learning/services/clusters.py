@@ -45,8 +45,7 @@ class ClusterResult:
 def cluster_index() -> ClusterIndex:
     """The index every run and every bank uses: same parameters, same random state."""
     return ClusterIndex(
-        jaccard_threshold=float(getattr(settings, "SIFT_CLUSTER_JACCARD", 0.6)),
-        cosine_threshold=float(getattr(settings, "SIFT_CLUSTER_COSINE", 0.92)),
+        jaccard_threshold=float(settings.SIFT_CLUSTER_JACCARD), cosine_threshold=float(settings.SIFT_CLUSTER_COSINE),
         random_state=CLUSTER_RANDOM_STATE)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from labeling.models import Item
+from labeling.models import ClusterMember, Item
 from labeling.services.annotations import annotation_submit
-from labeling.services.clusters import cluster_summary
+from labeling.services.clusters import cluster_summary, flood_alerts
 from labeling.services.privacy import masked_text
 from labeling.services.queues import queue_checkout_next
 from learning.services.clusters import project_cluster_items
@@ -62,3 +66,30 @@ def test_queue_next_shows_the_cluster_size_and_a_few_members_masked() -> None:
     # An unclustered item has no cluster block content.
     other = add_items(project, ["a lone message"], prefix="lone")[-1]
     assert cluster_summary(project=project, item_id=other.pk) is None
+
+
+def test_flood_alert_when_a_cluster_grows_past_the_threshold_within_the_hour() -> None:
+    project = ProjectFactory(slug="flood", embedder="hashing")
+    items = add_items(project, [SCAM.replace("09061701461", f"0800{n}") for n in range(5)] + ["hello there"])
+    project_cluster_items(project_id=project.pk)
+    assert flood_alerts(project=project, threshold=5) == [
+        {"representative_id": items[0].pk, "external_id": "item-0", "added_last_hour": 5, "size": 5}]
+    assert flood_alerts(project=project, threshold=6) == []
+    # An hour later the same cluster is no longer growing: no alert.
+    assert flood_alerts(project=project, threshold=5, now=timezone.now() + timedelta(hours=1, seconds=1)) == []
+    # Older members do not count toward the hour: backdate three, and the growth is two.
+    ClusterMember.objects.filter(item_id__in=[i.pk for i in items[:3]]).update(
+        created_at=timezone.now() - timedelta(hours=2))
+    assert flood_alerts(project=project, threshold=2) == [
+        {"representative_id": items[0].pk, "external_id": "item-0", "added_last_hour": 2, "size": 5}]
+
+
+def test_the_dashboard_shows_the_flood_alert(client: Any, settings: Any) -> None:
+    settings.SIFT_FLOOD_THRESHOLD = 4
+    project = ProjectFactory(slug="flood-page", embedder="hashing")
+    add_items(project, [SCAM.replace("09061701461", f"0800{n}") for n in range(4)])
+    project_cluster_items(project_id=project.pk)
+    lead = member(project, username="lead", role="policy_lead")
+    client.force_login(lead)
+    page = client.get("/projects/flood-page/dashboard/").content.decode()
+    assert "the cluster of item-0\n    gained 4 items in the last hour (4 in all)" in page
