@@ -313,6 +313,10 @@ SPECTACULAR_SETTINGS = {
         # item went to a lead: both fields are called "reason".
         "SelectionReasonEnum": "labeling.models.queue.SelectionReason",
         "AdjudicationReasonEnum": "labeling.models.annotations.Adjudication.Reason",
+        # How an item joined its near-duplicate cluster (queue/next), and a wellness blur level (wellness/).
+        "ClusterKindEnum": "labeling.models.clusters.ClusterKind",
+        "KindEnum": ["rename", "merge", "split", "deprecate"],  # a taxonomy migration's kind, named as before
+        "BlurLevelEnum": "labeling.models.wellness.BlurLevel",
     },
     # Every endpoint's 400/401/403/404 in the API's one error shape (labeling/api/errors.py).
     "POSTPROCESSING_HOOKS": [
@@ -427,6 +431,12 @@ SIFT_HEALTH_HEARTBEAT_MAX_AGE = env_int("SIFT_HEALTH_HEARTBEAT_MAX_AGE", 3 * SIF
 SIFT_HEALTH_ALIVE_MAX_AGE = env_int("SIFT_HEALTH_ALIVE_MAX_AGE", 4 * SIFT_WORKER_HEARTBEAT_SECONDS)
 # The queue check fails once a label has waited this many seconds for a model to learn it.
 SIFT_HEALTH_MAX_STALENESS = env_int("SIFT_HEALTH_MAX_STALENESS", 900)
+# Near-duplicate clusters (learning/core/clusters.py): the estimated Jaccard similarity (MinHash) and the embedding
+# cosine at which an item joins a representative's cluster; and the growth within an hour that raises a flood alert
+# on the dashboard (labeling/services/clusters.py).
+SIFT_CLUSTER_JACCARD = float(env_str("SIFT_CLUSTER_JACCARD", "0.6") or 0.6)
+SIFT_CLUSTER_COSINE = float(env_str("SIFT_CLUSTER_COSINE", "0.92") or 0.92)
+SIFT_FLOOD_THRESHOLD = env_int("SIFT_FLOOD_THRESHOLD", 100)
 
 # --- Sift product defaults ---------------------------------------------------
 SIFT_LEASE_SECONDS = env_int("SIFT_LEASE_SECONDS", 600)

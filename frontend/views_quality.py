@@ -30,7 +30,9 @@ from labeling.selectors.adjudication import adjudication_list
 from labeling.selectors.history import item_find
 from labeling.selectors.history import item_history as item_history_read
 from labeling.services.adjudication import adjudication_decide
+from labeling.services.clusters import flood_alerts
 from labeling.services.errors import ServiceError
+from labeling.services.wellness import exposure_by_day, wellness_policy
 from learning.api import active_model_staleness
 
 PAGE_SIZE = 25
@@ -69,7 +71,11 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
     staleness = active_model_staleness([project.pk]).get(project.pk)
     return render(request, "frontend/dashboard.html", {
         "project": project, "config": config, "links": _links(project), "staleness": staleness,
-        "model_age": age_text(staleness.age_seconds) if staleness else ""})
+        "model_age": age_text(staleness.age_seconds) if staleness else "",
+        # Reviewer wellness: severe items per reviewer per day (labeling/services/wellness.py).
+        "exposure": exposure_by_day(project=project), "wellness": wellness_policy(project),
+        # Campaigns: clusters that grew past SIFT_FLOOD_THRESHOLD within the hour (labeling/services/clusters.py).
+        "floods": flood_alerts(project=project)})
 
 
 def _choices(project: Project) -> list[dict[str, Any]]:

@@ -103,6 +103,7 @@ logger = logging.getLogger(__name__)
 TASK_NAMES: dict[str, str] = {
     LearningJob.Kind.EMBED: "sift.learning.embed_project",
     LearningJob.Kind.RETRAIN: "sift.learning.retrain_project",
+    LearningJob.Kind.CLUSTER: "sift.learning.cluster_project",
 }
 
 

@@ -97,6 +97,7 @@ class LearningJob(models.Model):
     class Kind(models.TextChoices):
         EMBED = "embed", "Embed new items"
         RETRAIN = "retrain", "Retrain and re-rank"
+        CLUSTER = "cluster", "Cluster near duplicates"
 
     project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=16, choices=Kind.choices)

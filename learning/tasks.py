@@ -24,6 +24,7 @@ from django.db import InterfaceError, OperationalError
 
 from learning import jobs
 from learning.services import model_version_train, project_embed_items
+from learning.services.clusters import project_cluster_items
 from learning.services.embedding import items_embed_chunk
 
 # Connection drops, failovers, lock timeouts: worth another try. IntegrityError and friends are not.
@@ -60,6 +61,15 @@ def embed_items(project_id: int, item_ids: list[int], **_ignored: Any) -> dict[s
 def retrain_project(self: Any, project_id: int, **_ignored: Any) -> dict[str, Any]:
     result = model_version_train(project_id=int(project_id), owner=str(self.request.id or ""))
     return {"outcome": result.outcome, "version": result.version, "n_ranked": result.n_ranked}
+
+
+# Late ack safe: only items without a cluster row are read, and each batch commits its rows (ON CONFLICT DO NOTHING),
+# so a rerun after a kill continues where the dead run stopped; a redelivery during a live run finds its claim.
+@shared_task(name="sift.learning.cluster_project", bind=True, acks_late=True, reject_on_worker_lost=True,
+             time_limit=3600, **RETRY)  # type: ignore[untyped-decorator]
+def cluster_project(self: Any, project_id: int, **_ignored: Any) -> dict[str, Any]:
+    result = project_cluster_items(project_id=int(project_id), owner=str(self.request.id or ""))
+    return {"skipped": result.skipped, "clustered": result.clustered, "representatives": result.representatives}
 
 
 # Early ack on purpose: beat sends a fresh sweep every SIFT_LEARNING_SWEEP_SECONDS, so a lost one costs one tick,

@@ -14,7 +14,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labeling.models import Annotation, Lease, SelectionReason
+from labeling.models import Annotation, ClusterKind, Lease, SelectionReason
 from labeling.services.gold import gold_public_selection
 
 # --- requests ---------------------------------------------------------------------------------------------------
@@ -78,11 +78,41 @@ class SuggestionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     confidence = serializers.FloatField(allow_null=True)
 
 
+class ClusterMemberSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    item_id = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=ClusterKind.choices)
+    similarity = serializers.FloatField()
+    text = serializers.CharField(help_text="Masked as the item's own text is.")
+
+
+class ClusterSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    size = serializers.IntegerField(help_text="Items in the near-duplicate cluster, the representative included.")
+    representative_id = serializers.IntegerField()
+    is_representative = serializers.BooleanField()
+    kind = serializers.ChoiceField(choices=ClusterKind.choices,
+                                   help_text="How this item joined its cluster.")
+    similarity = serializers.FloatField(help_text="To the representative: 1.0 exact, estimated Jaccard, or cosine.")
+    members = ClusterMemberSerializer(many=True, help_text="Up to three other items of the cluster.")
+
+
+class ProtectionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    blur = serializers.BooleanField(help_text="Show the item blurred until the reviewer reveals it (click or key).")
+    severe = serializers.ChoiceField(choices=["known", "predicted"], allow_null=True,
+                                     help_text="Known: an answer gave it a severe label; predicted: the model's.")
+    exposure_today = serializers.IntegerField(help_text="Your severe answers today (UTC) in this project.")
+    daily_severe_budget = serializers.IntegerField(allow_null=True, help_text="Null: no limit.")
+    labelling_minutes = serializers.IntegerField(help_text="Length of your current stretch without a break.")
+    break_due = serializers.BooleanField(help_text="The stretch reached the project's break reminder.")
+
+
 class QueueNextResponseSerializer(serializers.Serializer):  # type: ignore[type-arg]
     lease = LeaseRefSerializer()
     item = QueueItemSerializer()
     selection = SelectionSerializer()
     suggestion = SuggestionSerializer(allow_null=True)
+    cluster = ClusterSummarySerializer(allow_null=True, required=False,
+                                       help_text="The item's near-duplicate cluster; null when it is alone.")
+    protection = ProtectionSerializer(required=False, help_text="Reviewer wellness: blur, exposure, break reminder.")
     taxonomy_version = serializers.IntegerField(help_text="Number of the taxonomy version to label against.")
 
 

@@ -15,6 +15,7 @@ from labeling.api import (
     views_queue,
     views_taxonomy,
     views_taxonomy_skos,
+    views_wellness,
 )
 
 urlpatterns = [
@@ -56,6 +57,11 @@ urlpatterns = [
     path("projects/<slug:slug>/taxonomy/draft/publish", views_taxonomy.TaxonomyDraftPublishView.as_view(),
          name="api-taxonomy-draft-publish"),
     # The reviewer queue: leases, submit, skip, renew, undo, progress (labeling/api/views_queue.py).
+    path("projects/<slug:slug>/wellness/", views_wellness.WellnessView.as_view(), name="api-wellness"),
+    path("projects/<slug:slug>/wellness/me", views_wellness.WellnessPreferenceView.as_view(),
+         name="api-wellness-me"),
+    path("projects/<slug:slug>/wellness/exposure", views_wellness.ExposureView.as_view(),
+         name="api-wellness-exposure"),
     path("projects/<slug:slug>/queue/next", views_queue.QueueNextView.as_view(), name="api-queue-next"),
     path("projects/<slug:slug>/progress", views_queue.ProgressView.as_view(), name="api-progress"),
     path("leases/<int:lease_id>/submit", views_queue.LeaseSubmitView.as_view(), name="api-lease-submit"),

@@ -35,9 +35,11 @@ from labeling.querysets import caller_may
 from labeling.rows import first_instance
 from labeling.selectors.progress import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
+from labeling.services.clusters import cluster_summary
 from labeling.services.errors import Conflict
 from labeling.services.privacy import masked_item
 from labeling.services.queues import queue_checkout_next, queue_retry_after
+from labeling.services.wellness import lease_protection
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +98,13 @@ def _version_number(project: Project, version_id: int | None) -> int | None:
     return number
 
 
-def _next_body(project: Project, lease: Lease) -> dict[str, Any]:
+def _next_body(project: Project, lease: Lease, reviewer: Any) -> dict[str, Any]:
     """The queue/next 200 body for ``lease``, the item masked as the project asks (labeling/services/privacy.py)."""
     payload = checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id))
     # The reviewer sees the project's PII masked; stored text never changes.
-    return {**payload, "item": masked_item(project, payload["item"])}
+    return {**payload, "item": masked_item(project, payload["item"]),
+            "cluster": cluster_summary(project=project, item_id=lease.item_id),
+            "protection": lease_protection(project=project, reviewer=reviewer, lease=lease)}
 
 
 def _checkout_or_none(request: Request, project: Project) -> dict[str, Any] | None:
@@ -113,7 +117,7 @@ def _checkout_or_none(request: Request, project: Project) -> dict[str, Any] | No
         # must not turn it into a 500 the page would retry. The page asks queue/next, which reports the error.
         logger.warning("next item after a submit failed; the submit stands", exc_info=True)
         return None
-    return None if lease is None else _next_body(project, lease)
+    return None if lease is None else _next_body(project, lease, request.user)
 
 
 class _QueueView(APIView):
@@ -141,7 +145,7 @@ class QueueNextView(_QueueView):
             retry_after = queue_retry_after(project=project, reviewer=request.user)  # type: ignore[arg-type]
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
             return Response(status=status.HTTP_204_NO_CONTENT, headers=headers)
-        return Response(_next_body(project, lease))
+        return Response(_next_body(project, lease, request.user))
 
 
 class LeaseSubmitView(_QueueView):
@@ -205,7 +209,9 @@ class LeaseUndoView(_QueueView):
         lease = annotation_undo(lease_id=lease_id, reviewer=request.user)  # type: ignore[arg-type]
         number = lease.taxonomy_version.number if lease.taxonomy_version is not None else None
         payload = checkout_payload(lease, taxonomy_version=number)
-        return Response({**payload, "item": masked_item(project, payload["item"])})
+        protection = lease_protection(project=project, reviewer=request.user, lease=lease)  # type: ignore[arg-type]
+        return Response({**payload, "item": masked_item(project, payload["item"]),
+                         "cluster": cluster_summary(project=project, item_id=lease.item_id), "protection": protection})
 
 
 class ProgressView(APIView):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
+from labeling.models.clusters import ClusterKind, ClusterMember
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
 from labeling.models.imports import ImportJob
@@ -22,8 +23,10 @@ from labeling.models.projects import Membership, Organisation, Project
 from labeling.models.queue import Lease, RankingEntry, RankingEntryManager, RankingRow, SelectionReason
 from labeling.models.roles import ROLE_CAPABILITIES, Capability, Role, role_allows
 from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
+from labeling.models.wellness import BLUR_ORDER, BlurLevel, ReviewerWellness, WellnessPolicy
 
 __all__ = [
+    "BLUR_ORDER",
     "META_MAX_DEPTH",
     "META_TOO_DEEP",
     "ROLE_CAPABILITIES",
@@ -32,7 +35,10 @@ __all__ = [
     "AppendOnlyError",
     "AuditChainHead",
     "AuditEvent",
+    "BlurLevel",
     "Capability",
+    "ClusterKind",
+    "ClusterMember",
     "ExportSnapshot",
     "ImmutableVersionError",
     "ImportJob",
@@ -49,10 +55,12 @@ __all__ = [
     "RankingEntry",
     "RankingEntryManager",
     "RankingRow",
+    "ReviewerWellness",
     "Role",
     "SelectionReason",
     "Split",
     "TaxonomyVersion",
+    "WellnessPolicy",
     "audit_chain_key",
     "json_depth",
     "json_map",

@@ -75,7 +75,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -87,6 +87,7 @@ from django.utils import timezone
 
 from labeling.models import (
     Annotation,
+    ClusterMember,
     Item,
     ItemCount,
     Lease,
@@ -97,6 +98,7 @@ from labeling.models import (
 )
 from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.gold import gold_pick
+from labeling.services.wellness import severe_avoider
 
 # Candidates locked per scan. Small: every extra row we lock is one the other reviewers must skip past.
 CLAIM_BATCH = 3
@@ -117,6 +119,7 @@ def _tables() -> dict[str, str]:
         "ranking": RankingEntry._meta.db_table,
         "annotation": Annotation._meta.db_table,
         "membership": Membership._meta.db_table,
+        "cluster": ClusterMember._meta.db_table,
     }
 
 
@@ -124,6 +127,9 @@ def _tables() -> dict[str, str]:
 # Gold items never come through these scans: they are mixed in at the project's gold_rate by gold_pick.
 # Index use on PostgreSQL: ``mine`` probes lease_reviewer_item (reviewer_id, item_id); ``done`` probes the unique
 # (item_id, reviewer_id) index of annotations; ``held`` probes the partial index lease_item_active.
+# ``done.reviewer_id + 0``: the same test, spelled so that it is not an index condition, so the answers are probed by
+# item (the unique (item_id, reviewer_id) index, or the item's own index): a handful of rows. As a plain index
+# condition it let a planner that believed the table small walk every answer the reviewer ever gave, per candidate.
 def _not_this_reviewers(item: str) -> str:
     """"Not this reviewer's": the item (column ``item``) has no submitted or skipped lease of ``%(reviewer)s``, no
     unexpired active one, and no annotation of theirs. The one spelling of the rule, used by every scan below, the
@@ -143,10 +149,13 @@ _AVAILABLE = """
     AND (SELECT COUNT(*) FROM {lease} held
          WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
         < i.n_required - i.n_done
+    AND NOT EXISTS (
+        SELECT 1 FROM {cluster} cm JOIN {item} rep ON rep.id = cm.representative_id
+        WHERE cm.item_id = i.id AND cm.representative_id <> i.id AND rep.n_done < rep.n_required)
 """  # noqa: S608 - constant fragments only; every value is a query parameter
-# ``done.reviewer_id + 0``: the same test, spelled so that it is not an index condition, so the answers are probed by
-# item (the unique (item_id, reviewer_id) index, or the item's own index): a handful of rows. As a plain index
-# condition it let a planner that believed the table small walk every answer the reviewer ever gave, per candidate.
+# The last clause: one item per near-duplicate cluster. A member waits while its representative is open (unanswered
+# or held), so a campaign of ten thousand copies is served once, and its members only after it is answered. Two
+# primary-key probes per candidate (its cluster row, then its representative); an unclustered item costs one.
 
 # Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
 BOOST_SCAN_SQL = """
@@ -393,11 +402,15 @@ def _rank_floor(project: Project, version: int) -> int | None:
 class _Scanner:
     """Runs one checkout's stages inside its transaction, remembering candidates that lost their race."""
 
-    def __init__(self, *, project: Project, reviewer_id: int, rng: random.Random) -> None:
+    def __init__(self, *, project: Project, reviewer_id: int, rng: random.Random,
+                 avoid: Callable[[int, str], bool] | None = None) -> None:
         self.project = project
         self.reviewer_id = reviewer_id
         self.rng = rng
         self.rejected: list[int] = []
+        # Wellness (labeling/services/wellness.py): once a reviewer's daily severe budget is spent, candidates known
+        # or predicted severe are passed over for them (left open for others), as if they had lost their race.
+        self.avoid = avoid
 
     def _params(self, now: datetime) -> dict[str, Any]:
         return {
@@ -416,6 +429,9 @@ class _Scanner:
             for row in rows:
                 # Every scan starts with the page's fields: id, external_id, text, meta.
                 pick: _Pick = to_pick(row)
+                if self.avoid is not None and self.avoid(pick.item_id, pick.suggested_label):
+                    self.rejected.append(pick.item_id)
+                    continue
                 lease = _lease_claim(project=self.project, reviewer_id=self.reviewer_id, pick=pick, rng=self.rng)
                 if lease is not None:
                     lease.item = _page_item(self.project, row)
@@ -554,7 +570,8 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
     if project.current_taxonomy_version_id is None:
         raise Conflict("this project has no published taxonomy yet; publish one before labelling")
     reviewer_id: int = reviewer.pk
-    scanner = _Scanner(project=project, reviewer_id=reviewer_id, rng=rng or _system_random)
+    scanner = _Scanner(project=project, reviewer_id=reviewer_id, rng=rng or _system_random,
+                       avoid=severe_avoider(project=project, reviewer=reviewer))
     with transaction.atomic():
         # Serialises this reviewer's own checkouts (two tabs), and only theirs.
         sql, _ = render_sql(MEMBERSHIP_LOCK_SQL)

@@ -240,6 +240,8 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None, owner
     if retrain:
         # The pool changed (new vectors, or new items whose texts were cached already): rank it again.
         jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
+        # ... and group the new items into near-duplicate clusters, now that their vectors are there.
+        jobs.signal(kind=LearningJob.Kind.CLUSTER, project_id=project_id)
     logger.info("embedded %d texts for project %s in %d batches", embedded, project_id, batches)
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)
@@ -277,6 +279,7 @@ def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: i
     retrain = False
     if embedded and not project_has_pending(project_id=project_id, embedder_name=embedder.name):
         retrain = jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id) or True
+        jobs.signal(kind=LearningJob.Kind.CLUSTER, project_id=project_id)
     logger.info("chunk of project %s: embedded %d of %d items", project_id, embedded, len(ids))
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)

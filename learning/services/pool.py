@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 
-from labeling.models import Adjudication, Annotation, Item
+from labeling.models import Adjudication, Annotation, ClusterMember, Item
 from labeling.models.annotations import answer_read_in
 from learning.models import Embedding
 
@@ -74,12 +74,24 @@ class Pool:
         return pos_clipped.astype(np.int64), found
 
 
+def _waiting_member(item_alias: str) -> str:
+    """SQL: the item is a near-duplicate whose cluster's representative is still open. The queue does not serve it
+    separately (labeling/services/queues.py), so the ranking leaves it out: a flood of ten thousand copies ranked
+    together would otherwise make every checkout's walk step over them. Once the representative is answered, the
+    next retrain ranks the members (and the queue's fallback serves them meanwhile)."""
+    item = connection.ops.quote_name(Item._meta.db_table)
+    cluster = connection.ops.quote_name(ClusterMember._meta.db_table)
+    return (f"EXISTS (SELECT 1 FROM {cluster} cm JOIN {item} rep ON rep.id = cm.representative_id "  # noqa: S608
+            f"WHERE cm.item_id = {item_alias}.id AND cm.representative_id <> {item_alias}.id "
+            f"AND rep.n_done < rep.n_required)")
+
+
 def _pool_select() -> str:
     item = connection.ops.quote_name(Item._meta.db_table)
     emb = connection.ops.quote_name(Embedding._meta.db_table)
     return (
-        f"SELECT i.id, (i.n_done < i.n_required AND NOT i.is_gold), e.vector "  # noqa: S608 (table names only)
-        f"FROM {item} i JOIN {emb} e ON e.content_hash = i.content_hash AND e.embedder = %s "
+        f"SELECT i.id, (i.n_done < i.n_required AND NOT i.is_gold AND NOT {_waiting_member('i')}), "  # noqa: S608
+        f"e.vector FROM {item} i JOIN {emb} e ON e.content_hash = i.content_hash AND e.embedder = %s "
         f"WHERE i.project_id = %s"
     )
 
@@ -117,9 +129,12 @@ def load_pool(*, project_id: int, embedder_name: str, generation: str | None = N
 
 
 def _unrankable_ids(project_id: int) -> np.ndarray:
-    """Ids of the project's finished or gold items: what a cached pool must not rank (one filtered scan)."""
+    """Ids of the project's finished or gold items and waiting cluster members: what a cached pool must not rank."""
     ids = Item.objects.filter(project_id=project_id).filter(Q(n_done__gte=F("n_required")) | Q(is_gold=True))
-    return np.fromiter(ids.values_list("id", flat=True).iterator(chunk_size=20_000), dtype=np.int64)
+    finished = np.fromiter(ids.values_list("id", flat=True).iterator(chunk_size=20_000), dtype=np.int64)
+    waiting = (ClusterMember.objects.filter(project_id=project_id, representative__n_done__lt=F(
+        "representative__n_required")).exclude(representative_id=F("item_id")).values_list("item_id", flat=True))
+    return np.concatenate([finished, np.fromiter(waiting.iterator(chunk_size=20_000), dtype=np.int64)])
 
 
 def _in_id_order(pool: Pool) -> Pool:

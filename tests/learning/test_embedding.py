@@ -67,7 +67,7 @@ def test_embeds_each_missing_hash_once_in_batches(project: Any, embedder: Counti
     vector = np.frombuffer(bytes(stored.vector), dtype="<f2")
     assert vector.shape == (384,)
     np.testing.assert_allclose(vector.astype(np.float32), HashingEmbedder().embed(["message 3"])[0], atol=1e-3)
-    assert sent == ["sift.learning.retrain_project"]
+    assert sent == ["sift.learning.retrain_project", "sift.learning.cluster_project"]
     assert LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED).generation == 1
 
 
@@ -90,7 +90,7 @@ def test_a_killed_run_is_continued_by_the_next_one(project: Any, monkeypatch: py
     assert result.embedded == 10
     assert sorted(t for call in fresh.calls for t in call) == sorted(f"text {i}" for i in range(20, 30))
     assert Embedding.objects.count() == 30
-    assert sent == ["sift.learning.retrain_project"]
+    assert sent == ["sift.learning.retrain_project", "sift.learning.cluster_project"]
 
 
 def test_texts_cached_by_another_project_are_not_embedded_again(db: Any, embedder: CountingEmbedder,
@@ -187,7 +187,8 @@ def test_the_chunk_that_completes_the_pool_asks_for_the_retrain(
     assert sent_with_args == []
     last = items_embed_chunk(project_id=project.pk, item_ids=chunks[1])
     assert (last.embedded, last.retrain_requested) == (10, True)
-    assert sent_with_args == [("sift.learning.retrain_project", [project.pk])]
+    assert sent_with_args == [("sift.learning.retrain_project", [project.pk]),
+                              ("sift.learning.cluster_project", [project.pk])]
     assert Embedding.objects.filter(embedder="hashing-v1-384").count() == 25
     assert sorted(t for call in embedder.calls for t in call) == sorted(f"message {i}" for i in range(25))
 
@@ -209,7 +210,8 @@ def test_an_embed_items_task_run_twice_embeds_once(
     assert embedder.calls == [["a", "b", "c"]]
     assert sorted(Embedding.objects.values_list("content_hash", "vector")) == stored
     assert _generation(project) == generation
-    assert sent_with_args == [("sift.learning.retrain_project", [project.pk])]
+    assert sent_with_args == [("sift.learning.retrain_project", [project.pk]),
+                              ("sift.learning.cluster_project", [project.pk])]
     assert app.amqp.router.route({}, "sift.learning.embed_items")["queue"].name == "embedding"
 
 

@@ -53,7 +53,8 @@ def test_embed_twice_embeds_once(project: Any, sent: list[str]) -> None:
     assert first == {"skipped": False, "embedded": 3, "batches": 1}
     assert second == {"skipped": False, "embedded": 0, "batches": 0}
     assert Embedding.objects.count() == 3
-    assert sent == ["sift.learning.retrain_project"]  # one ranking request, from the pass that embedded
+    # one ranking request and one clustering request, from the pass that embedded
+    assert sent == ["sift.learning.retrain_project", "sift.learning.cluster_project"]
     assert LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED).generation == 1
 
 

@@ -146,6 +146,12 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/": [Row("GET", Capability.VIEW, 200, P + "/")],
     "api/projects/<slug:slug>/models/": [Row("GET", Capability.VIEW, 200, P + "/models/")],
     "api/projects/<slug:slug>/embedding/": [Row("GET", Capability.VIEW, 200, P + "/embedding/")],
+    "api/projects/<slug:slug>/wellness/": [
+        Row("GET", Capability.VIEW, 200, P + "/wellness/"),
+        Row("PATCH", Capability.EDIT_TAXONOMY, 200, P + "/wellness/", body={"daily_severe_budget": 20})],
+    "api/projects/<slug:slug>/wellness/me": [
+        Row("PUT", Capability.LABEL, 200, P + "/wellness/me", body={"blur": "all"})],
+    "api/projects/<slug:slug>/wellness/exposure": [Row("GET", Capability.VIEW_STATS, 200, P + "/wellness/exposure")],
     "api/projects/<slug:slug>/items/import": [
         Row("POST", Capability.IMPORT, 200, P + "/items/import",
             body='{"external_id": "imported-1", "text": "hello"}\n', content_type="application/x-ndjson")],

@@ -175,7 +175,10 @@
     // For reveal.js (PII masking): which item is shown, and whether its text is masked.
     el.card.dataset.itemId = String(item.id);
     el.card.dataset.masked = item.masked ? "true" : "false";
-    root.dispatchEvent(new CustomEvent("sift:item", { detail: { id: item.id, masked: Boolean(item.masked) } }));
+    root.dispatchEvent(new CustomEvent("sift:item", {
+      detail: { id: item.id, masked: Boolean(item.masked), cluster: payload.cluster || null,
+                protection: payload.protection || null },
+    }));
     renderMeta(item.meta);
     renderReason(payload.selection);
     renderSuggestion(payload.suggestion);

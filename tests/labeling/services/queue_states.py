@@ -10,7 +10,10 @@ state is a project whose ranking's head is already finished (the walk steps over
 - ``stale_history``: the same history, but ANALYZE ran while the lease and annotation tables were still empty (the
   planner believes a scan of them costs nothing);
 - ``mid_import``: ANALYZE ran when the project was small, then a bulk import multiplied it (the statistics
-  call it tiny; autovacuum has not caught up).
+  call it tiny; autovacuum has not caught up);
+- ``clustered``: as ``analyzed``, with every item in a near-duplicate cluster of ``cluster_size`` consecutive ids
+  (the first is the representative), and a ranking written before the clustering (members still in it): every
+  candidate also probes its cluster row and its representative, and the walk steps over waiting members.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from django.utils import timezone
 ACTIVE_LEASES = 500  # leases other reviewers hold at once in the history states: every "held" probe must skip them
 
 QUEUE_TABLES = ("labeling_item", "labeling_rankingentry", "labeling_lease", "labeling_annotation",
-                "labeling_membership")
+                "labeling_membership", "labeling_clustermember")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class QueueState:
     analyze: str = "after"
     ranked: int = 20_000
     finished_ranked: int = 600
+    cluster_size: int = 0  # > 0: every item is in a cluster of this many consecutive ids
 
 
 STATES = {
@@ -48,6 +52,7 @@ STATES = {
     "stale_history_100k": QueueState("stale_history_100k", 100_000, history=100_000, analyze="before_history"),
     "mid_import_100k": QueueState("mid_import_100k", 100_000, analyze="before"),
     "analyzed_1m": QueueState("analyzed_1m", 1_000_000),
+    "clustered_100k": QueueState("clustered_100k", 100_000, cluster_size=10),
 }
 
 
@@ -100,6 +105,14 @@ def build(state: QueueState, *, project_id: int, reviewer_id: int, others: list[
     _execute("UPDATE labeling_item SET n_done = n_required WHERE id IN (SELECT item_id FROM labeling_rankingentry"
              " WHERE project_id = %s AND ranking_version = 1 AND rank < %s)", [project_id, state.finished_ranked])
     _execute("UPDATE labeling_project SET active_ranking_version = 1 WHERE id = %s", [project_id])
+    if state.cluster_size:
+        _execute(
+            "INSERT INTO labeling_clustermember (item_id, project_id, representative_id, kind, similarity, exact_key,"
+            " minhash, created_at) SELECT id, project_id, first_value(id) OVER (PARTITION BY (n - 1) / %s ORDER BY id),"
+            " CASE WHEN (n - 1) %% %s = 0 THEN 'representative' ELSE 'near' END, 0.9, md5(id::text), '\\x00'::bytea,"
+            " now() FROM (SELECT id, project_id, row_number() OVER (ORDER BY id) AS n FROM labeling_item"
+            " WHERE project_id = %s) numbered",
+            [state.cluster_size, state.cluster_size, project_id])
     if state.analyze == "before_history":
         _analyze()
     if state.history:

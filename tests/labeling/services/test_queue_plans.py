@@ -29,7 +29,7 @@ from tests.labeling.services import queue_states
 
 pytestmark = [pytest.mark.postgres]
 
-PROBES = ("labeling_lease", "labeling_annotation")
+PROBES = ("labeling_lease", "labeling_annotation", "labeling_clustermember")
 # Checkout statements whose walk steps over the ranking's finished head: they may examine that many rows.
 WALKS = {"FIRST_OPEN_RANK_SQL", "RANKING_SCAN_SQL"}
 CHECKOUT = ("HELD_AND_BOOSTED_SQL", "BOOST_SCAN_SQL", "FIRST_OPEN_RANK_SQL", "RANKING_SCAN_SQL", "FALLBACK_SCAN_SQL",
@@ -73,15 +73,18 @@ def test_checkout_and_submit_statements_keep_their_plans(state_name: str, postgr
              "taxonomy_version": project.current_taxonomy_version_id, "model_version": None, "inclusion": None,
              "suggestion": None, "hidden": False}
     membership_lock, _ = render_sql(queues.MEMBERSHIP_LOCK_SQL)
-    walk = state.finished_ranked + params["batch"] + 2
+    # In a clustered pool a candidate may be a member waiting for its representative: the walk steps over up to
+    # cluster_size - 1 of them per candidate, and probes each one's representative (one more item row).
+    spread = max(1, state.cluster_size)
+    walk = state.finished_ranked + spread * (params["batch"] + 2)
     shapes: dict[str, dict[str, Any]] = {}
     for name in CHECKOUT:
         sql, _ = render_sql(getattr(queues, name))
         plan = _explain(membership_lock, params, sql, claim if name == "CLAIM_SQL" else params)
         shapes[name] = _shape(plan)
-        bound = walk if name in WALKS else params["batch"] + 2
+        bound = walk if name in WALKS else spread * (params["batch"] + 2)
         assert shapes[name]["seq"] == [] and shapes[name]["bitmap"] == [], (name, shapes[name])
-        assert shapes[name]["labeling_item"] <= bound, (name, shapes[name])
+        assert shapes[name]["labeling_item"] <= bound * (2 if state.cluster_size else 1), (name, shapes[name])
         assert shapes[name]["labeling_rankingentry"] <= (walk if name in WALKS else 0), (name, shapes[name])
         for table in PROBES:
             # Each candidate's probes find that item's own leases or answers (at most a few: n_required is 2).
@@ -98,6 +101,17 @@ def test_checkout_and_submit_statements_keep_their_plans(state_name: str, postgr
         assert shape["seq"] == [] and shape["bitmap"] == [], (name, shape)
         assert shape["labeling_item"] <= 1 and shape["labeling_rankingentry"] == 0, (name, shape)
         assert all(shape[table] <= 2 for table in PROBES), (name, shape)
+    if state.cluster_size:
+        # The clause did its job: every candidate the fallback scan offers is a representative or has a finished one.
+        sql, _ = render_sql(queues.FALLBACK_SCAN_SQL)
+        with connection.cursor() as cursor:
+            cursor.execute(membership_lock, params)
+            cursor.execute(sql, params)
+            offered = [row[0] for row in cursor.fetchall()]
+            cursor.execute("SELECT count(*) FROM labeling_clustermember c JOIN labeling_item r"
+                           " ON r.id = c.representative_id WHERE c.item_id = ANY(%s) AND c.item_id <> r.id"
+                           " AND r.n_done < r.n_required", [offered])
+            assert len(offered) == 3 and cursor.fetchone()[0] == 0
 
 
 def _a_lease(project_id: int, reviewer_id: int, item_id: int, version_id: int) -> int:
