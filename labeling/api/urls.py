@@ -8,6 +8,7 @@ from labeling.api import (
     views_export,
     views_history,
     views_items,
+    views_languages,
     views_privacy,
     views_projects,
     views_quality,
@@ -21,6 +22,8 @@ urlpatterns = [
     path("projects/<slug:slug>/", views_projects.ProjectDetailView.as_view(), name="api-project"),
     path("projects/<slug:slug>/items/import", views_items.ItemImportView.as_view(), name="api-items-import"),
     # Privacy: masking and retention settings, the audited reveal, hard deletion (labeling/api/views_privacy.py).
+    path("projects/<slug:slug>/languages/", views_languages.LanguageMixView.as_view(), name="api-languages"),
+    path("projects/<slug:slug>/embedder", views_languages.EmbedderView.as_view(), name="api-embedder"),
     path("projects/<slug:slug>/privacy", views_privacy.PrivacySettingsView.as_view(), name="api-privacy"),
     path("projects/<slug:slug>/items/<int:item_id>/reveal", views_privacy.ItemRevealView.as_view(),
          name="api-item-reveal"),

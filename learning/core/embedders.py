@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from learning.core._types import FloatArray, IntArray
+from learning.core.vocabulary import EMBEDDER_NAMES as EMBEDDER_NAMES  # the names' home; the registry is below
 from learning.core.vocabulary import content_hash as content_hash  # its one home; re-exported for the caches
 
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -202,10 +203,6 @@ class SentenceTransformerEmbedder:
         return l2_normalise(out)
 
 
-# Project.embedder / --embedder values. "minilm" is the reference; "static" is the fast tier
-# (learning/core/static_embedder.py); "hashing" is for tests and smoke runs, not a semantic model.
-EMBEDDER_NAMES = ("minilm", "static", "hashing")
-
 # Pools at least this large default to the fast tier (``recommended_embedder``). MiniLM embeds 100-200 short texts a
 # second on two cores: 100k items is 10-15 minutes of embedding before the first ranking, and 1M is hours; the
 # static tier does 1M in about a minute with AP within a point of MiniLM on our spam sets (bench/embedding.py).
@@ -230,6 +227,10 @@ def get_embedder(name: str, *, model_cache_dir: str | Path | None = None) -> Emb
         from learning.core.static_embedder import StaticEmbedder
 
         return StaticEmbedder(model_cache_dir)
+    if name == "multilingual":
+        from learning.core.multilingual import MultilingualE5Embedder
+
+        return MultilingualE5Embedder()
     if name == "hashing":
         return HashingEmbedder()
     raise ValueError(f"unknown embedder {name!r}; expected one of {', '.join(EMBEDDER_NAMES)}")

@@ -134,6 +134,9 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/items/import": [
         Row("POST", Capability.IMPORT, 200, P + "/items/import",
             body='{"external_id": "imported-1", "text": "hello"}\n', content_type="application/x-ndjson")],
+    "api/projects/<slug:slug>/languages/": [Row("GET", Capability.VIEW, 200, P + "/languages/")],
+    "api/projects/<slug:slug>/embedder": [
+        Row("POST", Capability.MANAGE, 200, P + "/embedder", body={"embedder": "hashing"})],
     "api/projects/<slug:slug>/privacy": [
         Row("GET", Capability.MANAGE, 200, P + "/privacy"),
         Row("PATCH", Capability.MANAGE, 200, P + "/privacy", body={"mask_pii": True, "mask_detectors": ["email"]})],
