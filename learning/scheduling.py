@@ -89,6 +89,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, connections, transaction
@@ -96,7 +97,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from labeling.models import Item, Project
-from learning.models import Embedding, LearningJob, WorkerHeartbeat
+from learning.models import Embedding, LearningJob, ModelVersion, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -455,3 +456,16 @@ def preload_vectors(*, project_id: int, path: Path) -> int:
     from learning.services.embedding import vectors_preload
 
     return vectors_preload(project_id=project_id, path=path)
+
+
+def active_model_language_figures(*, project_id: int) -> tuple[int | None, dict[str, Any]]:
+    """The newest active model version's number and its per-language cross-validated figures
+    (``metrics["cv"]["by_language"]``, learning/services/evaluation.py); (None, {}) before the first model.
+    A read for the stats pages, which may not import learning.models themselves."""
+    row = (ModelVersion.objects.filter(project_id=project_id, status=ModelVersion.Status.ACTIVE)
+           .order_by("-version").values_list("version", "metrics").first())
+    if row is None:
+        return None, {}
+    version, metrics = row
+    cv = (metrics or {}).get("cv") or {}
+    return int(version), dict(cv.get("by_language") or {})
