@@ -119,9 +119,6 @@ class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
-    # The languages this reviewer reads (ISO 639 codes, as Item.language). Empty: any language. Non-empty: the
-    # queue serves this reviewer items in these languages (labeling/services/queue_languages.py).
-    languages = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

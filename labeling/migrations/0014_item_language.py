@@ -15,11 +15,6 @@ class Migration(migrations.Migration):
             name='language',
             field=models.CharField(blank=True, max_length=8, null=True),
         ),
-        migrations.AddField(
-            model_name='membership',
-            name='languages',
-            field=models.JSONField(blank=True, default=list),
-        ),
         migrations.AddIndex(
             model_name='item',
             index=models.Index(fields=['project', 'language'], name='item_project_language'),
