@@ -98,6 +98,7 @@ def test_scripts_render_in_their_direction_and_label_with_the_keyboard(page: Any
         assert layout["rtl"] is (direction == "rtl")
         # The text is shown exactly as stored: numbers, links and emoji in logical order, nothing dropped.
         assert page.text_content("#item-text") == text
+        assert sorted(shown for shown, _ in layout["meta"]) == sorted([*meta, *meta.values()])
         # Each meta key and value takes its own direction: Arabic ones right to left, Latin ones left to right.
         for shown, shown_direction in layout["meta"]:
             first_strong = next((c for c in shown if c.isalpha()), "a")
@@ -125,6 +126,8 @@ def test_dashboard_shows_each_language(page: Any) -> None:
     project, reviewer = make_project()
     second = member(project, username="rev2", role="reviewer")
     member(project, username="lead", role="policy_lead")
+    version = project.current_taxonomy_version
+    assert version is not None
     extra = {"ar": 40, "en": 25, "hi": 12, "zh": 8}
     samples = {"ar": "رسالة رقم {n} من العميل", "en": "customer message number {n}", "hi": "ग्राहक संदेश संख्या {n}",
                "zh": "客户消息编号 {n}"}
@@ -137,8 +140,8 @@ def test_dashboard_shows_each_language(page: Any) -> None:
                 second_answer = first if (i % 5 or code == "ar") else ("ok" if first == "scam" else "scam")
                 for who, label in ((reviewer, first), (second, second_answer)):
                     Annotation.objects.create(project=project, item=item, reviewer=who, labels=[label],
-                                              taxonomy_version=project.current_taxonomy_version,
-                                              selection_reason="exploration", model_version=1,
+                                              taxonomy_version=version, selection_reason="exploration",
+                                              model_version=1,
                                               inclusion_probability=0.4)
                 Item.objects.filter(pk=item.pk).update(n_done=2)
     ModelVersion.objects.create(project=project, version=4, status=ModelVersion.Status.ACTIVE, fingerprint="f",
