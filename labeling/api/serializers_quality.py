@@ -1,6 +1,6 @@
 """Request and response shapes of the quality endpoints: stats and adjudications.
 
-Responses are plain dicts built by labeling/selectors_quality.py; the serializers below describe them for the
+Responses are plain dicts built by labeling/selectors/quality.py; the serializers below describe them for the
 OpenAPI schema (tests/labeling/test_quality_api.py checks that the views' keys match). Request serializers
 validate input before any service runs.
 """
@@ -195,7 +195,7 @@ class StatsSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     adjudications = AdjudicationCountsSerializer()
     alerts = GoldAlertSerializer(many=True)
     by_language = ByLanguageSerializer(help_text=(
-        "Progress, agreement, prevalence and model quality per language (labeling/selectors_languages.py)."))
+        "Progress, agreement, prevalence and model quality per language (labeling/selectors/languages.py)."))
 
 
 class SuggestionFiguresSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -2,7 +2,7 @@
 
 A project's figures can look healthy while one language is served badly: an English-heavy pool hides a Hindi
 minority whose items the model ranks at random. So the stats summary carries a ``by_language`` section that runs
-the project's own figures (labeling/selectors_quality.py) over each language's items alone:
+the project's own figures (labeling/selectors/quality.py) over each language's items alone:
 
 - progress: items, finished and labelled per language (one grouped count over the project's non-gold items);
 - agreement: Krippendorff's alpha over that language's items with two or more readable answers;
@@ -22,7 +22,8 @@ from typing import Any
 from django.db.models import Count, F, Q
 
 from labeling.models import Item, Project
-from labeling.selectors_quality import _Answers, agreement_figures, prevalence_figures
+from labeling.selectors.answers import _Answers
+from labeling.selectors.quality import agreement_figures, prevalence_figures
 from learning.scheduling import active_model_language_figures
 
 UNDETECTED_KEY = "unknown"
