@@ -79,15 +79,31 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+# How the web app serves. On SQLite every write takes the database's one write lock, so a few threads are all that
+# can make progress at once. On PostgreSQL (DATABASE_URL set) writers only wait for the rows they share, so the demo
+# serves as production would: a worker process per core and more threads each, enough for a team of reviewers at
+# once (bench/demo_reviewers.py: 24 reviewers, overlap 2).
+WEB_SQLITE = ("2", "4")
+WEB_THREADS_POSTGRES = "8"
+
+
+def _web_shape() -> tuple[str, str]:
+    """(--workers, --threads) for gunicorn, by database (see WEB_SQLITE)."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return str(max(2, os.cpu_count() or 1)), WEB_THREADS_POSTGRES
+    return WEB_SQLITE
+
+
 def _commands(port: int) -> dict[str, tuple[list[str], int]]:
     """Each child's argv, and the signal it gets if this process dies without stopping it."""
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "config"]
+    workers, threads = _web_shape()
     return {
         # SIGTERM: gunicorn stops its workers gracefully, and kills them after --graceful-timeout.
         # --preload: the master loads the app once and forks ready workers (one app load, not two at once).
-        "web": ([python, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2",
-                 "--threads", "4", "--graceful-timeout", "10", "--preload", "--access-logfile", "-"],
+        "web": ([python, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "--workers", workers,
+                 "--threads", threads, "--graceful-timeout", "10", "--preload", "--access-logfile", "-"],
                 signal.SIGTERM),
         # SIGKILL: on SIGTERM a solo worker first finishes its task (an embedding batch: tens of seconds), with
         # nobody left to cut that short; a worker is built to be killed (acks_late + reject_on_worker_lost, and
