@@ -44,8 +44,14 @@ def _lock_statements(vendor: str) -> tuple[str, str]:
     item_sql = (f"SELECT {', '.join(_quoted(Item, 'i'))}, p.current_taxonomy_version_id "  # noqa: S608
                 f"FROM {item} i JOIN {project} p ON p.id = i.project_id "
                 f"WHERE i.id = (SELECT item_id FROM {lease} WHERE id = %s) {lock + ' OF i' if lock else ''}")
+    # The version by a LATERAL subquery that is not flattened (OFFSET 0): the lease must be found by its primary key
+    # and the version by its own. As a plain join, a planner that believed the lease table small drove the other way
+    # round, walking every lease of the version through their taxonomy_version index (the plan test's
+    # stale_history_100k state). SQLite has no LATERAL, and its planner starts from the primary key anyway.
+    version_join = (f"LEFT JOIN LATERAL (SELECT * FROM {version} v WHERE v.id = l.taxonomy_version_id OFFSET 0) v "
+                    "ON true" if vendor == "postgresql" else f"LEFT JOIN {version} v ON v.id = l.taxonomy_version_id")
     lease_sql = (f"SELECT {', '.join(_quoted(Lease, 'l'))}, {', '.join(_quoted(TaxonomyVersion, 'v'))} "  # noqa: S608
-                 f"FROM {lease} l LEFT JOIN {version} v ON v.id = l.taxonomy_version_id "
+                 f"FROM {lease} l {version_join} "
                  f"WHERE l.id = %s {lock + ' OF l' if lock else ''}")
     return item_sql, lease_sql
 
