@@ -37,7 +37,8 @@ def refuse_unless_owned(url: str, prefixes: Sequence[str]) -> str:
     # machine shared by several people gives each their own: sift_<name>_bench).
     if not name.startswith(tuple(prefixes)) and not name.endswith("_bench"):
         allowed = " or ".join(f"{p}*" for p in prefixes)
-        raise SystemExit(f"refusing to drop {name!r}: this benchmark only rebuilds databases named {allowed} or *_bench")
+        raise SystemExit(f"refusing to drop {name!r}: this benchmark only rebuilds databases named {allowed} "
+                         "or *_bench")
     return name
 
 

@@ -71,5 +71,5 @@ class CSPMiddleware(_CSPMiddleware):
                 and not path.startswith(excluded_ro):
             response[HEADER_REPORT_ONLY] = report_only
         # As the parent: a nonce asked for after the header was written would not be in it.
-        setattr(request, "csp_nonce", CheckableLazyObject(self._csp_nonce_post_response))
+        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
         return response

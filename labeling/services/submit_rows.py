@@ -48,11 +48,11 @@ def _lock_statements(vendor: str) -> tuple[str, str]:
     # and the version by its own. As a plain join, a planner that believed the lease table small drove the other way
     # round, walking every lease of the version through their taxonomy_version index (the plan test's
     # stale_history_100k state). SQLite has no LATERAL, and its planner starts from the primary key anyway.
-    version_join = (f"LEFT JOIN LATERAL (SELECT * FROM {version} v WHERE v.id = l.taxonomy_version_id OFFSET 0) v "
-                    "ON true" if vendor == "postgresql" else f"LEFT JOIN {version} v ON v.id = l.taxonomy_version_id")
-    lease_sql = (f"SELECT {', '.join(_quoted(Lease, 'l'))}, {', '.join(_quoted(TaxonomyVersion, 'v'))} "  # noqa: S608
-                 f"FROM {lease} l {version_join} "
-                 f"WHERE l.id = %s {lock + ' OF l' if lock else ''}")
+    # Only model metadata goes into these texts; the ids are bound parameters.
+    lateral = f"LEFT JOIN LATERAL (SELECT * FROM {version} v WHERE v.id = l.taxonomy_version_id OFFSET 0) v ON true"  # noqa: S608
+    version_join = lateral if vendor == "postgresql" else f"LEFT JOIN {version} v ON v.id = l.taxonomy_version_id"
+    selected = f"{', '.join(_quoted(Lease, 'l'))}, {', '.join(_quoted(TaxonomyVersion, 'v'))}"
+    lease_sql = f"SELECT {selected} FROM {lease} l {version_join} WHERE l.id = %s {lock + ' OF l' if lock else ''}"  # noqa: S608
     return item_sql, lease_sql
 
 
