@@ -93,7 +93,7 @@ def lease_lock(lease_id: int) -> Lease | None:
 @functools.cache
 def _insert_statement(vendor: str) -> tuple[str, list[Any]]:
     fields = [field for field in Annotation._meta.concrete_fields if not field.primary_key]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    columns = ", ".join(connection.ops.quote_name(str(field.column)) for field in fields)
     values = ", ".join(["%s"] * len(fields))
     insert = f"INSERT INTO {Annotation._meta.db_table} ({columns}) VALUES ({values}) RETURNING id"  # noqa: S608
     if vendor == "postgresql":

@@ -21,7 +21,7 @@ def _both(path: str = "/api/projects/", *, response_attrs: dict[str, Any] | None
         middleware = middleware_class(lambda r: HttpResponse("ok"))
         middleware.process_request(request)
         if nonce:
-            str(request.csp_nonce)  # a template used the nonce
+            str(request.csp_nonce)  # type: ignore[attr-defined]  # a template used the nonce
             request._csp_nonce = "fixed-nonce"  # type: ignore[attr-defined]
         response = HttpResponse("ok")
         for name, value in (response_attrs or {}).items():
