@@ -10,6 +10,9 @@ What the supervisor promises:
   (gunicorn ``--preload``); the worker and beat start as soon as it answers. On two cores, four processes
   loading Django, NumPy and scikit-learn at once put seconds on the first page; the worker needs only a few
   seconds more to be ready for the first model (bench/demo_startup.py measures both).
+- **It serves like production on PostgreSQL.** With ``DATABASE_URL`` set, gunicorn runs a worker process per core
+  with 8 threads each (SQLite: 2 x 4, since its one write lock lets only one writer through at a time); see
+  ``WEB_SQLITE`` and bench/demo_reviewers.py, which times 24 reviewers against it.
 - **A dead child is restarted, not fatal.** Once the web app has answered, a child that exits is started again
   after a back-off (1 s, doubling to at most 30 s; back to 1 s once it has stayed up 60 s), and stderr says so.
   Killing the worker never takes the web app down. A child that cannot stay up (five exits in a row, each
