@@ -93,8 +93,8 @@ def child(rows: int, seed: int, keep: bool, orm: bool) -> None:
 
     django.setup()
     from labeling.models import Item
-    from labeling.services import items_import as importer
     from labeling.services.items_import import items_import
+    from labeling.services.items_import import store as importer
     from labeling.services.projects import project_create
 
     # Import alone, without embedding: no embedding job is requested for the throwaway project.

@@ -133,14 +133,15 @@ def measure(project: Any) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from labeling import selectors_quality as q
     from labeling.models import Item
+    from labeling.selectors import quality as q
+    from labeling.selectors.adjudication import adjudication_list
 
     endpoints: dict[str, Callable[[Any], Any]] = {
         "GET stats/ (summary)": q.stats_summary, "stats/agreement": q.agreement_figures,
         "stats/reviewers": q.reviewer_figures, "stats/prevalence": q.prevalence_figures,
         "stats/queue-health": q.queue_health, "stats/timeline": q.timeline,
-        "adjudications/ (page of 50)": lambda p: q.adjudication_list(p, state="pending"),
+        "adjudications/ (page of 50)": lambda p: adjudication_list(p, state="pending"),
     }
     table = Item._meta.db_table
     print(f"\n{'endpoint':30} {'median s':>9} {'queries':>8} {'item-table':>10} {'item s':>7}")

@@ -7,7 +7,7 @@ code path for labels whether they come from the browser or a script.
 
 Every project lookup goes through ``Project.objects.for_user`` / ``get_for`` (no IDOR):
 a non-member gets 404, a member whose role may not label gets 403. Guidelines go through
-``labeling.selectors_taxonomy.guideline_html``, the one Markdown renderer (markdown-it without raw
+``labeling.selectors.taxonomy.guideline_html``, the one Markdown renderer (markdown-it without raw
 HTML, then nh3), so a guideline looks the same here as on the taxonomy pages.
 """
 
@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from labeling.models import Annotation, Capability, ItemCount, Label, Project, Role, SelectionReason, role_allows
-from labeling.selectors_taxonomy import guideline_html
+from labeling.selectors.taxonomy import guideline_html
 from learning.api import (
     EmbeddingState,
     EmbeddingStatus,

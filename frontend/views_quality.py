@@ -25,10 +25,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from frontend.views import age_text
-from labeling import selectors_quality
 from labeling.models import Capability, Label, Project, role_allows
-from labeling.selectors_history import item_find
-from labeling.selectors_history import item_history as item_history_read
+from labeling.selectors.adjudication import adjudication_list
+from labeling.selectors.history import item_find
+from labeling.selectors.history import item_history as item_history_read
 from labeling.services.adjudication import adjudication_decide
 from labeling.services.errors import ServiceError
 from learning.api import active_model_staleness
@@ -107,8 +107,8 @@ def adjudication(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             messages.success(request, f"Decided {outcome.item.external_id}: {', '.join(outcome.labels or [])}.")
         return HttpResponseRedirect(here)
-    pending = selectors_quality.adjudication_list(project, state="pending", limit=PAGE_SIZE)
-    decided = selectors_quality.adjudication_list(project, state="decided", limit=10)
+    pending = adjudication_list(project, state="pending", limit=PAGE_SIZE)
+    decided = adjudication_list(project, state="decided", limit=10)
     version = project.current_taxonomy_version
     return render(request, "frontend/adjudication.html", {
         "project": project, "links": _links(project), "pending": pending, "decided": decided,

@@ -6,7 +6,7 @@
 - ``/projects/<slug>/taxonomy/history/`` every published version, and a diff between any two (server-rendered).
 - ``/projects/<slug>/guidelines/`` the guidelines, read-only, for every member (``?version=N``; ``?draft=1``
   lets an editor preview the saved draft). Guideline Markdown is rendered by
-  ``labeling.selectors_taxonomy.guideline_html`` (markdown-it without raw HTML, then nh3); nothing else is
+  ``labeling.selectors.taxonomy.guideline_html`` (markdown-it without raw HTML, then nh3); nothing else is
   rendered as HTML.
 """
 
@@ -20,8 +20,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.safestring import mark_safe
 
-from labeling import selectors_taxonomy as selectors
 from labeling.models import Capability, Label, LabelMigration, Project, TaxonomyVersion, role_allows
+from labeling.selectors import taxonomy as selectors
 from labeling.services.errors import ServiceError
 from labeling.services.taxonomy_io import MAX_DEPTH, MAX_GUIDELINE_CHARS, MAX_LABELS
 from labeling.services.taxonomy_migrations import MAX_REQUEUE_PRIORITY

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from labeling.api.views_quality import _errors, _project
 from labeling.models import Capability, Item, Project, SelectionReason
-from labeling.selectors_history import item_find, item_history
+from labeling.selectors.history import item_find, item_history
 from labeling.services.errors import NotFound, ValidationFailed
 
 

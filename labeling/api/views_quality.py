@@ -5,9 +5,9 @@ without the capability): stats need VIEW_STATS (policy leads, ML engineers, admi
 ADJUDICATE (policy leads, admins). Reviewers see neither: the figures name reviewers and gold answers.
 The dashboard (frontend/static/frontend/dashboard.js) draws its charts from these same endpoints.
 
-The figures are served through ``selectors_quality.cached_figures``: recomputed only when a write changes
+The figures are served through ``labeling.selectors.quality.cached_figures``: recomputed only when a write changes
 them (a fingerprint of answers, adjudications, leases and item counts), so a 1M-item project's dashboard
-does not redo seconds of work per request (labeling/selectors_quality.py, "The stats cache").
+does not redo seconds of work per request (labeling/selectors/quality.py, "The stats cache").
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import selectors_quality as quality
 from labeling.api.errors import validated as _validated
 from labeling.api.serializers_quality import (
     AdjudicationDecideSerializer,
@@ -36,6 +35,8 @@ from labeling.api.serializers_quality import (
     TimelineSerializer,
 )
 from labeling.models import Adjudication, Capability, Project
+from labeling.selectors import quality
+from labeling.selectors.adjudication import adjudication_list, adjudication_one
 from labeling.services.adjudication import adjudication_decide, adjudication_open
 from labeling.services.errors import NotFound
 
@@ -115,7 +116,7 @@ class TimelineView(APIView):
 
 
 def _one(project: Project, adjudication_id: int) -> dict[str, Any]:
-    found = quality.adjudication_one(project, adjudication_id)
+    found = adjudication_one(project, adjudication_id)
     if found is None:
         raise NotFound(f"no adjudication {adjudication_id} in project {project.slug!r}")
     return found
@@ -134,7 +135,7 @@ class AdjudicationListView(APIView):
     def get(self, request: Request, slug: str) -> Response:
         project = _project(request, slug, Capability.ADJUDICATE)
         query = _validated(AdjudicationListQuerySerializer, request.query_params)
-        return Response(quality.adjudication_list(project, state=query.get("state"), limit=query["limit"],
+        return Response(adjudication_list(project, state=query.get("state"), limit=query["limit"],
                                                   offset=query["offset"]))
 
     @extend_schema(operation_id="project_adjudications_open", request=AdjudicationOpenSerializer,

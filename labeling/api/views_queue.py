@@ -34,7 +34,7 @@ from labeling.api.serializers_queue import (
 )
 from labeling.models import Capability, Lease, Project, TaxonomyVersion, role_allows
 from labeling.rows import first_instance
-from labeling.selectors import queue_progress
+from labeling.selectors.progress import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
 from labeling.services.errors import Conflict
 from labeling.services.privacy import masked_item

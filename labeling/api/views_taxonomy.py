@@ -17,7 +17,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling import selectors_taxonomy as selectors
 from labeling.api.errors import validated
 from labeling.api.pagination import NewestFirstQuerySerializer, newest_first_parameters, page
 from labeling.api.serializers_taxonomy import (
@@ -31,6 +30,7 @@ from labeling.api.serializers_taxonomy import (
     VersionListItemSerializer,
 )
 from labeling.models import Capability, Project
+from labeling.selectors import taxonomy as selectors
 from labeling.services import taxonomy as services
 from labeling.services.errors import ValidationFailed
 

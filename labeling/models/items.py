@@ -106,7 +106,7 @@ class Item(models.Model):
 # Meta nesting. Python's json module, DRF's renderer and any recursive walk spend a stack frame per level, and
 # meta nested ~900 levels deep (JSON allows it, and the first import accepted it) turned queue/next, reveal and
 # the adjudication page into 500s, holding the reviewer's lease. So: the import refuses meta nested deeper than
-# META_MAX_DEPTH (a per-line error, labeling/services/items_import.py), far below any recursion limit, and every
+# META_MAX_DEPTH (a per-line error, labeling/services/items_import/parse.py), far below any recursion limit, and every
 # walk over meta is iterative (json_depth, json_map). Rows stored before the cap are shown with their too-deep
 # parts replaced by META_TOO_DEEP (meta_shown), never a crash.
 

@@ -3,7 +3,7 @@
 Gold items (imported with ``--gold``) carry their expected answer in ``Item.gold_labels``. The queue
 checkout asks ``gold_pick`` first; with probability ``Project.gold_rate`` it returns a gold item this
 reviewer has never been shown (no lease, no annotation), chosen at random. The annotation service scores
-the answer (``Annotation.gold_correct``) and labeling/selectors_quality.py turns those scores into
+the answer (``Annotation.gold_correct``) and labeling/selectors/quality.py turns those scores into
 per-label accuracy and the lead's alert.
 
 A gold check must look like any other item. If it stood out, reviewers would take extra care only on

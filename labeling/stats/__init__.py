@@ -1,7 +1,7 @@
 """Pure statistics over plain arrays: agreement (Krippendorff's alpha, Cohen's kappa, label confusion) and
 prevalence with confidence intervals from the queue's probability sample.
 
-Nothing here imports Django or the project's models: labeling/selectors_quality.py turns database rows
+Nothing here imports Django or the project's models: labeling/selectors/quality.py turns database rows
 into the plain Python/numpy inputs these functions take, so every figure is testable with hand-computed
 examples and cross-checked against reference implementations.
 """

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from labeling.models import Adjudication, Annotation, AuditEvent, Item, Lease, Project, SelectionReason
-from labeling.selectors_quality import gold_alerts
+from labeling.selectors.quality import gold_alerts
 from labeling.services import annotations as annotations_service
 from labeling.services.adjudication import (
     adjudication_decide,

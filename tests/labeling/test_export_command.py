@@ -88,13 +88,14 @@ def test_errors_are_clear_and_write_nothing(world: World, tmp_path: Path, args: 
 def test_a_failed_export_keeps_the_previous_file(world: World, tmp_path: Path, monkeypatch: Any) -> None:
     out = tmp_path / "train.jsonl"
     out.write_text("previous\n")
-    from labeling.services import exports
+    # The atomic write streams through the name it imported (exports/snapshots.py): break it there.
+    from labeling.services.exports import snapshots
 
     def broken(prepared: Any) -> Any:
         yield b"partial"
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(exports, "export_stream", broken)
+    monkeypatch.setattr(snapshots, "export_stream", broken)
     with pytest.raises(RuntimeError):
         run("--project", "sms-export", "--format", "jsonl", "--out", str(out))
     assert out.read_text() == "previous\n"

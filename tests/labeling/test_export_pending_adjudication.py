@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from labeling.models import Adjudication, Annotation, Item, Project, SelectionReason
-from labeling.services import exports
 from labeling.services.adjudication import adjudication_decide, adjudication_sync_for_item
 from labeling.services.exports import export_card, export_params_parse, export_prepare, export_stream
+from labeling.services.exports import judge as export_judge
+from labeling.services.exports import read as export_read
 from labeling.services.taxonomy import taxonomy_draft_publish, taxonomy_draft_save
 from tests.factories import ItemFactory, ProjectFactory, member
 
@@ -71,8 +72,10 @@ def rows(project: Project, **params: Any) -> list[dict[str, Any]]:
 
 
 def python_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exports, "_aggregates",
-                        lambda prepared, *, light, reviewers=False: exports._python_aggregates(prepared, light=light))
+    # The aggregates are read where they are judged (exports/judge.py), so that is where the SQL path is swapped out.
+    monkeypatch.setattr(export_judge, "_aggregates",
+                        lambda prepared, *, light, reviewers=False: export_read._python_aggregates(
+                            prepared, light=light))
 
 
 PENDING_ROW = {"labels": [], "label_source": "pending_adjudication", "soft_labels": {"ham": 1.0, "spam": 0.0,

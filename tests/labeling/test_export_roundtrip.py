@@ -24,6 +24,8 @@ import pytest
 from labeling.models import Adjudication, Annotation, Item, Project, TaxonomyVersion
 from labeling.services import exports
 from labeling.services.exports import COLUMNS, export_card, export_params_parse, export_prepare, export_stream
+from labeling.services.exports import judge as export_judge
+from labeling.services.exports import read as export_read
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
 from tests.factories import ItemFactory, ProjectFactory, member
@@ -423,8 +425,10 @@ def test_sql_aggregates_and_the_python_merge_join_agree(world: World, params: di
     if "split" in params:
         # The first export assigned the splits; the second must read them, not assign them again.
         Item.objects.filter(project=world.project).update(split=None)
-    monkeypatch.setattr(exports, "_aggregates",
-                        lambda prepared, *, light, reviewers=False: exports._python_aggregates(prepared, light=light))
+    # The aggregates are read where they are judged (exports/judge.py), so that is where the SQL path is swapped out.
+    monkeypatch.setattr(export_judge, "_aggregates",
+                        lambda prepared, *, light, reviewers=False: export_read._python_aggregates(
+                            prepared, light=light))
     slow = export_with_card(world.project, **params)
     assert fast[0] == slow[0]
     assert fast[1] == slow[1]

@@ -17,8 +17,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from labeling.models import AuditEvent, Item, Project
-from labeling.services import items_import as importer
 from labeling.services.items_import import COPY_COLUMNS, item_content_hash, items_import
+from labeling.services.items_import import parse as import_parse
+from labeling.services.items_import import store as import_store
 from tests.conftest import SHARED_DATA, SMS_TAXONOMY, using_postgres
 from tests.factories import ProjectFactory
 
@@ -231,7 +232,7 @@ def test_line_reader_matches_split_whatever_the_read_sizes(data: bytes, pieces: 
     def read(size: int) -> bytes:  # returns arbitrary short pieces, as a socket or gzip may
         return stream.read(next(sizes))
 
-    reader = importer._LineReader(read, gzipped=False, max_line_bytes=cap, max_decompressed_bytes=10**9)
+    reader = import_parse._LineReader(read, gzipped=False, max_line_bytes=cap, max_decompressed_bytes=10**9)
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
@@ -355,7 +356,7 @@ def test_annotated_item_keeps_its_text_but_meta_may_change(project: Project) -> 
 @pytest.mark.parametrize("chunk_rows", [2_000, 1], ids=["one-chunk", "chunk-per-row"])
 def test_duplicate_external_ids_apply_in_order_last_wins(project: Project, chunk_rows: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(import_store, "CHUNK_ROWS", chunk_rows)
     data = jsonl({"external_id": "a", "text": "one"}, {"external_id": "a", "text": "two"},
                  {"external_id": "a", "text": "two"}, {"external_id": "b", "text": "bee"},
                  {"external_id": "a", "text": "three", "meta": {"v": 3}})
@@ -389,8 +390,8 @@ def test_query_count_does_not_grow_with_rows(project: Project) -> None:
 
 def test_chunks_commit_separately_so_a_later_failure_keeps_earlier_chunks(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer, "CHUNK_ROWS", 2)
-    real_apply = importer._apply_chunk
+    monkeypatch.setattr(import_store, "CHUNK_ROWS", 2)
+    real_apply = import_store._apply_chunk
     calls = []
 
     def failing_second_chunk(*args: Any, **kwargs: Any) -> Any:
@@ -399,7 +400,7 @@ def test_chunks_commit_separately_so_a_later_failure_keeps_earlier_chunks(
             raise RuntimeError("database went away")
         return real_apply(*args, **kwargs)
 
-    monkeypatch.setattr(importer, "_apply_chunk", failing_second_chunk)
+    monkeypatch.setattr(import_store, "_apply_chunk", failing_second_chunk)
     with pytest.raises(RuntimeError):
         run(project, jsonl(*({"external_id": f"r{i}", "text": f"t{i}"} for i in range(5))))
     assert sorted(stored(project)) == ["r0", "r1"]
@@ -408,7 +409,7 @@ def test_chunks_commit_separately_so_a_later_failure_keeps_earlier_chunks(
 @pytest.mark.parametrize("chunk_rows", [2_000, 2], ids=["one-chunk", "many-chunks"])
 def test_atomic_imports_nothing_when_any_row_is_bad(project: Project, chunk_rows: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(import_store, "CHUNK_ROWS", chunk_rows)
     run(project, jsonl({"external_id": "old", "text": "before"}))
     data = jsonl({"external_id": "a", "text": "one"}, {"external_id": "old", "text": "after"},
                  {"external_id": "b", "text": "two"}, {"external_id": "c", "text": "three"},
@@ -442,7 +443,7 @@ def test_one_audit_event_per_import_with_the_counts(project: Project) -> None:
 
 
 def test_error_list_is_capped_and_counts_the_rest(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importer, "MAX_REPORTED_ERRORS", 3)
+    monkeypatch.setattr(import_parse, "MAX_REPORTED_ERRORS", 3)
     summary = run(project, "bad\n" * 5 + jsonl({"external_id": "ok", "text": "fine"}))
     assert summary["created"] == 1
     assert summary["errors"] == [
@@ -521,7 +522,7 @@ def test_label_is_ignored_outside_a_gold_import(project: Project) -> None:
 def test_embedding_is_requested_once_per_import_that_changed_text(project: Project,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     requests: list[int] = []
-    monkeypatch.setattr(importer, "request_embedding", lambda *, project_id: requests.append(project_id))
+    monkeypatch.setattr(import_store, "request_embedding", lambda *, project_id: requests.append(project_id))
     data = jsonl({"external_id": "a", "text": "one"}, {"external_id": "b", "text": "two"})
     run(project, data)
     assert requests == [project.pk]
@@ -533,7 +534,7 @@ def test_embedding_is_requested_once_per_import_that_changed_text(project: Proje
 
 
 def test_random_keys_are_uniform_floats_in_the_unit_interval() -> None:
-    keys = importer._random_keys(10_000)
+    keys = import_store._random_keys(10_000)
     assert len(keys) == 10_000 == len(set(keys))
     assert all(0.0 <= key < 1.0 for key in keys)
     assert 0.45 < sum(keys) / len(keys) < 0.55
@@ -587,10 +588,10 @@ def test_a_large_import_refreshes_the_item_statistics_and_a_small_one_does_not(
     """Without statistics the planner guesses a new project's tables tiny (tests/labeling/test_queue_plans.py)."""
     with connection.cursor() as cursor:  # as a fresh database has it: never analysed
         cursor.execute("UPDATE pg_class SET reltuples = -1 WHERE oid = 'labeling_item'::regclass")
-    small = importer.ANALYZE_MIN_ROWS - 1
+    small = import_store.ANALYZE_MIN_ROWS - 1
     assert run(project, batch("s", small))["created"] == small
     assert _known_item_rows() == -1
-    large = importer.ANALYZE_MIN_ROWS
+    large = import_store.ANALYZE_MIN_ROWS
     assert run(project, batch("l", large))["created"] == large
     assert _known_item_rows() == small + large
     # A batch under a tenth of what the statistics know leaves them to autovacuum.

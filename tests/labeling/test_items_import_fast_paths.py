@@ -21,8 +21,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from labeling.models import Item, Project
-from labeling.services import items_import as importer
 from labeling.services.items_import import items_import
+from labeling.services.items_import import parse as importer
+from labeling.services.items_import import store as import_store
 from tests.conftest import SMS_TAXONOMY
 from tests.factories import ProjectFactory
 
@@ -173,7 +174,7 @@ def test_stored_rows_lookup_probes_the_unique_index_while_statistics_are_stale(d
                         filename="x.jsonl").created == 3_000
     # No ANALYZE since: the planner still believes this project holds (next to) nothing.
     with CaptureQueriesContext(connection) as captured:
-        state = importer._stored(project, [f"p{n}" for n in range(0, 3_000, 3)] + ["absent"])
+        state = import_store._stored(project, [f"p{n}" for n in range(0, 3_000, 3)] + ["absent"])
     assert len(state) == 1_000 and state["p3"].pk is not None and "absent" not in state
     (query,) = [q["sql"] for q in captured.captured_queries]
     with connection.cursor() as cursor:

@@ -1,5 +1,5 @@
 """A re-import never changes the text under a reviewer: not while anyone holds a lease on the item, not once it has
-an answer; checked under the item's row lock (labeling/services/items_import.py)."""
+an answer; checked under the item's row lock (labeling/services/items_import/store.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The stats cache (labeling/selectors_quality.py, "The stats cache"): a repeated read is served from the cache
+"""The stats cache (labeling/selectors/quality.py, "The stats cache"): a repeated read is served from the cache
 with the same body, and every write that moves a figure (submit, undo, adjudication decision, import) makes
 the next read recompute."""
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from labeling import selectors_quality
 from labeling.models import Adjudication
+from labeling.selectors import quality as selectors_quality
 from labeling.services.adjudication import adjudication_decide
 from labeling.services.annotations import annotation_submit, annotation_undo
 from labeling.services.items_import import items_import

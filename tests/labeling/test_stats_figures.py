@@ -1,4 +1,4 @@
-"""labeling/selectors_quality.py: database rows to figures, with exact expected values."""
+"""labeling/selectors/quality.py: database rows to figures, with exact expected values."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from labeling.models import Adjudication, Annotation, Item, Lease, Project, RankingEntry, TaxonomyVersion
 from labeling.querysets import RankingRow
-from labeling.selectors_quality import (
+from labeling.selectors.quality import (
     agreement_figures,
     gold_alerts,
     prevalence_figures,

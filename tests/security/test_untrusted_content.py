@@ -301,7 +301,7 @@ ORM_METHODS = {"filter", "exclude", "get", "order_by", "values", "values_list", 
 # Reviewed: these pass computed (never request-supplied) names into the ORM.
 ORM_ALLOW = {
     # A tuple of literal field names chosen by the state (pending / decided).
-    ("labeling/selectors_quality.py", "order_by"),
+    ("labeling/selectors/adjudication.py", "order_by"),
     # Output aliases t0, t1... for Count(filter=Q(id__gt=<annotation id from the database>)): no lookup path.
     ("learning/api.py", "aggregate"),
     # Sum() over the module's own tuple of literal counter field names (_FIELDS).

@@ -1,17 +1,8 @@
 """Quality figures for the dashboard and the stats API: database rows in, plain dicts out.
 
-Each public function reads what it needs with a few aggregate or ordered queries, turns the rows into plain
-Python/numpy inputs and hands them to labeling/stats (pure functions, tested against hand-computed values
-and reference implementations). Nothing here writes.
-
-Which answers count
--------------------
-An annotation is read in the project's *current* taxonomy version: its labels if it was given in that
-version, else its ``mapped_labels`` if a label migration mapped it onto that version, else it is unreadable
-and left out (the exports' rule). Parents are rolled up: an answer "spam/phishing" also counts for "spam".
-An item's final answer is the lead's decided adjudication where there is one, else its reviewers' answers.
-Gold items are left out of agreement, prevalence and the suggestion figures (everyone answers them, and
-their cover suggestion belongs to another item: labeling/services/gold.py); they feed gold accuracy only.
+Each public function reads what it needs with a few aggregate or ordered queries (the answers through
+labeling/selectors/answers.py), turns the rows into plain Python/numpy inputs and hands them to labeling/stats
+(pure functions, tested against hand-computed values and reference implementations). Nothing here writes.
 
 Cost at scale (1M items)
 ------------------------
@@ -30,14 +21,13 @@ import json
 import logging
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Count, F, Max, Min, Q, TextField
@@ -49,14 +39,13 @@ from labeling.models import (
     Adjudication,
     Annotation,
     ItemCount,
-    Label,
     Lease,
     Project,
     RankingEntry,
     SelectionReason,
-    TaxonomyVersion,
 )
-from labeling.services.privacy import Masker, mask_item, masker_for
+from labeling.selectors.answers import _Answers, _answers, _decoder, _usernames, _value
+from labeling.selectors.progress import progress
 from labeling.stats import (
     ESTIMATOR_DESCRIPTION,
     SampleRound,
@@ -88,158 +77,6 @@ def _r(value: float | None) -> float | None:
 
 def gold_min_answers() -> int:
     return int(getattr(settings, "SIFT_GOLD_MIN_ANSWERS", DEFAULT_GOLD_MIN_ANSWERS))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The taxonomy and the answers, read once per request.
-
-
-@dataclass
-class _Taxonomy:
-    version_id: int | None
-    multi_label: bool
-    keys: list[str]
-    names: dict[str, str]
-    ancestors: dict[str, tuple[str, ...]]
-    leaves: list[str]
-
-    def rollup(self, labels: Iterable[str]) -> set[str]:
-        out: set[str] = set()
-        for key in labels:
-            out.add(key)
-            out.update(self.ancestors.get(key, ()))
-        return out
-
-
-def _taxonomy(version: TaxonomyVersion | None) -> _Taxonomy:
-    if version is None:
-        return _Taxonomy(None, False, [], {}, {}, [])
-    rows = list(Label.objects.filter(version=version).order_by("position", "id")
-                .values_list("id", "key", "name", "parent_id"))
-    key_of: dict[int, str] = {label_id: key for label_id, key, _name, _parent in rows}
-    parent_of: dict[str, str | None] = {
-        key: key_of.get(parent_id) if parent_id else None for _id, key, _name, parent_id in rows}
-    children: dict[str | None, list[str]] = defaultdict(list)
-    for key, parent_key in parent_of.items():
-        children[parent_key].append(key)
-    ordered: list[str] = []
-    stack = list(reversed(children[None]))
-    while stack:  # depth-first, parents before children, in the taxonomy's own order
-        key = stack.pop()
-        ordered.append(key)
-        stack.extend(reversed(children.get(key, [])))
-    ancestors: dict[str, tuple[str, ...]] = {}
-    for key in ordered:
-        chain: list[str] = []
-        up = parent_of.get(key)
-        while up is not None:
-            chain.append(up)
-            up = parent_of.get(up)
-        ancestors[key] = tuple(chain)
-    return _Taxonomy(version.pk, version.multi_label, ordered, {key: name for _i, key, name, _p in rows}, ancestors,
-                     [key for key in ordered if not children.get(key)])
-
-
-def _value(labels: tuple[str, ...], multi_label: bool) -> str:
-    """One nominal value per answer: the key, or for multi-label answers the sorted set joined by '+'."""
-    return "+".join(sorted(labels)) if multi_label else (labels[0] if labels else "")
-
-
-@dataclass
-class _Answers:
-    """The project's non-gold annotations read in the current version, ordered by id."""
-
-    taxonomy: _Taxonomy
-    ids: list[int] = field(default_factory=list)
-    items: list[int] = field(default_factory=list)
-    reviewers: list[int] = field(default_factory=list)
-    labels: list[tuple[str, ...] | None] = field(default_factory=list)
-    created: list[datetime] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
-    model_versions: list[int | None] = field(default_factory=list)
-    inclusion: list[float | None] = field(default_factory=list)
-    decided: dict[int, tuple[str, ...]] = field(default_factory=dict)
-
-    def by_item(self) -> dict[int, list[tuple[int, tuple[str, ...]]]]:
-        """item -> [(reviewer, readable labels)], in annotation order."""
-        out: dict[int, list[tuple[int, tuple[str, ...]]]] = defaultdict(list)
-        for item, reviewer, labels in zip(self.items, self.reviewers, self.labels, strict=True):
-            if labels is not None:
-                out[item].append((reviewer, labels))
-        return out
-
-
-def _decoder() -> Any:
-    """JSON label lists arrive as text and take a handful of distinct values: decode each distinct one once."""
-    cache: dict[str | None, tuple[str, ...] | None] = {None: None}
-
-    def decode(raw: str | None) -> tuple[str, ...] | None:
-        found = cache.get(raw, ())
-        if found == ():
-            value = json.loads(raw) if raw is not None else None
-            found = cache[raw] = tuple(value) if isinstance(value, list) else None
-        return found
-
-    return decode
-
-
-def _answers(project: Project, *, taxonomy: _Taxonomy | None = None, with_times: bool = False) -> _Answers:
-    """One ordered read of the project's non-gold answers. Labels are read as text (no per-row JSON field
-    conversion) and ``created_at`` only when a figure needs it: the read is most of a stats request's time."""
-    taxonomy = taxonomy or _taxonomy(project.current_taxonomy_version)
-    out = _Answers(taxonomy)
-    current = taxonomy.version_id
-    decode = _decoder()
-    fields = ["id", "item_id", "reviewer_id", "labels_text", "taxonomy_version_id", "mapped_text",
-              "mapped_taxonomy_version_id", "selection_reason", "model_version", "inclusion_probability"]
-    if with_times:
-        fields.append("created_at")
-    rows = (Annotation.objects.filter(project=project, item__is_gold=False).order_by("id")
-            .annotate(labels_text=Cast("labels", TextField()), mapped_text=Cast("mapped_labels", TextField()))
-            .values_list(*fields).iterator(chunk_size=10000))
-    for row in rows:
-        out.ids.append(row[0])
-        out.items.append(row[1])
-        out.reviewers.append(row[2])
-        version, mapped_version = row[4], row[6]
-        if version == current:
-            out.labels.append(decode(row[3]))
-        elif mapped_version == current and row[5] is not None:
-            out.labels.append(decode(row[5]))
-        else:
-            out.labels.append(None)
-        out.reasons.append(row[7])
-        out.model_versions.append(row[8])
-        out.inclusion.append(row[9])
-        if with_times:
-            out.created.append(row[10])
-    decided = (Adjudication.objects.filter(project=project, state=Adjudication.State.DECIDED)
-               .values_list("item_id", "labels", "taxonomy_version_id"))
-    for item, labels, version in decided:
-        if labels is not None and version in (None, current):
-            out.decided[item] = tuple(labels)
-    return out
-
-
-def _usernames(ids: Iterable[int]) -> dict[int, str]:
-    return dict(get_user_model().objects.filter(pk__in=set(ids)).values_list("pk", "username"))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Progress (the one aggregate over items).
-
-
-def progress(project: Project) -> dict[str, int]:
-    """Item counts from the maintained ledger (labeling/models/counters.py: no scan of the pool), plus answer
-    counts from annotations (they grow with the labels, not the pool)."""
-    items = ItemCount.objects.counts([project.pk])[project.pk]
-    annotations = Annotation.objects.filter(project=project).aggregate(
-        n=Count("id"), reviewers=Count("reviewer_id", distinct=True))
-    return {
-        "items": items.pool, "gold_items": items.gold, "finished": items.pool_finished,
-        "open": items.pool - items.pool_finished, "labelled": items.labelled,
-        "annotations": annotations["n"], "reviewers": annotations["reviewers"],
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -870,68 +707,3 @@ def cached_figures(project: Project, name: str) -> Any:
     fingerprint holds. ``queue_health`` is not in here: it is cheap but for its ranking part, cached on its own."""
     seconds = REVIEWER_CACHE_SECONDS if name == "reviewers" else STATS_CACHE_SECONDS
     return _cached(project, name, lambda: CACHED_FIGURES[name](project), seconds=seconds)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The adjudication queue.
-
-
-def adjudication_list(project: Project, *, state: str | None = None, limit: int = 50,
-                      offset: int = 0) -> dict[str, Any]:
-    """Adjudications with the item, every answer and comment ("pending" sorts after "decided", so -state puts
-    pending first)."""
-    qs = Adjudication.objects.filter(project=project)
-    if state is not None:
-        qs = qs.filter(state=state)
-    total = qs.count()
-    # Pending first, oldest first (the queue); a decided-only list shows the latest decisions first.
-    order = ("-decided_at", "-id") if state == Adjudication.State.DECIDED else ("-state", "created_at", "id")
-    page = list(qs.select_related("item", "decided_by", "taxonomy_version").order_by(*order)[offset:offset + limit])
-    answers = adjudication_answers([a.item_id for a in page])
-    masker = masker_for(project)
-    results = [adjudication_detail(a, answers=answers.get(a.item_id, []), masker=masker) for a in page]
-    return {"count": total, "limit": limit, "offset": offset, "results": results}
-
-
-def adjudication_answers(item_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
-    """Every answer and comment on these items, by item, oldest first."""
-    answers: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for row in (Annotation.objects.filter(item_id__in=list(item_ids)).order_by("id")
-                .values("item_id", "reviewer__username", "labels", "comment", "lead_time_ms", "created_at",
-                        "taxonomy_version__number", "mapped_labels")):
-        answers[row["item_id"]].append({
-            "reviewer": row["reviewer__username"], "labels": row["labels"], "mapped_labels": row["mapped_labels"],
-            "comment": row["comment"], "lead_time_ms": row["lead_time_ms"], "created_at": row["created_at"],
-            "taxonomy_version": row["taxonomy_version__number"],
-        })
-    return answers
-
-
-def adjudication_one(project: Project, adjudication_id: int) -> dict[str, Any] | None:
-    """One adjudication of ``project`` with its answers, or None (also for another project's: no IDOR)."""
-    adjudication = (Adjudication.objects.select_related("item", "decided_by", "taxonomy_version")
-                    .filter(pk=adjudication_id, project=project).first())
-    if adjudication is None:
-        return None
-    return adjudication_detail(adjudication, answers=adjudication_answers([adjudication.item_id]).get(
-        adjudication.item_id, []), masker=masker_for(project))
-
-
-def adjudication_detail(adjudication: Adjudication, *, answers: Sequence[dict[str, Any]],
-                        masker: Masker | None) -> dict[str, Any]:
-    """One adjudication as leads see it; with the project's masker, PII in the item and in the reviewers'
-    comments is masked (labeling/services/privacy.py)."""
-    item = adjudication.item
-    shown = mask_item(masker, {"id": item.pk, "external_id": item.external_id, "text": item.text, "meta": item.meta})
-    if masker is not None:
-        answers = [{**answer, "comment": masker.text(answer["comment"])} for answer in answers]
-    return {
-        "id": adjudication.pk, "state": adjudication.state, "reason": adjudication.reason,
-        "item": shown,
-        "answers": list(answers),
-        "labels": adjudication.labels,
-        "taxonomy_version": adjudication.taxonomy_version.number if adjudication.taxonomy_version else None,
-        "note": adjudication.note,
-        "decided_by": adjudication.decided_by.get_username() if adjudication.decided_by else None,
-        "created_at": adjudication.created_at, "decided_at": adjudication.decided_at,
-    }

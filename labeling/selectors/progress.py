@@ -1,6 +1,8 @@
-"""Reads shaped for the API and the pages: plain dicts, no writes.
+"""Progress counts: a reviewer's queue progress and the project's item and answer counts. Nothing here writes.
 
-Callers have already authorised the project (``Project.objects.get_for``); selectors only scope by it.
+Item counts come from the maintained ledger (labeling/models/counters.py), never from a scan of the pool; answer
+counts read the annotation indexes, which grow with the labels, not the pool. Callers have already authorised the
+project (``Project.objects.get_for``); selectors only scope by it.
 """
 
 from __future__ import annotations
@@ -41,4 +43,17 @@ def queue_progress(*, project: Project, reviewer: AbstractBaseUser, now: datetim
         "open": total - finished,
         "mine_today": int(mine["today"]),
         "mine_total": int(mine["total"]),
+    }
+
+
+def progress(project: Project) -> dict[str, int]:
+    """Item counts from the maintained ledger (labeling/models/counters.py: no scan of the pool), plus answer
+    counts from annotations (they grow with the labels, not the pool)."""
+    items = ItemCount.objects.counts([project.pk])[project.pk]
+    annotations = Annotation.objects.filter(project=project).aggregate(
+        n=Count("id"), reviewers=Count("reviewer_id", distinct=True))
+    return {
+        "items": items.pool, "gold_items": items.gold, "finished": items.pool_finished,
+        "open": items.pool - items.pool_finished, "labelled": items.labelled,
+        "annotations": annotations["n"], "reviewers": annotations["reviewers"],
     }
