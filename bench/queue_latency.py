@@ -679,7 +679,11 @@ def post_worker_init(worker):
 
 
 def start_server(args: argparse.Namespace, secret: str, token: str) -> subprocess.Popen[bytes]:
-    command = [str(ROOT / ".venv/bin/gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
+    # The checkout's own venv (make bench), else the one running this benchmark (a git worktree has no .venv).
+    gunicorn = ROOT / ".venv/bin/gunicorn"
+    if not gunicorn.exists():
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
                "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
                "--keep-alive", "75", "--backlog", "2048", "--log-level", "warning"]
     config = Path(tempfile.mkdtemp()) / "gunicorn_bench.py"
