@@ -14,10 +14,11 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test lint unit bench assets install browser clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml client/sift_client/*.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(PIP_EXTRA) -e '.[dev]'
+	$(BIN)/pip install -q ./client
 	touch $@
 
 install: $(VENV)/.installed

@@ -195,7 +195,7 @@ def average_precisions(vectors: np.ndarray, labels: Sequence[str], seeds: int) -
 
 
 def quality(args: argparse.Namespace) -> None:
-    from learning.core.embedders import get_embedder
+    from learning.core.embedder_registry import get_embedder
     from learning.core.vector_cache import embed_with_cache
 
     print(f"\n## Quality: AP of 'spam', logistic regression on each tier's vectors, {args.seeds} stratified 70/30 "

@@ -7,6 +7,11 @@ is that import's own (ru_maxrss never goes down within a process). Two sizes sho
 memory depends on file size (it should not: the import streams in fixed-size chunks).
 Also times a re-import of the same file (every row ``unchanged``).
 
+Parquet: the same items written as a Parquet file (row groups of 100k rows) and imported at 1M rows, against the
+same 1M rows as JSON Lines in the same run (rows/s of each, and each one's peak memory), to show that the Parquet
+reader (labeling/services/items_parquet.py, row group by row group) keeps memory flat. ``--parquet-only`` runs just
+that comparison; ``--parquet-rows N`` changes its size.
+
 Reference: Label Studio imports about 8,200 tasks/s on this box; the ratio is printed.
 Goal: >= 15,000 rows/s. The project is deleted afterwards unless --keep.
 """
@@ -46,6 +51,27 @@ def generate(path: Path, rows: int, seed: int) -> int:
     return size
 
 
+def generate_parquet(path: Path, rows: int, seed: int) -> int:
+    """The same rows as ``generate`` (same seed, same texts), as Parquet with a struct ``meta``, in 100k-row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    schema = pa.schema([("external_id", pa.string()), ("text", pa.string()),
+                        ("meta", pa.struct([("source", pa.string()), ("batch", pa.int64())]))])
+    step = 100_000
+    with pq.ParquetWriter(path, schema) as writer:
+        for first in range(0, rows, step):
+            ids, texts, metas = [], [], []
+            for n in range(first, min(first + step, rows)):
+                text = " ".join(rng.choices(WORDS, k=rng.randint(5, 30)))
+                ids.append(f"syn-{n}")
+                texts.append(f"{text} #{n}")
+                metas.append({"source": "bench", "batch": n // 1000})
+            writer.write_table(pa.table({"external_id": ids, "text": texts, "meta": metas}, schema=schema))
+    return path.stat().st_size
+
+
 def _backend_cpu_seconds() -> float | None:
     """CPU seconds used so far by this connection's PostgreSQL backend (local server, Linux), else None."""
     from django.db import connection
@@ -81,7 +107,7 @@ def _cleanup(project_id: int) -> None:
         print(f"warning: could not delete bench project {project_id}: {exc}", file=sys.stderr)
 
 
-def child(rows: int, seed: int, keep: bool, orm: bool) -> None:
+def child(rows: int, seed: int, keep: bool, orm: bool, file_format: str = "jsonl", given: str | None = None) -> None:
     """Runs in a fresh process: generate, import, re-import; print one JSON line of figures."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     if not os.environ.get("SIFT_SECRET_KEY"):
@@ -103,8 +129,12 @@ def child(rows: int, seed: int, keep: bool, orm: bool) -> None:
         # The comparison run: PostgreSQL through the portable ORM path (bulk_create/bulk_update).
         setattr(importer, "_pg_store", importer._orm_store)  # noqa: B010
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "items.jsonl"
-        size = generate(path, rows, seed)
+        if given:  # written by the parent, so that writing it cannot raise this process's peak memory
+            path = Path(given)
+            size = path.stat().st_size
+        else:
+            path = Path(tmp) / "items.jsonl"
+            size = generate(path, rows, seed)
         slug = f"bench-import-{os.getpid()}-{int(time.time())}"
         project = project_create(actor=None, slug=slug, name="Import bench", taxonomy={
             "name": "bench", "labels": [{"key": "ham"}, {"key": "spam"}]})
@@ -128,7 +158,8 @@ def child(rows: int, seed: int, keep: bool, orm: bool) -> None:
         finally:
             if not keep:
                 _cleanup(project.pk)
-    print(json.dumps({"path": "ORM bulk_create" if orm else "COPY", "rows": rows, "file_mb": size / 1e6,
+    print(json.dumps({"path": "ORM bulk_create" if orm else "COPY", "format": file_format, "rows": rows,
+                      "file_mb": size / 1e6,
                       "seconds": seconds, "rows_per_s": rows / seconds, "client_cpu_s": cpu_seconds,
                       "db_cpu_s": db_seconds,
                       "rows_per_cpu_s": rows / cpu_seconds,
@@ -146,9 +177,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--orm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help=argparse.SUPPRESS)
+    parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parquet-rows", type=int, default=None,
+                        help="Rows of the Parquet vs JSON Lines comparison (default 1,000,000; --quick 20,000).")
+    parser.add_argument("--parquet-only", action="store_true", help="Run only the Parquet vs JSON Lines comparison.")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.seed, args.keep, args.orm)
+        child(args.child, args.seed, args.keep, args.orm, args.format, args.file)
         return
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")) and not args.sqlite:
@@ -156,14 +192,19 @@ def main() -> None:
     sizes = (5_000, 20_000) if args.quick else (50_000, 200_000)
     postgres = url.startswith(("postgres://", "postgresql://"))
 
-    def run(rows: int, orm: bool = False) -> dict[str, Any]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(rows), "--seed", str(args.seed)]
+    def run(rows: int, orm: bool = False, file_format: str = "jsonl", path: Path | None = None) -> dict[str, Any]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(rows), "--seed", str(args.seed),
+               "--format", file_format, *(["--file", str(path)] if path else [])]
         cmd += ["--keep"] if args.keep else []
         cmd += ["--orm"] if orm else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
 
+    parquet_rows = args.parquet_rows or (20_000 if args.quick else 1_000_000)
+    if args.parquet_only:
+        compare_parquet(run, parquet_rows, args.seed)
+        return
     load_start = os.getloadavg()[0]
     results = [run(rows) for rows in sizes]
     # Same run, same data, the ORM path instead of COPY: the measurement behind choosing COPY.
@@ -198,6 +239,31 @@ def main() -> None:
     print(f"import memory (peak RSS growth): {small['rss_delta_mb']:.1f} MB at {small['rows']:,} rows vs "
           f"{big['rss_delta_mb']:.1f} MB at {big['rows']:,} rows ({big['rows'] / small['rows']:.0f}x the rows, "
           f"{ratio:.2f}x the memory)")
+    compare_parquet(run, parquet_rows, args.seed)
+
+
+def compare_parquet(run: Any, rows: int, seed: int) -> None:
+    """The same rows as JSON Lines and as Parquet, each imported in a fresh process, in this run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jsonl_path, parquet_path = Path(tmp) / "items.jsonl", Path(tmp) / "items.parquet"
+        generate(jsonl_path, rows, seed)
+        generate_parquet(parquet_path, rows, seed)
+        load_start = os.getloadavg()
+        jsonl = run(rows, file_format="jsonl", path=jsonl_path)
+        parquet = run(rows, file_format="parquet", path=parquet_path)
+        load_end = os.getloadavg()
+    print(f"\nParquet vs JSON Lines, {rows:,} rows each (same texts and meta; each import in a fresh process)")
+    print(f"{'format':>8} {'file MB':>8} {'seconds':>8} {'rows/s':>9} {'client CPU-s':>13} {'re-import rows/s':>17} "
+          f"{'peak RSS MB':>12} {'RSS delta MB':>13}")
+    for r in (jsonl, parquet):
+        print(f"{r['format']:>8} {r['file_mb']:>8.1f} {r['seconds']:>8.2f} {r['rows_per_s']:>9,.0f} "
+              f"{r['client_cpu_s']:>13.2f} {r['reimport_rows_per_s']:>17,.0f} {r['rss_peak_mb']:>12.1f} "
+              f"{r['rss_delta_mb']:>13.1f}")
+    print(f"Parquet is {parquet['rows_per_s'] / jsonl['rows_per_s']:.2f}x JSON Lines' rows/s; peak RSS growth "
+          f"{parquet['rss_delta_mb']:.1f} MB vs {jsonl['rss_delta_mb']:.1f} MB")
+    print(f"load average (1, 5, 15 min): {load_start[0]:.1f} {load_start[1]:.1f} {load_start[2]:.1f} at the start, "
+          f"{load_end[0]:.1f} {load_end[1]:.1f} {load_end[2]:.1f} at the end, on {os.cpu_count()} CPUs "
+          "(a noisy shared box)")
 
 
 if __name__ == "__main__":

@@ -267,8 +267,8 @@ class MemorySampler(threading.Thread):
 
 def retrain(args: argparse.Namespace, dataset: Dataset) -> dict[str, Any]:
     from labeling.models import Item
+    from learning.jobs import signal as request_now
     from learning.models import ModelVersion
-    from learning.scheduling import signal as request_now
 
     worker = retrain_loop.Worker(_sub_args(args, threads=args.worker_threads))
     sampler = MemorySampler(os.getpgid(worker.proc.pid))

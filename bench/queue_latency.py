@@ -592,12 +592,12 @@ class RawQueue:
         conn.execute("INSERT INTO labeling_labelcounter (project_id, value) VALUES (%s, 1) ON CONFLICT (project_id) "
                      "DO UPDATE SET value = labeling_labelcounter.value + 1", [lease[9]])
         conn.commit()
-        # The retrain request after commit (learning.scheduling.signal): nothing but a read while a retrain is
+        # The retrain request after commit (learning.jobs.signal): nothing but a read while a retrain is
         # already pending; otherwise set the dirty flag and try the enqueue CAS.
-        from learning import scheduling
+        from learning import jobs
 
-        stale_before = now - scheduling.queued_stale_after()
-        pending = conn.execute(scheduling._ALREADY_PENDING_SQL, [lease[9], "retrain", stale_before]).fetchone()
+        stale_before = now - jobs.queued_stale_after()
+        pending = conn.execute(jobs._ALREADY_PENDING_SQL, [lease[9], "retrain", stale_before]).fetchone()
         conn.commit()
         if pending is None:
             conn.execute("UPDATE learning_learningjob SET dirty = true, requested_at = %s "

@@ -211,8 +211,7 @@ def timed(fn: Any, *a: Any, **k: Any) -> tuple[float, Any]:
 def components(project_id: int, size: int) -> dict[str, float]:
     from django.db import connection
 
-    from labeling.models import Item, RankingEntry
-    from labeling.querysets import RankingRow
+    from labeling.models import Item, RankingEntry, RankingRow
     from learning.models import Embedding
     from learning.services.embedding import embedder_for
     from learning.services.pool import load_pool
@@ -376,7 +375,7 @@ def run_size(args: argparse.Namespace, size: int, worker: Worker) -> dict[str, A
     reviewer = get_user_model().objects.get(username="bench-loop-r00")
     # Warm-up: the first retrain imports scikit-learn and fills caches in the worker.
     if not ModelVersion.objects.filter(project_id=project_id, status="active").exists():
-        from learning.scheduling import signal as request_now
+        from learning.jobs import signal as request_now
 
         request_now(kind="retrain", project_id=project_id)
         wait_idle(project_id)

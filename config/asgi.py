@@ -1,3 +1,5 @@
+"""The ASGI entry point: the Django application for an ASGI server (settings from config.settings)."""
+
 from __future__ import annotations
 
 import os

@@ -80,8 +80,8 @@ def check_broker() -> dict[str, Any]:
 def check_worker(now: datetime) -> dict[str, Any]:
     from learning.models import WorkerHeartbeat
 
-    max_age = float(getattr(settings, "SIFT_HEALTH_HEARTBEAT_MAX_AGE", 3 * settings.SIFT_LEARNING_SWEEP_SECONDS))
-    alive_max_age = float(getattr(settings, "SIFT_HEALTH_ALIVE_MAX_AGE", 4 * settings.SIFT_WORKER_HEARTBEAT_SECONDS))
+    max_age = float(settings.SIFT_HEALTH_HEARTBEAT_MAX_AGE)
+    alive_max_age = float(settings.SIFT_HEALTH_ALIVE_MAX_AGE)
     task_limit = float(settings.SIFT_TASK_TIME_LIMIT_SECONDS)
     figures = WorkerHeartbeat.objects.aggregate(
         newest=Max("beat_at"),
@@ -105,7 +105,7 @@ def check_queue(now: datetime) -> dict[str, Any]:
     from labeling.models import Annotation, Project
     from learning.models import LearningJob, ModelVersion
 
-    max_stale = float(getattr(settings, "SIFT_HEALTH_MAX_STALENESS", 900))
+    max_stale = float(settings.SIFT_HEALTH_MAX_STALENESS)
     learned = (ModelVersion.objects.filter(project=OuterRef("pk"), status=ModelVersion.Status.ACTIVE)
                .order_by("-version").values("max_annotation_id")[:1])
     projects = list(Project.objects.annotate(learned=Subquery(learned)).values_list("pk", "learned"))

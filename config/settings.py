@@ -204,6 +204,8 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG or DEMO
 MEDIA_ROOT = DATA_DIR / "media"
 EXPORT_ROOT = DATA_DIR / "exports"
+# Uploads waiting for the import worker (labeling/services/import_jobs.py); each is deleted once imported.
+IMPORT_ROOT = DATA_DIR / "imports"
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -328,7 +330,7 @@ if REDIS_URL:
         # longest task, or a task still running would be run a second time: the hard time limits below cap every
         # task at 4 h (embedding 1M items with MiniLM on one CPU core: ~2 h), so 6 h leaves a margin. Recovery
         # from a killed worker does not wait for it: the sweep re-flags a job whose claim went stale
-        # (learning/scheduling.py), so the visibility timeout only guards against duplicate work.
+        # (learning/jobs.py), so the visibility timeout only guards against duplicate work.
         "visibility_timeout": SIFT_TASK_VISIBILITY_SECONDS,
         # A web process publishing on a dead Redis gives up at once (refused), on a hung one after 2 s (kombu's
         # BRPOP polls for 1 s, so workers stay inside it): a submit waits on this send (its on_commit callback),
@@ -378,7 +380,7 @@ CELERY_TASK_ROUTES = {
     "sift.labeling.export_*": {"queue": "export"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# The learning loop's safety net (learning/scheduling.py): re-enqueue dirty jobs whose enqueue failed or was lost.
+# The learning loop's safety net (learning/jobs.py): re-enqueue dirty jobs whose enqueue failed or was lost.
 SIFT_LEARNING_SWEEP_SECONDS = env_int("SIFT_LEARNING_SWEEP_SECONDS", 60)
 # Beat's record of when each entry last ran (a shelve file it writes itself): under the data directory, never
 # the working directory, which is the repository root for `celery beat` run by hand and /app (not writable by
@@ -394,10 +396,10 @@ CELERY_BEAT_SCHEDULE = {
                                  "schedule": float(env_int("SIFT_LEASE_RELEASE_SECONDS", 600))},
 }
 
-# --- Learning loop (learning/scheduling.py, learning/services) -----------------
+# --- Learning loop (learning/scheduling.py, learning/jobs.py, learning/services) ---
 # A running claim without a heartbeat for this long is presumed dead (a killed worker) and may be taken over.
 # Short because a background thread of the run refreshes the claim every SIFT_LEARNING_HEARTBEAT_SECONDS, however
-# long its phases (learning/scheduling.py): only a stopped process misses three beats in a row.
+# long its phases (learning/jobs.py): only a stopped process misses three beats in a row.
 SIFT_LEARNING_STALE_SECONDS = env_int("SIFT_LEARNING_STALE_SECONDS", 30)
 SIFT_LEARNING_HEARTBEAT_SECONDS = env_int("SIFT_LEARNING_HEARTBEAT_SECONDS", 5)
 if SIFT_LEARNING_HEARTBEAT_SECONDS < 1 or 3 * SIFT_LEARNING_HEARTBEAT_SECONDS > SIFT_LEARNING_STALE_SECONDS:
@@ -418,13 +420,23 @@ SIFT_EMBED_BATCH = env_int("SIFT_EMBED_BATCH", 256)
 SIFT_EMBED_CHUNK = env_int("SIFT_EMBED_CHUNK", 1024)
 # Projects whose pool vectors a worker keeps in memory between retrains (learning/services/pool.py); 0 disables.
 SIFT_POOL_CACHE_PROJECTS = env_int("SIFT_POOL_CACHE_PROJECTS", 2)
-# Test-only: seconds to pause between ranking batches, so the crash test can SIGKILL a worker mid-write.
-SIFT_TEST_RETRAIN_WRITE_PAUSE = float(env_str("SIFT_TEST_RETRAIN_WRITE_PAUSE", "0") or 0)
+
+# --- Health endpoint (config/health.py) --------------------------------------
+# The worker check passes while a beat-scheduled sweep ran within this many seconds (default three sweep periods),
+# or while a worker reports a task in hand within SIFT_HEALTH_ALIVE_MAX_AGE (default four of its beats).
+SIFT_HEALTH_HEARTBEAT_MAX_AGE = env_int("SIFT_HEALTH_HEARTBEAT_MAX_AGE", 3 * SIFT_LEARNING_SWEEP_SECONDS)
+SIFT_HEALTH_ALIVE_MAX_AGE = env_int("SIFT_HEALTH_ALIVE_MAX_AGE", 4 * SIFT_WORKER_HEARTBEAT_SECONDS)
+# The queue check fails once a label has waited this many seconds for a model to learn it.
+SIFT_HEALTH_MAX_STALENESS = env_int("SIFT_HEALTH_MAX_STALENESS", 900)
 
 # --- Sift product defaults ---------------------------------------------------
 SIFT_LEASE_SECONDS = env_int("SIFT_LEASE_SECONDS", 600)
 SIFT_UNDO_SECONDS = env_int("SIFT_UNDO_SECONDS", 30)
 SIFT_EMBEDDER = env_str("SIFT_EMBEDDER", "minilm")
+# Gold answers a reviewer needs before their gold accuracy is judged (labeling/selectors/quality.py).
+SIFT_GOLD_MIN_ANSWERS = env_int("SIFT_GOLD_MIN_ANSWERS", 5)
+# Labels at or above this severity send their items to a lead (labeling/services/adjudication.py; below 1 reads as 1).
+SIFT_ADJUDICATION_SEVERITY = env_int("SIFT_ADJUDICATION_SEVERITY", 4)
 
 LOGGING = {
     "version": 1,

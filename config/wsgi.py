@@ -1,3 +1,5 @@
+"""The WSGI entry point: the Django application for gunicorn and other WSGI servers (settings from config.settings)."""
+
 from __future__ import annotations
 
 import os

@@ -1,3 +1,5 @@
+"""The frontend app's Django configuration (server-rendered pages and their static files)."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from labeling.models import Annotation, Capability, ItemCount, Label, Project, Role, SelectionReason, role_allows
 from labeling.selectors.taxonomy import guideline_html
+from labeling.services.projects import project_creation_allowed
 from learning.api import (
     EmbeddingState,
     EmbeddingStatus,
@@ -86,6 +87,11 @@ _PAGE_LINKS: tuple[tuple[str, str, str], ...] = (
     ("Taxonomy", "taxonomy-editor", Capability.EDIT_TAXONOMY),
     ("Dashboard", "dashboard", Capability.VIEW_STATS),
     ("Adjudication", "adjudication", Capability.ADJUDICATE),
+    ("Models", "models", Capability.VIEW_STATS),
+    ("Import", "import", Capability.IMPORT),
+    ("Export", "export", Capability.EXPORT),
+    ("Members", "members", Capability.MANAGE),
+    ("Settings", "settings", Capability.MANAGE),
 )
 
 
@@ -153,7 +159,8 @@ def home(request: HttpRequest) -> HttpResponse:
     # While a project is embedding or waiting for its first model, the page reloads itself to show progress.
     busy = any(row.embedding is not None and row.embedding.state in BUSY_STATES for row in rows)
     return render(request, "frontend/home.html",
-                  {"projects": rows, "refresh_seconds": HOME_REFRESH_SECONDS if busy else None})
+                  {"projects": rows, "refresh_seconds": HOME_REFRESH_SECONDS if busy else None,
+                   "can_create": project_creation_allowed(request.user)})
 
 
 # --- Labelling page --------------------------------------------------------------

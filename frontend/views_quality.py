@@ -47,6 +47,7 @@ def _links(project: Project) -> dict[str, str]:
     links = {"home": reverse("home"), "dashboard": reverse("dashboard", args=[project.slug])}
     if role_allows(role, Capability.ADJUDICATE):
         links["adjudication"] = reverse("adjudication", args=[project.slug])
+        links["history_lookup"] = reverse("item-history-lookup", args=[project.slug])
     if role_allows(role, Capability.LABEL):
         links["label"] = reverse("label", args=[project.slug])
     return links

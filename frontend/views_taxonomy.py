@@ -62,7 +62,7 @@ def taxonomy_editor(request: HttpRequest, slug: str) -> HttpResponse:
                    "priority": MAX_REQUEUE_PRIORITY},
         "urls": {
             "draft": f"{api}/draft", "preview": f"{api}/draft/preview", "publish": f"{api}/draft/publish",
-            "import": f"{api}/import", "export": f"{api}/export", "current": f"{api}/",
+            "import": f"{api}/import", "export": f"{api}/export", "current": f"{api}/", "skos": f"{api}/skos",
             "draft_guidelines": reverse("guidelines", args=[project.slug]) + "?draft=1",
             "history": reverse("taxonomy-history", args=[project.slug]),
         },

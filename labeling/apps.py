@@ -1,3 +1,5 @@
+"""The labeling app's Django configuration (the human side: projects, taxonomies, items, the queue, exports)."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

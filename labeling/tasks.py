@@ -13,6 +13,7 @@ from django.db import InterfaceError, OperationalError
 
 from labeling.services import privacy, queues
 from labeling.services.exports import export_snapshot_ensure
+from labeling.services.import_jobs import import_job_run
 
 TRANSIENT = (OperationalError, InterfaceError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 120, "retry_jitter": True,
@@ -43,3 +44,15 @@ def retention_sweep(**_ignored: Any) -> dict[str, int]:
 def lease_release_expired(**_ignored: Any) -> dict[str, int]:
     """Close leases long past their expiry (beat, every few minutes); a second run closes nothing more."""
     return {"released": queues.lease_release_expired()}
+
+
+# Idempotent by the job's compare-and-set claim (pending -> running): a redelivered message finds it running or done.
+# Not acks_late: a worker killed mid-import leaves the job running; uploading the file again completes it (the
+# import is idempotent on external ids).
+@shared_task(name="sift.labeling.import_job", time_limit=6 * 3600)  # type: ignore[untyped-decorator]
+def import_job(job_id: int, **_ignored: Any) -> dict[str, Any] | None:
+    """Import the uploaded file of job ``job_id`` (labeling/services/import_jobs.py)."""
+    job = import_job_run(job_id=int(job_id))
+    if job is None:
+        return None
+    return {"status": job.status, "created": job.created, "updated": job.updated, "errors": job.error_count}

@@ -1,3 +1,5 @@
+"""The learning app's Django configuration (model versions, the vector cache, jobs and workers)."""
+
 from __future__ import annotations
 
 from django.apps import AppConfig

@@ -9,7 +9,7 @@
   at 1M items reads them with one binary COPY into one numpy buffer, never through the ORM
   (learning/services/pool.py).
 - ``LearningJob``: one row per (project, kind) holding the dirty flag and the running claim that coalesce bursts
-  of requests. The invariant is stated in learning/scheduling.py.
+  of requests. The invariant is stated in learning/jobs.py.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Embedding(models.Model):
 
 
 class LearningJob(models.Model):
-    """The coalescing state of one kind of background job for one project (see learning/scheduling.py)."""
+    """The coalescing state of one kind of background job for one project (see learning/jobs.py)."""
 
     class Kind(models.TextChoices):
         EMBED = "embed", "Embed new items"
@@ -112,7 +112,7 @@ class LearningJob(models.Model):
     running_token = models.CharField(max_length=32, null=True, blank=True)
     running_since = models.DateTimeField(null=True, blank=True)
     # The Celery task id of the delivery that holds the claim ("" for a call outside Celery). A redelivery of that
-    # same message means the holder died (learning/scheduling.py), so it may take the claim over at once.
+    # same message means the holder died (learning/jobs.py), so it may take the claim over at once.
     running_owner = models.CharField(max_length=255, blank=True, default="")
     # Completed passes of this job; the embed job's count is the "pool generation" in a retrain fingerprint.
     generation = models.PositiveIntegerField(default=0)

@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from learning.core.embedders import EMBEDDER_NAMES, get_embedder
+from learning.core.embedder_registry import EMBEDDER_NAMES, get_embedder
 from learning.core.simulation import (
     embed_seed_queries,
     prepare_data,
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache", type=Path, help="directory of the on-disk vector cache")
     parser.add_argument("--seed-queries", type=Path, help="text file, one seed query or seed example per line")
     parser.add_argument("--exploration-rate", type=float, help="override the strategy's exploration share")
+    parser.add_argument("--label-noise", type=float, default=0.0, metavar="RATE",
+                        help="the oracle answers a wrong label for this share of items; the output's label_noise "
+                        "block says how many the label-error detector ranks first")
     parser.add_argument("--out", required=True, type=Path, help="where to write the curve JSON")
     return parser
 
@@ -74,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             positive=args.positive,
             seed_vectors=seed_vectors,
             exploration_rate=args.exploration_rate,
+            label_noise=args.label_noise,
         )
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

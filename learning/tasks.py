@@ -5,7 +5,7 @@ deploy. Arguments are ids in JSON; unknown keyword arguments from a newer or old
 ignored. Only transient database errors are retried, with exponential backoff; any other error fails the task
 (the service has already recorded it on the model version and released the job's claim). Every task is
 idempotent: the embed task skips hashes that already have a vector, the retrain task is keyed by its
-fingerprint, and both coalesce through learning/scheduling.py.
+fingerprint, and both coalesce through learning/jobs.py (behind the learning/scheduling.py door).
 
 Delivery: at-least-once where it is proven safe, per task (the default in config/settings.py is to acknowledge on
 receipt). ``acks_late`` keeps the message in the broker until the task returns, ``reject_on_worker_lost`` puts it
@@ -22,7 +22,7 @@ import psycopg
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from learning import scheduling
+from learning import jobs
 from learning.services import model_version_train, project_embed_items
 from learning.services.embedding import items_embed_chunk
 
@@ -54,7 +54,7 @@ def embed_items(project_id: int, item_ids: list[int], **_ignored: Any) -> dict[s
 # Late ack safe: keyed by its fingerprint (a second run is a no-op) and claimed in the database; a half-written
 # ranking of a dead run is never activated (learning/services/retrain.py), the next run writes a new version.
 # The task id names the claim's owner: the redelivery of a message whose run was killed takes the claim over at
-# once instead of finding it "busy" (learning/scheduling.py).
+# once instead of finding it "busy" (learning/jobs.py).
 @shared_task(name="sift.learning.retrain_project", bind=True, acks_late=True, reject_on_worker_lost=True,
              time_limit=3600, **RETRY)  # type: ignore[untyped-decorator]
 def retrain_project(self: Any, project_id: int, **_ignored: Any) -> dict[str, Any]:
@@ -68,5 +68,5 @@ def retrain_project(self: Any, project_id: int, **_ignored: Any) -> dict[str, An
              **RETRY)  # type: ignore[untyped-decorator]
 def sweep(self: Any, **_ignored: Any) -> dict[str, int]:
     # The heartbeat the health endpoint reads: beat scheduled this, the broker carried it, a worker ran it.
-    scheduling.worker_heartbeat(worker=str(self.request.hostname or "unknown"))
-    return scheduling.sweep()
+    jobs.worker_heartbeat(worker=str(self.request.hostname or "unknown"))
+    return jobs.sweep()

@@ -79,7 +79,7 @@ def liveness_start(*, worker: str) -> None:
     if _thread is not None and _thread.is_alive():
         return
     _stop.clear()
-    interval = float(getattr(settings, "SIFT_WORKER_HEARTBEAT_SECONDS", 15))
+    interval = float(settings.SIFT_WORKER_HEARTBEAT_SECONDS)
     _thread = threading.Thread(target=_beat, args=(worker, interval), daemon=True, name="sift-worker-liveness")
     _thread.start()
 

@@ -54,14 +54,14 @@ def using_postgres() -> bool:
 
 @pytest.fixture(autouse=True)
 def _broker_backoff_reset() -> Any:
-    """learning.scheduling's per-process broker state (the send back-off, the Redis run_id): never across tests."""
-    from learning import scheduling
+    """learning.jobs's per-process broker state (the send back-off, the Redis run_id): never across tests."""
+    from learning import jobs
 
-    scheduling._broker_down_until = 0.0
-    scheduling._broker_run_id = None
+    jobs._broker_down_until = 0.0
+    jobs._broker_run_id = None
     yield
-    scheduling._broker_down_until = 0.0
-    scheduling._broker_run_id = None
+    jobs._broker_down_until = 0.0
+    jobs._broker_run_id = None
 
 
 # What a test that needs Redis says when there is none (a failure under CI, a skip elsewhere).

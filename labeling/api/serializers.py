@@ -27,6 +27,9 @@ class ProjectCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     strategy = serializers.ChoiceField(choices=STRATEGY_CHOICES, default=DEFAULT_ALIAS, help_text=(
         f"\"{DEFAULT_ALIAS}\" follows the default strategy ({DEFAULT_STRATEGY}) as it changes; any other name pins "
         "that strategy."))
+    embedder = serializers.CharField(max_length=32, required=False, help_text=(
+        "The embedder the worker uses for this project's items (minilm by default; static is the fast tier for "
+        "large pools; hashing is for tests). May be changed later in the project's settings."))
 
 
 class ProjectSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
 """Request and response shapes of the quality endpoints: stats and adjudications.
 
 Responses are plain dicts built by labeling/selectors/quality.py; the serializers below describe them for the
-OpenAPI schema (tests/labeling/test_quality_api.py checks that the views' keys match). Request serializers
+OpenAPI schema (tests/labeling/api/test_quality_api.py checks that the views' keys match). Request serializers
 validate input before any service runs.
 """
 

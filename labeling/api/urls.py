@@ -7,12 +7,14 @@ from django.urls import path
 from labeling.api import (
     views_export,
     views_history,
+    views_import_jobs,
     views_items,
     views_privacy,
     views_projects,
     views_quality,
     views_queue,
     views_taxonomy,
+    views_taxonomy_skos,
 )
 
 urlpatterns = [
@@ -20,6 +22,11 @@ urlpatterns = [
     path("projects/", views_projects.ProjectListView.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", views_projects.ProjectDetailView.as_view(), name="api-project"),
     path("projects/<slug:slug>/items/import", views_items.ItemImportView.as_view(), name="api-items-import"),
+    path("projects/<slug:slug>/imports/", views_import_jobs.ImportJobListView.as_view(), name="api-import-jobs"),
+    path("projects/<slug:slug>/imports/<int:job_id>/", views_import_jobs.ImportJobDetailView.as_view(),
+         name="api-import-job"),
+    path("projects/<slug:slug>/imports/<int:job_id>/errors", views_import_jobs.ImportJobErrorsView.as_view(),
+         name="api-import-job-errors"),
     # Privacy: masking and retention settings, the audited reveal, hard deletion (labeling/api/views_privacy.py).
     path("projects/<slug:slug>/privacy", views_privacy.PrivacySettingsView.as_view(), name="api-privacy"),
     path("projects/<slug:slug>/items/<int:item_id>/reveal", views_privacy.ItemRevealView.as_view(),
@@ -41,6 +48,8 @@ urlpatterns = [
          name="api-taxonomy-export"),
     path("projects/<slug:slug>/taxonomy/import", views_taxonomy.TaxonomyImportView.as_view(),
          name="api-taxonomy-import"),
+    path("projects/<slug:slug>/taxonomy/skos", views_taxonomy_skos.TaxonomySkosView.as_view(),
+         name="api-taxonomy-skos"),
     path("projects/<slug:slug>/taxonomy/draft", views_taxonomy.TaxonomyDraftView.as_view(), name="api-taxonomy-draft"),
     path("projects/<slug:slug>/taxonomy/draft/preview", views_taxonomy.TaxonomyDraftPreviewView.as_view(),
          name="api-taxonomy-draft-preview"),

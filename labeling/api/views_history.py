@@ -46,6 +46,8 @@ class HistoryAnswerSerializer(serializers.Serializer):  # type: ignore[type-arg]
     model_version = serializers.IntegerField(allow_null=True)
     inclusion_probability = serializers.FloatField(allow_null=True)
     suggestion_shown = serializers.JSONField(allow_null=True)
+    suggestion_withheld = serializers.BooleanField(help_text="The project's suggestion hold-out hid the model's "
+                                                             "suggestion from this reviewer on purpose.")
     gold_correct = serializers.BooleanField(allow_null=True)
 
 

@@ -42,7 +42,8 @@ class NdjsonParser(BaseParser):
 
 
 class ImportErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    line = serializers.IntegerField(help_text="1-based physical line (JSON Lines) or the line a CSV record starts on.")
+    line = serializers.IntegerField(help_text="1-based physical line (JSON Lines), the line a CSV record starts on, "
+                                              "or the 1-based data row (Parquet).")
     error = serializers.CharField()
 
 
@@ -93,10 +94,11 @@ class ItemImportView(APIView):
     @extend_schema(
         operation_id="items_import",
         tags=["items"],
-        summary="Import items (JSON Lines or CSV, optionally gzipped)",
+        summary="Import items (JSON Lines or CSV, optionally gzipped, or Parquet)",
         description=(
             "One item per row: `external_id` (required, unique within the project), `text` (required), `meta` "
-            "(object; for CSV, the other columns). Send a multipart `file` (.jsonl, .csv, either may be .gz; the "
+            "(object; for CSV and Parquet, the other columns; in Parquet also a struct or JSON-string `meta` column). "
+            "Send a multipart `file` (.jsonl, .csv, either may be .gz, or .parquet, read row group by row group; the "
             "format comes from the file name, else from the content; gzip from its magic bytes) or an "
             "`application/x-ndjson` body (JSON Lines, may be gzipped). Re-importing is idempotent on "
             "`external_id`: identical rows count as `unchanged`, a changed text or meta as `updated`. Within one "

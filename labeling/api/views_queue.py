@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
-from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -32,7 +30,8 @@ from labeling.api.serializers_queue import (
     submit_body,
     submit_payload,
 )
-from labeling.models import Capability, Lease, Project, TaxonomyVersion, role_allows
+from labeling.models import Capability, Lease, Project, TaxonomyVersion
+from labeling.querysets import caller_may
 from labeling.rows import first_instance
 from labeling.selectors.progress import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
@@ -77,12 +76,8 @@ _BY_LEASE = _PROJECT_SQL.format(where="p.id = (SELECT l.project_id FROM labeling
 def _labelling_project(request: Request, sql: str, key: Any) -> Project:
     """The project if the caller is a member with the LABEL capability (else 404 / 403), as ``get_for`` decides."""
     project = first_instance(Project, sql, [request.user.pk, key])
-    if project is None:
-        raise Http404
-    role: str = project.caller_role  # type: ignore[attr-defined]
-    if not role_allows(role, Capability.LABEL):
-        raise PermissionDenied(f"your role ({role}) may not label here")
-    return project
+    caller_may(project.caller_role if project is not None else None, Capability.LABEL)  # type: ignore[attr-defined]
+    return project  # type: ignore[return-value]
 
 
 def _lease_project(request: Request, lease_id: int) -> Project:

@@ -1,0 +1,1 @@
+"""The labeling app's management commands (import_items, export, load_demo, ...)."""

@@ -6,6 +6,7 @@ from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
+from labeling.models.imports import ImportJob
 from labeling.models.items import (
     META_MAX_DEPTH,
     META_TOO_DEEP,
@@ -17,16 +18,9 @@ from labeling.models.items import (
     meta_shown,
 )
 from labeling.models.label_counter import LabelCounter
-from labeling.models.projects import (
-    ROLE_CAPABILITIES,
-    Capability,
-    Membership,
-    Organisation,
-    Project,
-    Role,
-    role_allows,
-)
-from labeling.models.queue import Lease, RankingEntry, SelectionReason
+from labeling.models.projects import Membership, Organisation, Project
+from labeling.models.queue import Lease, RankingEntry, RankingEntryManager, RankingRow, SelectionReason
+from labeling.models.roles import ROLE_CAPABILITIES, Capability, Role, role_allows
 from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
 
 __all__ = [
@@ -41,6 +35,7 @@ __all__ = [
     "Capability",
     "ExportSnapshot",
     "ImmutableVersionError",
+    "ImportJob",
     "Item",
     "ItemCount",
     "ItemCounts",
@@ -52,6 +47,8 @@ __all__ = [
     "Organisation",
     "Project",
     "RankingEntry",
+    "RankingEntryManager",
+    "RankingRow",
     "Role",
     "SelectionReason",
     "Split",

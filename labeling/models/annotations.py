@@ -1,6 +1,16 @@
-"""Annotations (one per item and reviewer, enforced by the database) and adjudications."""
+"""Annotations (one per item and reviewer, enforced by the database) and adjudications, and the one rule for
+reading an answer in a taxonomy version.
+
+An answer is read in version V as: its ``labels`` if it was given in V, else its ``mapped_labels`` if a label
+migration mapped it onto V (and could determine it), else it is unreadable in V. ``answer_read_in`` is that rule
+over plain values (the hot readers fetch tuples, not instances), ``Annotation.labels_in_version`` is it on one
+instance, and ``answer_read_in_sql`` is it as a SQL expression. Exports, quality figures, training labels,
+adjudication and item history all read answers through one of the three.
+"""
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import models
@@ -8,6 +18,30 @@ from django.db.models import Q
 
 from labeling.models.queue import SelectionReason
 from learning.core.vocabulary import REASON_MAX_LENGTH
+
+# What ``answer_read_in`` says about an answer's source in the version asked about.
+GIVEN, MAPPED, UNREADABLE = "L", "M", "U"
+LabelsT = TypeVar("LabelsT")
+
+
+def answer_read_in(version_id: int | None, *, given_version_id: int | None, labels: LabelsT,
+                   mapped_version_id: int | None, mapped_labels: LabelsT | None) -> tuple[str, LabelsT | None]:
+    """(source, labels) of one answer read in ``version_id``: (GIVEN, labels), (MAPPED, mapped_labels) or
+    (UNREADABLE, None). The labels pass through untouched, so a caller may hand in JSON text or lists."""
+    if given_version_id == version_id:
+        return GIVEN, labels
+    if mapped_version_id == version_id and mapped_labels is not None:
+        return MAPPED, mapped_labels
+    return UNREADABLE, None
+
+
+def answer_read_in_sql(*, alias: str = "") -> str:
+    """``answer_read_in`` as a PostgreSQL expression: the source letter followed by the labels' JSON text ('L[..]',
+    'M[..]' or 'U'). It takes the version id as a query parameter twice; ``alias`` qualifies the columns."""
+    a = f"{alias}." if alias else ""
+    return (f"CASE WHEN {a}taxonomy_version_id = %s THEN '{GIVEN}' || {a}labels::text "
+            f"WHEN {a}mapped_taxonomy_version_id = %s AND {a}mapped_labels IS NOT NULL "
+            f"THEN '{MAPPED}' || {a}mapped_labels::text ELSE '{UNREADABLE}' END")
 
 
 class Annotation(models.Model):
@@ -54,6 +88,13 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"annotation {self.pk}: {self.labels}"
+
+    def labels_in_version(self, version_id: int | None) -> list[str] | None:
+        """This answer's label keys in ``version_id``'s terms, or None where it is unreadable there."""
+        _source, keys = answer_read_in(version_id, given_version_id=self.taxonomy_version_id, labels=self.labels,
+                                       mapped_version_id=self.mapped_taxonomy_version_id,
+                                       mapped_labels=self.mapped_labels)
+        return None if keys is None else list(keys)
 
 
 class Adjudication(models.Model):

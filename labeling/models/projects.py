@@ -1,4 +1,4 @@
-"""Organisations (optional), projects and per-project memberships with one role each."""
+"""Organisations (optional), projects and per-project memberships with one role each (labeling/models/roles.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from labeling.models.roles import Role
 from labeling.querysets import ProjectQuerySet
 
 if TYPE_CHECKING:
@@ -21,41 +22,6 @@ class Organisation(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class Role(models.TextChoices):
-    REVIEWER = "reviewer", "Reviewer"
-    POLICY_LEAD = "policy_lead", "Policy lead"
-    ML_ENGINEER = "ml_engineer", "ML engineer"
-    ADMIN = "admin", "Admin"
-
-
-class Capability(models.TextChoices):
-    VIEW = "view", "See the project and its guidelines"
-    LABEL = "label", "Take items from the queue and submit labels"
-    IMPORT = "import", "Import items and gold items"
-    EDIT_TAXONOMY = "edit_taxonomy", "Edit, publish and migrate the taxonomy"
-    ADJUDICATE = "adjudicate", "Decide disagreements"
-    VIEW_STATS = "view_stats", "See agreement, reviewer and prevalence figures"
-    EXPORT = "export", "Export training sets and model lineage"
-    MANAGE = "manage", "Change project settings and memberships"
-    REVEAL_PII = "reveal_pii", "Reveal the unmasked text of an item (audited)"
-    DELETE_ITEMS = "delete_items", "Hard-delete items on request (audited tombstone)"
-
-
-# The whole authorisation policy in one table; tests/labeling/api/test_authorisation.py walks it.
-ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
-    Role.REVIEWER: frozenset({Capability.VIEW, Capability.LABEL}),
-    # Reveal: leads decide policy on the hard cases and sometimes need the identifiers; every reveal is audited.
-    Role.POLICY_LEAD: frozenset({Capability.VIEW, Capability.LABEL, Capability.IMPORT, Capability.EDIT_TAXONOMY,
-                                 Capability.ADJUDICATE, Capability.VIEW_STATS, Capability.REVEAL_PII}),
-    Role.ML_ENGINEER: frozenset({Capability.VIEW, Capability.IMPORT, Capability.VIEW_STATS, Capability.EXPORT}),
-    Role.ADMIN: frozenset(Capability.values),
-}
-
-
-def role_allows(role: str, capability: str) -> bool:
-    return capability in ROLE_CAPABILITIES.get(role, frozenset())
 
 
 class Project(models.Model):

@@ -30,6 +30,7 @@ from labeling.models import (
     Project,
     TaxonomyVersion,
 )
+from labeling.models.annotations import answer_read_in
 
 # ---------------------------------------------------------------------------------------------------------------
 # The taxonomy and the answers, read once per request.
@@ -142,13 +143,9 @@ def _answers(project: Project, *, taxonomy: _Taxonomy | None = None, with_times:
         out.ids.append(row[0])
         out.items.append(row[1])
         out.reviewers.append(row[2])
-        version, mapped_version = row[4], row[6]
-        if version == current:
-            out.labels.append(decode(row[3]))
-        elif mapped_version == current and row[5] is not None:
-            out.labels.append(decode(row[5]))
-        else:
-            out.labels.append(None)
+        _source, text = answer_read_in(current, given_version_id=row[4], labels=row[3],
+                                       mapped_version_id=row[6], mapped_labels=row[5])
+        out.labels.append(None if text is None else decode(text))
         out.reasons.append(row[7])
         out.model_versions.append(row[8])
         out.inclusion.append(row[9])

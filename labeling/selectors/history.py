@@ -16,7 +16,6 @@ from typing import Any
 
 from labeling.models import Adjudication, Annotation, Item, Project, SelectionReason
 from labeling.services.privacy import mask_item, masker_for
-from labeling.services.taxonomy_migrations import labels_under_version
 
 _REASON_LABELS = dict(SelectionReason.choices)
 
@@ -40,9 +39,9 @@ def item_history(project: Project, item: Item) -> dict[str, Any]:
     current_id = current.pk if current is not None else None
     masker = masker_for(project)
     answers = []
-    for annotation in (Annotation.objects.filter(item=item).select_related("reviewer", "taxonomy_version")
+    for annotation in (Annotation.objects.filter(item=item).select_related("reviewer", "taxonomy_version", "lease")
                        .order_by("created_at", "id")):
-        in_current = labels_under_version(annotation, current_id) if current_id is not None else None
+        in_current = annotation.labels_in_version(current_id) if current_id is not None else None
         answers.append({
             "id": annotation.pk,
             "reviewer": annotation.reviewer.get_username(),
@@ -60,6 +59,9 @@ def item_history(project: Project, item: Item) -> dict[str, Any]:
             "model_version": annotation.model_version,
             "inclusion_probability": annotation.inclusion_probability,
             "suggestion_shown": annotation.suggestion_shown,
+            # Withheld on purpose (the project's suggestion hold-out, to measure automation bias), as opposed to no
+            # suggestion at all (no model yet, or the item not scored).
+            "suggestion_withheld": bool(annotation.lease is not None and annotation.lease.suggestion_hidden),
             "gold_correct": annotation.gold_correct,
         })
     shown: dict[str, Any] = {"masked": False, **mask_item(masker, {

@@ -63,7 +63,6 @@ from learning.core import vocabulary
 # Reasons whose picks are a probability sample of the then-unlabelled pool (learning/core/ranking.py).
 SAMPLE_REASONS = frozenset(reason.value for reason in vocabulary.SAMPLE_REASONS)
 FALLBACK_REASON = SelectionReason.FALLBACK_RANDOM.value
-DEFAULT_GOLD_MIN_ANSWERS = 5
 GOLD_ALERT_WINDOW = 50
 """The alert looks at each reviewer's latest this-many gold answers, so someone who improves stops being flagged."""
 MAX_TIMELINE_BUCKETS = 60
@@ -76,7 +75,7 @@ def _r(value: float | None) -> float | None:
 
 
 def gold_min_answers() -> int:
-    return int(getattr(settings, "SIFT_GOLD_MIN_ANSWERS", DEFAULT_GOLD_MIN_ANSWERS))
+    return int(settings.SIFT_GOLD_MIN_ANSWERS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

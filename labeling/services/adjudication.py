@@ -39,18 +39,19 @@ from labeling.models import (
     Project,
     role_allows,
 )
+from labeling.models.annotations import UNREADABLE, answer_read_in
 from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from labeling.services.labels import labels_validate
 from labeling.services.privacy import external_id_digest
 from learning import scheduling
 
-DEFAULT_SEVERITY_THRESHOLD = 4
 MAX_NOTE_CHARS = 10_000
 
 
 def severity_threshold() -> int:
     """Labels at or above this severity send their items to a lead (0 = none, so the floor is 1)."""
-    return max(1, int(getattr(settings, "SIFT_ADJUDICATION_SEVERITY", DEFAULT_SEVERITY_THRESHOLD)))
+    return max(1, settings.SIFT_ADJUDICATION_SEVERITY)
 
 
 def adjudication_reason(*, answers: list[tuple[int, tuple[str, ...]]],
@@ -69,11 +70,13 @@ def adjudication_reason(*, answers: list[tuple[int, tuple[str, ...]]],
 
 
 def _read_in_current(row: tuple[Any, ...], current_id: int | None) -> tuple[int, tuple[str, ...]]:
-    """An answer in the current taxonomy version where one is known, else as given (same rule as exports)."""
+    """An answer in the current taxonomy version where it is readable there (``answer_read_in``), else as given."""
     labels, version_id, mapped, mapped_version_id = row
-    if mapped is not None and mapped_version_id == current_id and version_id != current_id:
-        return mapped_version_id, tuple(sorted(mapped))
-    return version_id, tuple(sorted(labels))
+    source, keys = answer_read_in(current_id, given_version_id=version_id, labels=labels,
+                                  mapped_version_id=mapped_version_id, mapped_labels=mapped)
+    if source == UNREADABLE or keys is None or current_id is None:
+        return version_id, tuple(sorted(labels))
+    return current_id, tuple(sorted(keys))
 
 
 def _create(*, item: Item, reason: str, actor: Actor, note: str, answers: list[dict[str, Any]]) -> Adjudication:
@@ -154,7 +157,7 @@ ORDER BY a.id + 0
 # ``a.id + 0``: the answers of one item are a handful, found through the (item_id, reviewer_id) index and sorted.
 # Ordered by ``a.id`` itself, the planner may instead walk the whole primary key in order, filtering for the item,
 # whenever it believes the annotation table small (analysed while empty): one pass over every answer of the
-# database per finishing submit (tests/labeling/test_queue_plans.py, state stale_history_100k).
+# database per finishing submit (tests/labeling/services/test_queue_plans.py, state stale_history_100k).
 
 
 def _json(value: Any) -> Any:
@@ -222,9 +225,6 @@ def adjudication_open(*, actor: User, project: Project, external_id: str,
 def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, labels: Any,
                         note: str = "", revise: bool = False) -> Adjudication:
     """Record the lead's final answer for one adjudication of ``project``."""
-    # Imported here: annotations.py calls adjudication_sync_for_item, so a module-level import would be circular.
-    from labeling.services.annotations import labels_validate
-
     _require_lead(actor=actor, project=project)
     note = _clean_note(note)
     version = project.current_taxonomy_version

@@ -24,7 +24,7 @@ a fixed maximum number of iterations and a fixed tolerance on the mean log-likel
 observation; no randomness anywhere.
 
 Why our own ~80 lines instead of crowd-kit's ``DawidSkene`` (1.4.2 installs cleanly with our pins,
-and tests/labeling/test_aggregation.py uses it as the oracle our posteriors must match): crowd-kit
+and tests/labeling/services/test_aggregation.py uses it as the oracle our posteriors must match): crowd-kit
 works on a pandas DataFrame and joins/groups it several times per iteration. Measured on this machine
 for 1M annotations (500k items, 20 workers, 2 labels, integer ids): 208 MB RSS just to import it,
 444 MB peak during the fit, 8.2 s for 20 iterations; string ids cost more. Our exports must stay under

@@ -9,17 +9,25 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from labeling.models import Membership, Project, Role
+from labeling.models import Lease, Membership, Project, Role
 from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.credentials import tokens_revoke
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.taxonomy import taxonomy_publish_document
 from labeling.services.taxonomy_io import taxonomy_parse
 from learning.core.vocabulary import STRATEGY_CHOICES
+from learning.scheduling import embedder_names, request_retrain
 
 # "default" and every strategy the core registers (learning/core/vocabulary.py is the names' one home).
 KNOWN_STRATEGIES = STRATEGY_CHOICES
+
+
+def project_embedder_choices() -> tuple[str, ...]:
+    """The embedder names a project may choose, for the pages' forms (the frontend reaches learning only through
+    the services)."""
+    return embedder_names()
 
 
 def project_creation_allowed(user: Any) -> bool:
@@ -47,6 +55,9 @@ def project_create(*, actor: Actor, slug: str, name: str, taxonomy: Any,
     if strategy not in KNOWN_STRATEGIES:
         raise ValidationFailed(f"strategy: unknown strategy {strategy!r}; choose one of {', '.join(KNOWN_STRATEGIES)}",
                                field="strategy")
+    if "embedder" in settings and settings["embedder"] not in embedder_names():
+        raise ValidationFailed(f"embedder: unknown embedder {settings['embedder']!r}; choose one of "
+                               f"{', '.join(embedder_names())}", field="embedder")
     try:
         with transaction.atomic():
             project = Project.objects.create(
@@ -97,7 +108,8 @@ def membership_add(*, actor: Actor, project: Project, username: str, role: str,
 
 def membership_remove(*, actor: Actor, project: Project, username: str) -> None:
     """Take ``username`` out of ``project`` and revoke their API tokens (labeling/services/credentials.py says
-    why). Their leases in the project lapse at expiry like any other; the queue refuses a non-member's submit."""
+    why). Their open leases in the project are released at once, so the items go back to the queue for others
+    (the queue refuses a non-member's submit anyway); their answers stay."""
     with transaction.atomic():
         membership = (Membership.objects.select_for_update().select_related("user")
                       .filter(project=project, user__username=username).first())
@@ -107,8 +119,11 @@ def membership_remove(*, actor: Actor, project: Project, username: str) -> None:
         user = membership.user
         membership.delete()
         revoked = tokens_revoke(user=user)
+        released = Lease.objects.filter(project=project, reviewer=user, state=Lease.State.ACTIVE).update(
+            state=Lease.State.RELEASED, closed_at=timezone.now())
         audit_record(actor=actor, action="membership.remove", obj=project, project=project,
-                     data={"username": username, "role": role, "tokens_revoked": revoked})
+                     data={"username": username, "role": role, "tokens_revoked": revoked,
+                           "leases_released": released})
 
 
 def _set_validated_password(user: Any, password: str) -> None:
@@ -118,3 +133,50 @@ def _set_validated_password(user: Any, password: str) -> None:
     except DjangoValidationError as exc:
         raise ValidationFailed("password: " + " ".join(exc.messages), field="password") from exc
     user.set_password(password)
+
+
+# What the settings page may change after creation, and why the rest may not (shown beside the read-only fields).
+SETTINGS_MUTABLE = ("name", "description", "strategy", "exploration_rate", "gold_rate", "show_suggestions",
+                    "suggestion_holdout_rate", "lease_seconds", "seed_queries")
+SETTINGS_FIXED = {
+    "slug": "It is in every URL, API script and export file name; a new slug would break them.",
+    "overlap": "Each item's required answers were fixed when it was imported; a new overlap would leave the queue "
+               "counting old items one way and new ones another.",
+    "embedder": "Vectors, rankings and models are keyed by it; changing it would re-embed every item and retrain "
+                "from scratch, so it is an operator's decision (POST /api/projects/ sets it at creation).",
+    "taxonomy": "Labels change through versions on the taxonomy page (draft, preview, publish with migrations), "
+                "never in place.",
+}
+_LEARNING_SETTINGS = ("strategy", "exploration_rate", "seed_queries")
+
+
+def project_settings_update(*, actor: Actor, project: Project, changes: dict[str, Any]) -> list[str]:
+    """Apply ``changes`` (names of ``SETTINGS_MUTABLE`` only) to ``project``; returns the names that changed.
+
+    Each value is checked against the model's validators; one audit event records old and new values. A change to
+    the learning settings asks for a retrain, so the queue follows it without waiting for the next label."""
+    unknown = sorted(set(changes) - set(SETTINGS_MUTABLE))
+    if unknown:
+        raise ValidationFailed(f"{unknown[0]}: may not be changed here", field=unknown[0])
+    if "strategy" in changes and changes["strategy"] not in KNOWN_STRATEGIES:
+        raise ValidationFailed(f"strategy: unknown strategy {changes['strategy']!r}", field="strategy")
+    with transaction.atomic():
+        locked = Project.objects.select_for_update().get(pk=project.pk)
+        changed = {name: (getattr(locked, name), value) for name, value in changes.items()
+                   if getattr(locked, name) != value}
+        for name, (_old, value) in changed.items():
+            setattr(locked, name, value)
+        try:
+            locked.full_clean(exclude=[f.name for f in Project._meta.fields if f.name not in changed])
+        except DjangoValidationError as exc:
+            name, messages = next(iter(exc.message_dict.items()))
+            raise ValidationFailed(f"{name}: {' '.join(messages)}", field=name) from exc
+        if changed:
+            locked.save(update_fields=list(changed))
+            audit_record(actor=actor, action="project.settings", obj=locked, project=locked,
+                         data={name: {"from": old, "to": new} for name, (old, new) in changed.items()})
+            if any(name in _LEARNING_SETTINGS for name in changed):
+                request_retrain(project_id=locked.pk)
+    for name, (_old, value) in changed.items():
+        setattr(project, name, value)
+    return sorted(changed)

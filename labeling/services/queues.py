@@ -124,19 +124,26 @@ def _tables() -> dict[str, str]:
 # Gold items never come through these scans: they are mixed in at the project's gold_rate by gold_pick.
 # Index use on PostgreSQL: ``mine`` probes lease_reviewer_item (reviewer_id, item_id); ``done`` probes the unique
 # (item_id, reviewer_id) index of annotations; ``held`` probes the partial index lease_item_active.
+def _not_this_reviewers(item: str) -> str:
+    """"Not this reviewer's": the item (column ``item``) has no submitted or skipped lease of ``%(reviewer)s``, no
+    unexpired active one, and no annotation of theirs. The one spelling of the rule, used by every scan below, the
+    lease INSERT and the retry-after query (a template: ``{lease}``/``{annotation}`` are filled by ``_tables``)."""
+    return f"""NOT EXISTS (
+        SELECT 1 FROM {{lease}} mine
+        WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = {item}
+          AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
+    AND NOT EXISTS (
+        SELECT 1 FROM {{annotation}} done WHERE done.item_id = {item} AND done.reviewer_id + 0 = %(reviewer)s)"""  # noqa: S608 - constants
+
+
 _AVAILABLE = """
     i.n_done < i.n_required
     AND NOT i.is_gold
-    AND NOT EXISTS (
-        SELECT 1 FROM {lease} mine
-        WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
-          AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
-    AND NOT EXISTS (
-        SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id + 0 = %(reviewer)s)
+    AND """ + _not_this_reviewers("i.id") + """
     AND (SELECT COUNT(*) FROM {lease} held
          WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
         < i.n_required - i.n_done
-"""
+"""  # noqa: S608 - constant fragments only; every value is a query parameter
 # ``done.reviewer_id + 0``: the same test, spelled so that it is not an index condition, so the answers are probed by
 # item (the unique (item_id, reviewer_id) index, or the item's own index): a handful of rows. As a plain index
 # condition it let a planner that believed the table small walk every answer the reviewer ever gave, per candidate.
@@ -156,7 +163,7 @@ LIMIT %(batch)s {lock}
 # planner was free to drive from the items instead: with ``i.n_done < i.n_required`` matching the partial index
 # item_open_random, it scanned every open item of the project per checkout, 11.7 s at 2,000 items without
 # statistics and 3.8 s at 100k items after ANALYZE, while holding the scan's row locks;
-# tests/labeling/test_queue_plans.py.) ``i.project_id + 0`` keeps the project check from matching an index key.
+# tests/labeling/services/test_queue_plans.py.) ``i.project_id + 0`` keeps the project check from matching an index key.
 RANKING_SCAN_SQL = """
 SELECT c.id, c.external_id, c.text, c.meta,
        r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
@@ -228,13 +235,9 @@ WHERE i.id = %(item)s
   AND i.n_required - i.n_done > (
       SELECT COUNT(*) FROM {lease} held
       WHERE held.item_id = i.id AND held.state = 'active' AND held.expires_at > %(now)s)
-  AND NOT EXISTS (
-      SELECT 1 FROM {lease} mine
-      WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = i.id
-        AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
-  AND NOT EXISTS (SELECT 1 FROM {annotation} done WHERE done.item_id = i.id AND done.reviewer_id + 0 = %(reviewer)s)
+  AND """ + _not_this_reviewers("i.id") + """
 RETURNING id
-"""
+"""  # noqa: S608 - constant fragments only; every value is a query parameter
 
 # Serialises one reviewer's own checkouts (two tabs), and only theirs. Plain SQL: this runs on every checkout and
 # the ORM would compile the same query each time.
@@ -247,7 +250,7 @@ RETURNING id
 # preferred a bitmap scan of the project's open items plus a sort, or a sequential scan of the leases per
 # candidate: O(pool) or O(leases) where the walk is O(1). With both off, the only plans left are the index walks
 # (a Seq Scan is still possible as a last resort, with no index at all, which never happens on these tables).
-# tests/labeling/test_queue_plans.py checks the plans in every database state users meet.
+# tests/labeling/services/test_queue_plans.py checks the plans in every database state users meet.
 MEMBERSHIP_LOCK_SQL = """
 SELECT {planner_settings} FROM {membership} m
 WHERE m.project_id = %(project)s AND m.user_id = %(reviewer)s {membership_lock}
@@ -594,11 +597,7 @@ EARLIEST_HELD_ELSEWHERE_SQL = """
 SELECT MIN(l.expires_at) FROM {lease} l JOIN {item} i ON i.id = l.item_id
 WHERE l.project_id = %(project)s AND l.state = 'active' AND l.expires_at > %(now)s AND l.reviewer_id <> %(reviewer)s
   AND NOT i.is_gold AND i.n_done < i.n_required
-  AND NOT EXISTS (
-      SELECT 1 FROM {lease} mine WHERE mine.reviewer_id = %(reviewer)s AND mine.item_id = l.item_id
-        AND (mine.state IN ('submitted', 'skipped') OR (mine.state = 'active' AND mine.expires_at > %(now)s)))
-  AND NOT EXISTS (
-      SELECT 1 FROM {annotation} done WHERE done.item_id = l.item_id AND done.reviewer_id + 0 = %(reviewer)s)
+  AND """ + _not_this_reviewers("l.item_id") + """
 """
 
 

@@ -473,12 +473,10 @@ def annotation_map_forward(*, annotation: Annotation, current_version_id: int | 
 
 
 def labels_under_version(annotation: Annotation, version_id: int) -> list[str] | None:
-    """The annotation's answer in ``version_id``'s terms, or None if not determinable / not mapped there."""
-    if annotation.taxonomy_version_id == version_id:
-        return list(annotation.labels)
-    if annotation.mapped_taxonomy_version_id == version_id and annotation.mapped_labels is not None:
-        return list(annotation.mapped_labels)
-    return None
+    """The annotation's answer in ``version_id``'s terms, or None if not determinable / not mapped there.
+
+    Kept for its callers; the rule itself is ``Annotation.labels_in_version`` (labeling/models/annotations.py)."""
+    return annotation.labels_in_version(version_id)
 
 
 # --- Planning and applying over the annotation table ----------------------------------------------

@@ -40,7 +40,7 @@ the interval.
 ASSUMPTIONS, stated so they can be checked: y is the item's final answer (the lead's adjudication where
 one exists, else the share of its reviewers who gave the label), available for every labelled item; the
 frames are the pool minus earlier-labelled items; which picks reviewers reach does not depend on their
-answers. tests/labeling/test_prevalence_coverage.py simulates the whole loop through learning.core's
+answers. tests/labeling/selectors/test_prevalence_coverage.py simulates the whole loop through learning.core's
 ranking and checks coverage and bias.
 """
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from learning.core.classifiers import DEFAULT_C, DEFAULT_CLASS_WEIGHT, EmbeddingClassifier
     from learning.core.cold_start import can_fit
+    from learning.core.embedder_registry import get_embedder
     from learning.core.embedders import (
         Embedder,
         HashingEmbedder,
         SentenceTransformerEmbedder,
         content_hash,
-        get_embedder,
     )
     from learning.core.metrics import (
         area_under_curve,
@@ -43,7 +43,7 @@ _HOMES: dict[str, str] = {
     "DEFAULT_C": "classifiers", "DEFAULT_CLASS_WEIGHT": "classifiers", "EmbeddingClassifier": "classifiers",
     "can_fit": "cold_start",
     "Embedder": "embedders", "HashingEmbedder": "embedders", "SentenceTransformerEmbedder": "embedders",
-    "content_hash": "vocabulary", "get_embedder": "embedders",
+    "content_hash": "vocabulary", "get_embedder": "embedder_registry",
     "area_under_curve": "metrics", "average_precision": "metrics", "horvitz_thompson_total": "metrics",
     "labels_to_reach": "metrics", "macro_f1": "metrics",
     "DEFAULT_DEPTH": "ranking", "REASONS": "ranking", "EmptyPool": "ranking", "PoolExhausted": "ranking",

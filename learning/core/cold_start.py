@@ -86,6 +86,45 @@ def seed_query_neighbours(
     return candidates[flat[keep]], flat_sims[keep].astype(np.float32)
 
 
+SEEK_TRIES = 3
+"""How many labelled items nearer a class's guideline text than any unlabelled one it takes to stop seeking that
+class by its text: after three nearest neighbours that were all answered otherwise, its text does not find it."""
+
+
+def guideline_neighbours(
+    vectors: FloatArray,
+    candidates: IntArray,
+    labelled: IntArray,
+    class_vectors: FloatArray,
+    k: int,
+    *,
+    tries: int = SEEK_TRIES,
+) -> tuple[IntArray, FloatArray]:
+    """Up to ``k`` candidates nearest the guideline texts of classes still being sought (rows of
+    ``class_vectors``; an all-zero row means "no text"), round-robin across classes as ``seed_query_neighbours``.
+
+    Stateless give-up rule: a class stops being sought once ``tries`` labelled items are at least as near its
+    text as the nearest candidate -- the ranking has already put its best guesses in front of reviewers and
+    none came back as that class (else it would not be sought any more).
+    """
+    seeds = np.asarray(class_vectors, dtype=np.float32)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    labelled = np.asarray(labelled, dtype=np.int64)
+    has_text = np.abs(seeds).sum(axis=1) > 0
+    if k <= 0 or candidates.shape[0] == 0 or not has_text.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    seeds = seeds[has_text]
+    best = np.full(seeds.shape[0], -np.inf, dtype=np.float32)
+    for start in range(0, candidates.shape[0], SIMILARITY_CHUNK):
+        block = np.asarray(vectors[candidates[start : start + SIMILARITY_CHUNK]], dtype=np.float32)
+        np.maximum(best, (block @ seeds.T).max(axis=0), out=best)
+    if labelled.shape[0]:
+        lab_sims = np.asarray(vectors[labelled], dtype=np.float32) @ seeds.T
+        tried = (lab_sims >= best[None, :]).sum(axis=0)
+        seeds = seeds[tried < tries]
+    return seed_query_neighbours(vectors, candidates, seeds, k)
+
+
 def diverse_picks(
     vectors: FloatArray,
     candidates: IntArray,

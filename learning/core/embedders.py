@@ -200,36 +200,3 @@ class SentenceTransformerEmbedder:
                 embeddings = model(features)["sentence_embedding"]
                 out[rows] = embeddings.float().numpy()
         return l2_normalise(out)
-
-
-# Project.embedder / --embedder values. "minilm" is the reference; "static" is the fast tier
-# (learning/core/static_embedder.py); "hashing" is for tests and smoke runs, not a semantic model.
-EMBEDDER_NAMES = ("minilm", "static", "hashing")
-
-# Pools at least this large default to the fast tier (``recommended_embedder``). MiniLM embeds 100-200 short texts a
-# second on two cores: 100k items is 10-15 minutes of embedding before the first ranking, and 1M is hours; the
-# static tier does 1M in about a minute with AP within a point of MiniLM on our spam sets (bench/embedding.py).
-STATIC_DEFAULT_FROM = 100_000
-
-
-def recommended_embedder(pool_size: int) -> str:
-    """The embedder a new project of about ``pool_size`` items should use: MiniLM below ``STATIC_DEFAULT_FROM``
-    (best vectors, affordable), the static tier from there on (embedding time would otherwise dominate)."""
-    return "static" if pool_size >= STATIC_DEFAULT_FROM else "minilm"
-
-
-def get_embedder(name: str, *, model_cache_dir: str | Path | None = None) -> Embedder:
-    """The embedder for a project setting or CLI flag (one of ``EMBEDDER_NAMES``).
-
-    ``model_cache_dir`` is where the static tier keeps its distilled table (default: see
-    ``static_embedder.default_model_cache_dir``).
-    """
-    if name == "minilm":
-        return SentenceTransformerEmbedder()
-    if name == "static":
-        from learning.core.static_embedder import StaticEmbedder
-
-        return StaticEmbedder(model_cache_dir)
-    if name == "hashing":
-        return HashingEmbedder()
-    raise ValueError(f"unknown embedder {name!r}; expected one of {', '.join(EMBEDDER_NAMES)}")

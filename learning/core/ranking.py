@@ -44,8 +44,11 @@ from learning.core.strategies import (
     effective_exploitation_share,
     get_strategy,
     minority_scores,
+    per_class_top,
     prevalence_estimate,
     rarity_scores,
+    round_robin_by_group,
+    seeking_share,
     top_k,
     uncertainty_scores,
 )
@@ -158,6 +161,7 @@ def rank_pool(
     exploration_phase: float | None = None,
     depth: int = DEFAULT_DEPTH,
     random_state: RandomState = None,
+    class_vectors: FloatArray | None = None,
 ) -> Ranking:
     """Rank the unlabelled part of a pool.
 
@@ -174,6 +178,8 @@ def rank_pool(
                       None draws it uniformly from ``random_state`` (what the worker and simulation do).
     depth:            how many positions to produce (fewer if fewer items are unlabelled).
     random_state:     seed or Generator for every random choice (exploration draws, k-means, random fill).
+    class_vectors:    (C, d) embedded guideline text per proba column (all-zero rows for classes without one):
+                      where the strategy seeks unseen classes (``seek_share``), it looks near these first.
     """
     spec = get_strategy(strategy) if isinstance(strategy, str) else strategy
     rate = spec.exploration_rate if exploration_rate is None else float(exploration_rate)
@@ -227,8 +233,13 @@ def rank_pool(
     else:
         assert model_scores is not None
         picks, pick_scores, pick_reasons = _model_positions(
-            vectors, proba, model_scores, remaining, n_model, spec, class_counts, multi_label
-        )
+            vectors, proba, model_scores, remaining, n_model, spec, class_counts, multi_label,
+            labelled=labelled, seed_vectors=seed_vectors,
+        )  # fmt: skip
+        if spec.seek_share > 0 and class_counts is not None:
+            picks, pick_scores, pick_reasons = _with_seeking(
+                vectors, picks, pick_scores, pick_reasons, remaining, labelled, spec, class_counts, class_vectors, rng
+            )
 
     indices = np.empty(n, dtype=np.int64)
     scores = np.zeros(n, dtype=np.float32)
@@ -291,6 +302,94 @@ def _cold_start_positions(
     return merged, scores, reasons
 
 
+def _with_seeking(
+    vectors: FloatArray,
+    picks: IntArray,
+    scores: FloatArray,
+    reasons: np.ndarray,
+    remaining: IntArray,
+    labelled: IntArray,
+    spec: StrategySpec,
+    class_counts: Sequence[float] | np.ndarray,
+    class_vectors: FloatArray | None,
+    rng: np.random.Generator,
+) -> tuple[IntArray, FloatArray, np.ndarray]:
+    """Give ``seeking_share`` of the model positions (evenly, the first included) to items that may belong to a
+    class with no label yet: near an unseen class's guideline text first, then k-means picks from clusters no
+    labelled item covers. The model's own picks keep their order in the other positions."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    k = picks.shape[0]
+    share = seeking_share(spec, counts)
+    n_seek = int(leading_slots(k, share).sum()) if share > 0 else 0
+    if n_seek == 0:
+        return picks, scores, reasons
+    # The seek picks come from what the model did not pick; in a pool too small for that, also from the model's
+    # last picks, which then give way.
+    pool = remaining[~np.isin(remaining, picks)]
+    if pool.shape[0] < n_seek:
+        pool = remaining[~np.isin(remaining, picks[: k - n_seek])]
+    near = np.zeros(0, dtype=np.int64)
+    near_scores = np.zeros(0, dtype=np.float32)
+    if class_vectors is not None:
+        unseen = np.asarray(class_vectors, dtype=np.float32)[counts <= 0]
+        near, near_scores = cold_start.guideline_neighbours(vectors, pool, labelled, unseen, n_seek)
+    rest = pool[~np.isin(pool, near)]
+    div, div_scores = cold_start.diverse_picks(vectors, rest, labelled, n_seek - near.shape[0], random_state=rng)
+    seek = np.concatenate([near, div])
+    seek_scores = np.concatenate([near_scores, div_scores]).astype(np.float32)
+    seek_reasons = np.array([Reason.SEED_QUERY.value] * near.shape[0] + [Reason.COLD_START_DIVERSE.value]
+                            * div.shape[0], dtype=_REASON_DTYPE)
+    keep = np.flatnonzero(~np.isin(picks, seek))[: k - seek.shape[0]]
+    model_part, scores, reasons = picks[keep], scores[keep], reasons[keep]
+    merged, from_seek = _interleave(seek, model_part, share, k)
+    out_scores = np.empty(merged.shape[0], dtype=np.float32)
+    out_reasons = np.empty(merged.shape[0], dtype=_REASON_DTYPE)
+    out_scores[from_seek] = seek_scores[: int(from_seek.sum())]
+    out_reasons[from_seek] = seek_reasons[: int(from_seek.sum())]
+    out_scores[~from_seek] = scores[: int((~from_seek).sum())]
+    out_reasons[~from_seek] = reasons[: int((~from_seek).sum())]
+    return merged, out_scores, out_reasons
+
+
+def _with_search(
+    vectors: FloatArray,
+    proba: FloatArray,
+    exploit: IntArray,
+    remaining: IntArray,
+    labelled: IntArray | None,
+    seed_vectors: FloatArray | None,
+    prevalence: Float64Array,
+    share: float,
+) -> IntArray:
+    """Replace an even ``share`` of the exploitation picks (the first kept) by a search near what is known of
+    the rarest class: the unlabelled items nearest the labelled items the model puts in it, and nearest the
+    seed queries, round-robin. The model's most-likely picks stall once the positives that look like the ones
+    found are used up; the neighbours of each found positive and of each seed keep the search going there."""
+    n = exploit.shape[0]
+    n_search = int(leading_slots(n, share).sum()) if n else 0
+    if n_search == 0:
+        return exploit
+    seen = np.flatnonzero(prevalence > 0)
+    rarest = int(seen[np.argmin(prevalence[seen])]) if seen.shape[0] else int(np.argmin(prevalence))
+    anchors: list[FloatArray] = []
+    if labelled is not None and labelled.shape[0]:
+        found = labelled[np.asarray(proba[labelled, rarest]) >= 0.5]
+        if found.shape[0]:
+            anchors.append(np.asarray(vectors[found], dtype=np.float32))
+    if seed_vectors is not None and len(seed_vectors) > 0:
+        anchors.append(np.asarray(seed_vectors, dtype=np.float32))
+    if not anchors:
+        return exploit
+    model_part = exploit[: n - n_search]
+    pool = remaining[~np.isin(remaining, model_part)]
+    near, _ = cold_start.seed_query_neighbours(vectors, pool, np.concatenate(anchors), n_search)
+    merged, _ = _interleave(near, np.concatenate([model_part, exploit[n - n_search :]]), share, n)
+    # The model's later picks fill in if the search found fewer than asked; no item twice.
+    _, first = np.unique(merged, return_index=True)
+    out: IntArray = merged[np.sort(first)]
+    return out
+
+
 def _model_positions(
     vectors: FloatArray,
     proba: FloatArray,
@@ -300,6 +399,9 @@ def _model_positions(
     spec: StrategySpec,
     class_counts: Sequence[float] | np.ndarray | None,
     multi_label: bool,
+    *,
+    labelled: IntArray | None = None,
+    seed_vectors: FloatArray | None = None,
 ) -> tuple[IntArray, FloatArray, np.ndarray]:
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, dtype=_REASON_DTYPE)
@@ -315,20 +417,38 @@ def _model_positions(
         if spec.exploit_rule == "prevalence":
             prevalence = prevalence_estimate(proba[remaining], counts, multi_label=multi_label)
         share = effective_exploitation_share(spec, counts, prevalence, multi_label=multi_label)
+    balanced = spec.class_balance and not multi_label and proba.shape[1] > 2 and class_counts is not None
+    fewest_first = np.zeros(0, dtype=np.int64)
+    if balanced:
+        # Seen classes, fewest labels first (ties by column): the order both balanced compositions follow.
+        c = np.asarray(class_counts, dtype=np.float64)
+        seen = np.flatnonzero(c > 0)
+        fewest_first = seen[np.lexsort((seen, c[seen]))].astype(np.int64)
     if share > 0:
         assert counts is not None
         exploit_scores = rarity_scores(proba, prevalence) if prevalence is not None else minority_scores(proba, counts)
         n_exploit = int(leading_slots(k, share).sum())
-        exploit = _pick(vectors, exploit_scores, remaining, n_exploit, spec.diversity_threshold, None)
+        if balanced:
+            exploit = per_class_top(proba, remaining, fewest_first, n_exploit)
+            exploit_scores = proba.max(axis=1).astype(np.float32)
+        else:
+            exploit = _pick(vectors, exploit_scores, remaining, n_exploit, spec.diversity_threshold, None)
+            if spec.search_share > 0 and prevalence is not None:
+                exploit = _with_search(vectors, proba, exploit, remaining, labelled, seed_vectors, prevalence,
+                                       spec.search_share)
     rest = remaining[~np.isin(remaining, exploit)] if exploit.shape[0] else remaining
-    uncertain = _pick(
-        vectors,
-        model_scores,
-        rest,
-        k - exploit.shape[0],
-        spec.diversity_threshold,
-        exploit if exploit.shape[0] else None,
-    )
+    if balanced:
+        predicted = np.argmax(proba, axis=1).astype(np.int64)
+        uncertain = round_robin_by_group(model_scores, predicted, rest, fewest_first, k - exploit.shape[0])
+    else:
+        uncertain = _pick(
+            vectors,
+            model_scores,
+            rest,
+            k - exploit.shape[0],
+            spec.diversity_threshold,
+            exploit if exploit.shape[0] else None,
+        )
     merged, from_exploit = _interleave(exploit, uncertain, share, k)
     scores = np.where(from_exploit, exploit_scores[merged], model_scores[merged]).astype(np.float32)
     reasons = np.where(from_exploit, Reason.EXPLOITATION.value, Reason.UNCERTAINTY.value).astype(_REASON_DTYPE)

@@ -25,9 +25,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from learning.core import cold_start
-from learning.core._types import FloatArray
+from learning.core._types import BoolArray, FloatArray
 from learning.core.classifiers import EmbeddingClassifier
 from learning.core.embedders import Embedder
+from learning.core.hierarchy import TreeClassifier
+from learning.core.label_errors import detect_label_errors, flip_answers, found_in_first
 from learning.core.metrics import (
     average_precision_indicator,
     label_indicator,
@@ -36,6 +38,7 @@ from learning.core.metrics import (
 )
 from learning.core.ranking import rank_pool
 from learning.core.strategies import StrategySpec, get_strategy
+from learning.core.taxonomy import Taxonomy
 from learning.core.vector_cache import embed_with_cache
 
 
@@ -168,7 +171,9 @@ def subset(items: Items, rows: Sequence[int] | np.ndarray) -> Items:
                  None if items.label_sets is None else [items.label_sets[i] for i in rows])
 
 
-def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | None) -> tuple[float, float]:
+def _evaluate(
+    model: EmbeddingClassifier | TreeClassifier, data: SimulationData, positive: str | None
+) -> tuple[float, float]:
     proba = model.predict_proba(data.test_vectors)
     classes = list(model.classes_)
     truth = label_indicator(data.test.key_sets(), classes)
@@ -179,7 +184,11 @@ def _evaluate(model: EmbeddingClassifier, data: SimulationData, positive: str | 
     return macro_f1(data.test.labels, predicted.tolist(), data.classes), ap
 
 
-def _classifier(data: SimulationData, seed: int, params: Mapping[str, Any]) -> EmbeddingClassifier:
+def _classifier(data: SimulationData, seed: int, params: Mapping[str, Any],
+                taxonomy: Taxonomy | None = None) -> EmbeddingClassifier | TreeClassifier:
+    """The flat model, or the tree model where a taxonomy with parents is given (``hierarchy.TreeClassifier``)."""
+    if taxonomy is not None and len(taxonomy.leaf_keys) < len(taxonomy.keys):
+        return TreeClassifier(taxonomy=taxonomy, classes=data.classes, random_state=seed, **dict(params))
     return EmbeddingClassifier(classes=data.classes, multi_label=data.pool.multi_label, random_state=seed,
                                **dict(params))
 
@@ -209,11 +218,22 @@ def run_simulation(
     seed_vectors: FloatArray | None = None,
     exploration_rate: float | None = None,
     classifier_params: Mapping[str, Any] | None = None,
+    label_noise: float = 0.0,
+    class_vectors: FloatArray | None = None,
+    taxonomy: Taxonomy | None = None,
 ) -> dict[str, Any]:
-    """Run the active-learning loop and return CONTRACT.md's curve JSON (as a dict)."""
+    """Run the active-learning loop and return CONTRACT.md's curve JSON (as a dict).
+
+    ``class_vectors`` (guideline text per class) go to the ranking; ``taxonomy`` (with parents) makes every
+    round's model a ``hierarchy.TreeClassifier``. ``label_noise`` > 0 makes the oracle wrong on that share of
+    the pool (``noisy_oracle``); the models train on its answers, the test split stays clean, and the result
+    gains ``label_noise`` (``label_noise_report``).
+    """
     spec = get_strategy(strategy) if isinstance(strategy, str) else strategy
     if initial < 1 or batch_size < 1 or budget < initial:
         raise ValueError("need initial >= 1, batch_size >= 1 and budget >= initial")
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(f"--label-noise must be in [0, 1), got {label_noise}")
     if positive is not None and positive not in data.classes:
         raise ValueError(f"--positive {positive!r} is not a label in the data ({', '.join(data.classes)})")
     n_pool = len(data.pool.labels)
@@ -223,6 +243,12 @@ def run_simulation(
     # Row i, column c: pool item i carries class c (the oracle's answers, as the class counts need them).
     pool_truth = label_indicator(data.pool.key_sets(), data.classes)
     positive_column = data.classes.index(positive) if positive is not None else None
+    oracle = data.pool.answers(range(n_pool))
+    flipped = np.zeros(n_pool, dtype=bool)
+    if label_noise > 0:
+        noisy, flipped = noisy_oracle(data, label_noise, seed)
+        oracle = noisy
+        pool_truth = label_indicator([frozenset((a,)) for a in noisy], data.classes)
 
     labelled: list[int] = []
     out_labels: list[int] = []
@@ -232,18 +258,19 @@ def run_simulation(
     params = dict(classifier_params or {})
 
     while True:
-        answers = data.pool.answers(labelled)
+        answers = [oracle[i] for i in labelled]
         proba = None
         counts = None
         if labelled:
-            model = _classifier(data, seed, params)
+            model = _classifier(data, seed, params, taxonomy)
             model.fit(data.pool_vectors[labelled], answers)
             f1, ap = _evaluate(model, data, positive)
             out_labels.append(len(labelled))
             out_f1.append(f1)
             out_ap.append(ap)
             if positive_column is not None:
-                out_pos.append(int(pool_truth[labelled, positive_column].sum()))
+                # Items truly in the positive class, whatever the (noisy) oracle answered.
+                out_pos.append(sum(positive in keys for keys in data.pool.answers(labelled)))
             if cold_start.can_fit(answers, multi_label=multi_label):
                 proba = model.predict_proba(data.pool_vectors)
                 counts = pool_truth[labelled].sum(axis=0).astype(np.int64)
@@ -262,11 +289,14 @@ def run_simulation(
             exploration_rate=exploration_rate,
             depth=want,
             random_state=rng,
+            class_vectors=class_vectors,
         )
         labelled.extend(int(i) for i in ranking.indices)
 
     result: dict[str, Any] = {
         "strategy": spec.name if not isinstance(strategy, str) else strategy,
+        # What ran: "default" above is an alias that changes when the measurements pick a new default.
+        "strategy_used": spec.name,
         "seed": seed,
         "n_pool": n_pool,
         "n_test": len(data.test.labels),
@@ -276,7 +306,49 @@ def run_simulation(
     }
     if positive is not None:
         result["positives_found"] = out_pos
+    if label_noise > 0:
+        result["label_noise"] = label_noise_report(data, labelled, [str(oracle[i]) for i in labelled], flipped,
+                                                   label_noise, seed, params)
     return result
+
+
+NOISE_STREAM = 0x5EED_401
+"""Mixed into the seed for the noisy oracle's draws, so that which answers are wrong does not depend on (or
+disturb) the strategy's random choices."""
+
+
+def noisy_oracle(data: SimulationData, rate: float, seed: int) -> tuple[list[str], BoolArray]:
+    """The file's answer for every pool item, wrong for a ``rate`` share of them (chosen with ``seed``): a wrong
+    answer is another class drawn in proportion to the classes' pool shares, as a hurried reviewer confuses an
+    item with a common class more often than with a rare one. Returns (answers, flipped) over the pool."""
+    if data.pool.multi_label:
+        raise ValueError("--label-noise needs a single-label file: a multi-label answer has no one wrong class")
+    shares = [data.pool.labels.count(c) for c in data.classes]
+    return flip_answers(data.pool.labels, data.classes, rate, random_state=np.random.default_rng([seed, NOISE_STREAM]),
+                        weights=shares)
+
+
+def label_noise_report(
+    data: SimulationData,
+    labelled: Sequence[int],
+    answers: Sequence[str],
+    flipped: BoolArray,
+    rate: float,
+    seed: int,
+    classifier_params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """CONTRACT.md's ``label_noise`` block: the detector ranks the labelled items by how likely their answer is
+    wrong, and we count the flipped answers among the first ``flipped`` and ``2 x flipped`` of that ranking."""
+    rows = np.asarray(labelled, dtype=np.int64)
+    wrong = flipped[rows]
+    n_flipped = int(wrong.sum())
+    found = {"1x": 0, "2x": 0}
+    if n_flipped and len(set(answers)) >= 2:
+        ranking = detect_label_errors(data.pool_vectors[rows], answers, data.classes, random_state=seed,
+                                      classifier_params=classifier_params)
+        found = {"1x": found_in_first(ranking.order, wrong, n_flipped),
+                 "2x": found_in_first(ranking.order, wrong, 2 * n_flipped)}
+    return {"rate": rate, "labelled": int(rows.shape[0]), "flipped": n_flipped, "found_in_first": found}
 
 
 def read_seed_queries(path: str | Path) -> list[str]:

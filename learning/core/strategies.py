@@ -9,6 +9,7 @@ chose it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,6 +57,20 @@ class StrategySpec:
                         inclusion probabilities (Horvitz-Thompson prevalence estimates need them).
     cold_start:         before a model can be fitted: "diverse" (seed-query neighbours, then k-means picks)
                         or "random" (the classic random initial set).
+    class_balance:      on a taxonomy of more than two classes, compose each batch across classes: the
+                        exploitation picks go round-robin over the seen classes, fewest labels first, each taking
+                        its most probable unpicked item (``per_class_top``), and the uncertainty picks go
+                        round-robin over the predicted classes, each taking its most uncertain item
+                        (``round_robin_by_group``). With two classes it changes nothing.
+    seek_share:         the most of the model's positions spent seeking classes that have no label yet, scaled
+                        by the share of the taxonomy's classes still unseen (``seeking_share``): near a class's
+                        guideline text where the taxonomy has one, else k-means picks from regions no labelled
+                        item covers. It fades to 0 once every class has a label (two-class data: after the
+                        cold start).
+    search_share:       the share of the exploitation picks (two-class and "prevalence" exploitation) that go
+                        to the unlabelled items nearest the positives found so far and the seed queries,
+                        round-robin: it keeps finding rare positives that do not look like the model's current
+                        idea of one (``ranking._with_search``).
     """
 
     name: str
@@ -66,8 +81,15 @@ class StrategySpec:
     diversity_threshold: float | None = None
     exploration_rate: float = DEFAULT_EXPLORATION_RATE
     cold_start: ColdStart = "diverse"
+    class_balance: bool = False
+    seek_share: float = 0.0
+    search_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.search_share <= 1.0:
+            raise ValueError(f"search_share must be in [0, 1], got {self.search_share}")
+        if not 0.0 <= self.seek_share <= 1.0:
+            raise ValueError(f"seek_share must be in [0, 1], got {self.seek_share}")
         if not 0.0 <= self.exploitation_share <= 1.0:
             raise ValueError(f"exploitation_share must be in [0, 1], got {self.exploitation_share}")
         if not 0.0 <= self.exploration_rate <= 1.0:
@@ -80,6 +102,9 @@ class StrategySpec:
 
 DEFAULT_EXPLOITATION_SHARE = 0.5
 DEFAULT_DIVERSITY_THRESHOLD = 0.9
+DEFAULT_SEEK_SHARE = 0.3
+"""At most 30% of the model's positions seek unseen classes, scaled by the share of classes still unseen (R52:
+about 0.3 x 40/52 after the cold start); 0 on two-class data once the model can be fitted."""
 
 STRATEGIES: dict[str, StrategySpec] = {
     spec.name: spec
@@ -93,6 +118,9 @@ STRATEGIES: dict[str, StrategySpec] = {
             "margin",
             exploitation_share=DEFAULT_EXPLOITATION_SHARE,
             diversity_threshold=DEFAULT_DIVERSITY_THRESHOLD,
+            # Many-class parts (issue #22, docs/al_curves.md "R52"): inert on two classes by construction.
+            class_balance=True,
+            seek_share=DEFAULT_SEEK_SHARE,
         ),
     )
 }
@@ -169,6 +197,60 @@ def effective_exploitation_share(
         return spec.exploitation_share * float(np.clip(1.0 - balance, 0.0, 1.0))
     equal_share = float(seen.sum()) / seen.shape[0]
     return spec.exploitation_share if float(seen.min()) < spec.exploit_below_balance * equal_share else 0.0
+
+
+def seeking_share(spec: StrategySpec, class_counts: FloatArray | np.ndarray) -> float:
+    """The share of model positions to spend seeking unseen classes now: ``spec.seek_share`` x the share of the
+    taxonomy's classes (``class_counts`` entries) that have no label yet."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    if spec.seek_share == 0.0 or counts.shape[0] == 0:
+        return 0.0
+    return float(spec.seek_share * float((counts <= 0).sum()) / counts.shape[0])
+
+
+def per_class_top(proba: FloatArray, candidates: IntArray, class_order: IntArray | Sequence[int], k: int) -> IntArray:
+    """Up to ``k`` candidates, round-robin over the classes in ``class_order``: each class's most probable
+    candidate (column of ``proba``), then each class's second, ...; an item already taken by an earlier turn is
+    skipped. Ties go to the lower pool index. O(C x N) with argpartition, no per-item Python loop."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    order = [int(c) for c in class_order]
+    k = min(int(k), candidates.shape[0])
+    if k <= 0 or not order:
+        return np.zeros(0, dtype=np.int64)
+    table = np.full((len(order), k), -1, dtype=np.int64)
+    for row, c in enumerate(order):
+        best = top_k(np.ascontiguousarray(np.asarray(proba)[:, c]), candidates, k)
+        table[row, : best.shape[0]] = best
+    flat = table.T.reshape(-1)  # column-major: every class's first, then every class's second, ...
+    flat = flat[flat >= 0]
+    _, first = np.unique(flat, return_index=True)
+    out: IntArray = flat[np.sort(first)][:k]
+    return out
+
+
+def round_robin_by_group(
+    scores: FloatArray, groups: IntArray, candidates: IntArray, group_order: IntArray | Sequence[int], k: int
+) -> IntArray:
+    """Up to ``k`` candidates, round-robin over groups: the best-scored candidate of each group in
+    ``group_order``, then each group's second best, ... (``groups[i]`` is pool item i's group; groups not in
+    ``group_order`` come after those that are, by group id). Ties go to the lower pool index."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    k = min(int(k), candidates.shape[0])
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    group = np.asarray(groups, dtype=np.int64)[candidates]
+    n_groups = int(max(group.max(initial=0), max((int(g) for g in group_order), default=0))) + 1
+    rank = np.full(n_groups, len(group_order), dtype=np.int64) + np.arange(n_groups)
+    for r, g in enumerate(group_order):
+        rank[int(g)] = r
+    cand_scores = np.asarray(scores, dtype=np.float32)[candidates]
+    by_group = np.lexsort((candidates, -cand_scores, rank[group]))
+    grouped = rank[group][by_group]
+    starts = np.r_[0, np.flatnonzero(np.diff(grouped)) + 1]
+    within = np.arange(grouped.shape[0]) - np.repeat(starts, np.diff(np.r_[starts, grouped.shape[0]]))
+    order = np.lexsort((grouped, within))[:k]
+    out: IntArray = candidates[by_group[order]]
+    return out
 
 
 def _binary_columns_uncertainty(proba: FloatArray, measure: Measure) -> FloatArray:

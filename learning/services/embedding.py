@@ -7,7 +7,7 @@ NOTHING: one vector survives, nothing fails.
 
 SPREADING ONE PROJECT OVER SEVERAL WORKERS
 ==========================================
-A project's embed job is claimed by one run at a time (learning/scheduling.py), so a run that embedded
+A project's embed job is claimed by one run at a time (learning/jobs.py), so a run that embedded
 everything itself would keep a second worker idle. When more than ``SIFT_EMBED_CHUNK`` items are pending, the
 claimed run only lists the pending ids and sends one ``sift.learning.embed_items`` task per chunk of ids (the
 ``embedding`` queue), then releases its claim; every idle worker takes a chunk. A small backlog (one chunk or
@@ -44,7 +44,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from labeling.models import Item, ItemCount, Project
-from learning import scheduling
+from learning import jobs
 from learning.core import Embedder, content_hash, get_embedder
 from learning.models import Embedding, LearningJob
 
@@ -131,7 +131,7 @@ def project_has_pending(*, project_id: int, embedder_name: str) -> bool:
 
 
 def _chunk_size() -> int:
-    return max(1, int(getattr(settings, "SIFT_EMBED_CHUNK", 1024)))
+    return max(1, settings.SIFT_EMBED_CHUNK)
 
 
 def _send_chunk(project_id: int, item_ids: list[int]) -> None:
@@ -182,16 +182,16 @@ class EmbedResult:
 def project_embed_items(*, project_id: int, batch_size: int | None = None, owner: str = "") -> EmbedResult:
     """Embed every item of the project whose content hash has no vector for the project's embedder.
 
-    Claims the project's embed job (learning/scheduling.py), embeds in batches of ``batch_size`` distinct
+    Claims the project's embed job (learning/jobs.py), embeds in batches of ``batch_size`` distinct
     hashes, committing each, then asks for a retrain (which gives a cold-start ranking before any label) when
     this pass embedded something or was requested by an import. ``owner`` is the Celery task id (see
     ``model_version_train``); a background heartbeat keeps the claim fresh while a batch is being embedded.
     """
     started = time.perf_counter()
-    job = scheduling.claim(kind=LearningJob.Kind.EMBED, project_id=project_id, owner=owner)
+    job = jobs.claim(kind=LearningJob.Kind.EMBED, project_id=project_id, owner=owner)
     if job is None:
         return EmbedResult(skipped=True)
-    size: int = batch_size if batch_size is not None else int(getattr(settings, "SIFT_EMBED_BATCH", 256))
+    size: int = batch_size if batch_size is not None else settings.SIFT_EMBED_BATCH
     embedded = batches = 0
     error = ""
     completed = False
@@ -206,13 +206,13 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None, owner
         if len(pending) > chunk:
             # Spread over every idle worker; the chunks bump the generation and ask for the retrain themselves.
             chunks = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
-            # Sent at once, as scheduling.release sends a follow-up: the ids are committed and no transaction is open.
+            # Sent at once, as jobs.release sends a follow-up: the ids are committed and no transaction is open.
             for ids in chunks:
                 _send_chunk(project_id, ids)
             logger.info("project %s: %d items to embed, sent as %d chunks", project_id, len(pending), len(chunks))
             return EmbedResult(batches=len(chunks), seconds=time.perf_counter() - started, dispatched=len(pending))
         # A batch of a slow embedder can outlast the stale time: the claim is refreshed in the background.
-        with scheduling.heartbeating(job):
+        with jobs.heartbeating(job):
             after_id = 0
             while True:
                 rows = _missing_batch(project_id, embedder.name, after_id, size)
@@ -226,7 +226,7 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None, owner
                     store_vectors(embedder_name=embedder.name, hashes=list(texts), vectors=vectors)
                 embedded += len(texts)
                 batches += 1
-                if not scheduling.heartbeat(job):
+                if not jobs.heartbeat(job):
                     error = "claim lost (taken over as stale); stopped after a committed batch"
                     logger.warning("embed run for project %s lost its claim; stopping", project_id)
                     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started)
@@ -235,11 +235,11 @@ def project_embed_items(*, project_id: int, batch_size: int | None = None, owner
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        scheduling.release(job, error=error, completed=completed and (embedded > 0 or job.requested))
+        jobs.release(job, error=error, completed=completed and (embedded > 0 or job.requested))
     retrain = completed and (embedded > 0 or job.requested)
     if retrain:
         # The pool changed (new vectors, or new items whose texts were cached already): rank it again.
-        scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
+        jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id)
     logger.info("embedded %d texts for project %s in %d batches", embedded, project_id, batches)
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)
@@ -257,7 +257,7 @@ def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: i
     if embedder_setting is None:
         return EmbedResult(seconds=time.perf_counter() - started)
     embedder = embedder_for(embedder_setting)
-    size: int = batch_size if batch_size is not None else int(getattr(settings, "SIFT_EMBED_BATCH", 256))
+    size: int = batch_size if batch_size is not None else settings.SIFT_EMBED_BATCH
     embedded = batches = 0
     ids = sorted({int(i) for i in item_ids})
     for start in range(0, len(ids), size):
@@ -276,7 +276,7 @@ def items_embed_chunk(*, project_id: int, item_ids: Sequence[int], batch_size: i
         batches += 1
     retrain = False
     if embedded and not project_has_pending(project_id=project_id, embedder_name=embedder.name):
-        retrain = scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id) or True
+        retrain = jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project_id) or True
     logger.info("chunk of project %s: embedded %d of %d items", project_id, embedded, len(ids))
     return EmbedResult(embedded=embedded, batches=batches, seconds=time.perf_counter() - started,
                        retrain_requested=retrain)
@@ -433,6 +433,6 @@ def vectors_preload(*, project_id: int, path: Path) -> int:
     with transaction.atomic():
         store_vectors(embedder_name=name, hashes=[hashes[i] for i in rows], vectors=vectors[rows])
         _bump_generation(project_id)
-        scheduling.request_embedding(project_id=project_id)
+        jobs.request(kind=LearningJob.Kind.EMBED, project_id=project_id)
     logger.info("project %s: %d precomputed %s vectors stored from %s", project_id, len(rows), name, path.name)
     return len(rows)

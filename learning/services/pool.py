@@ -30,6 +30,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 
 from labeling.models import Adjudication, Annotation, Item
+from labeling.models.annotations import answer_read_in
 from learning.models import Embedding
 
 # Reasons whose picks are uniform random draws from the pool with a recorded inclusion probability: the
@@ -106,7 +107,7 @@ def load_pool(*, project_id: int, embedder_name: str, generation: str | None = N
         return Pool(ids, ~np.isin(ids, _unrankable_ids(project_id)), vectors)
     pool = _in_id_order(_load_pool_copy(project_id, embedder_name) if connection.vendor == "postgresql"
                         else _load_pool_cursor(project_id, embedder_name))
-    limit = int(getattr(settings, "SIFT_POOL_CACHE_PROJECTS", 2))
+    limit = settings.SIFT_POOL_CACHE_PROJECTS
     if generation is not None and limit > 0 and len(pool):
         _POOL_CACHE[key] = (generation, pool)
         _POOL_CACHE.move_to_end(key)
@@ -243,11 +244,9 @@ def load_labels(*, project_id: int, taxonomy_version_id: int, leaf_keys: Sequenc
     out = LabelSet()
     matched = 0
     for item_id, labels, version_id, mapped, mapped_version_id, reason, inclusion in rows.iterator(chunk_size=5000):
-        if mapped_version_id == taxonomy_version_id and mapped is not None:
-            keys = mapped
-        elif version_id == taxonomy_version_id:
-            keys = labels
-        else:  # defensive: the filter above only returns rows under (or mapped onto) the version
+        _source, keys = answer_read_in(taxonomy_version_id, given_version_id=version_id, labels=labels,
+                                       mapped_version_id=mapped_version_id, mapped_labels=mapped)
+        if keys is None:  # mapped onto the version but not determinable there
             continue
         matched += 1
         per_item.setdefault(item_id, []).append([str(k) for k in (keys or [])])

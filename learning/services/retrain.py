@@ -50,7 +50,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from labeling.models import Adjudication, Annotation, Label, LabelCounter, Project, RankingEntry, TaxonomyVersion
-from learning import scheduling
+from learning import jobs
 from learning.core import (
     DEFAULT_C,
     DEFAULT_CLASS_WEIGHT,
@@ -61,10 +61,11 @@ from learning.core import (
     get_strategy,
     rank_pool,
 )
+from learning.jobs import Claim
 from learning.models import LearningJob, ModelVersion
-from learning.scheduling import Claim
 from learning.services.embedding import embedder_for, vectors_for_texts
 from learning.services.evaluation import model_metrics
+from learning.services.guidelines import guideline_texts, guideline_vectors
 from learning.services.pool import LabelSet, Pool, load_labels, load_pool
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class _Config:
     multi_label: bool
     leaf_keys: tuple[str, ...]
     seed_queries: tuple[str, ...]
+    guidelines: tuple[str, ...]
     show_suggestions: bool
     max_depth: int
     cold_start_depth: int
@@ -128,9 +130,10 @@ def _config(project: Project) -> _Config:
         multi_label=version.multi_label,
         leaf_keys=taxonomy.leaf_keys,
         seed_queries=seeds,
+        guidelines=guideline_texts(taxonomy_version_id=version.pk, leaf_keys=taxonomy.leaf_keys),
         show_suggestions=bool(project.show_suggestions),
-        max_depth=int(getattr(settings, "SIFT_RANKING_MAX_DEPTH", 200_000)),
-        cold_start_depth=int(getattr(settings, "SIFT_COLD_START_DEPTH", 200)),
+        max_depth=settings.SIFT_RANKING_MAX_DEPTH,
+        cold_start_depth=settings.SIFT_COLD_START_DEPTH,
     )
 
 
@@ -205,24 +208,24 @@ def model_version_train(*, project_id: int, owner: str = "") -> RetrainResult:
     """Retrain ``project_id`` and switch its queue to the new ranking (see the module docstring).
 
     ``owner`` is the Celery task id of the delivery: a redelivery of a message whose run died takes its claim over
-    (learning/scheduling.py). The claim is kept fresh by a background heartbeat for the whole run.
+    (learning/jobs.py). The claim is kept fresh by a background heartbeat for the whole run.
     """
-    job = scheduling.claim(kind=LearningJob.Kind.RETRAIN, project_id=project_id, owner=owner)
+    job = jobs.claim(kind=LearningJob.Kind.RETRAIN, project_id=project_id, owner=owner)
     if job is None:
         return RetrainResult(outcome="busy")
     error = ""
     try:
-        with scheduling.heartbeating(job):
+        with jobs.heartbeating(job):
             return _train(job)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        scheduling.release(job, error=error, completed=not error)
+        jobs.release(job, error=error, completed=not error)
 
 
 def _check(job: Claim) -> None:
-    if not scheduling.heartbeat(job):
+    if not jobs.heartbeat(job):
         raise LostClaim(f"retrain of project {job.project_id} lost its claim")
 
 
@@ -333,6 +336,10 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
     seed_vectors = None
     if model is None and config.seed_queries:
         seed_vectors = vectors_for_texts(config.seed_queries, embedder_for(config.embedder_setting))
+    class_vectors = None
+    if model is not None and class_counts is not None and (class_counts <= 0).any() and any(config.guidelines):
+        # Unseen classes are sought near their guideline text (strategies with a seek_share; learning/core).
+        class_vectors = guideline_vectors(config.guidelines, embedder_for(config.embedder_setting))
     n_rankable = int(pool.rankable.sum())
     depth = min(config.max_depth if model is not None else config.cold_start_depth, n_rankable)
     ranking = None
@@ -344,6 +351,7 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
                 pool.vectors, labelled_indices=np.flatnonzero(~pool.rankable), strategy=config.strategy,
                 proba=proba, class_counts=class_counts, multi_label=config.multi_label, seed_vectors=seed_vectors,
                 exploration_rate=config.exploration_rate, depth=depth, random_state=seed,
+                class_vectors=class_vectors,
             )
         except PoolExhausted:
             ranking = None
@@ -402,8 +410,7 @@ def _write_ranking(job: Claim, config: _Config, ranking_version: int, pool: Pool
                    proba: np.ndarray | None, classes: list[str], has_model: bool) -> int:
     if ranking is None or len(ranking) == 0:
         return 0
-    batch = int(getattr(settings, "SIFT_RANKING_WRITE_BATCH", 10_000))
-    pause = float(getattr(settings, "SIFT_TEST_RETRAIN_WRITE_PAUSE", 0.0))
+    batch = settings.SIFT_RANKING_WRITE_BATCH
     item_ids = pool.item_ids[ranking.indices]
     if has_model and proba is not None and config.show_suggestions:
         top = np.argmax(proba[ranking.indices], axis=1)
@@ -422,8 +429,6 @@ def _write_ranking(job: Claim, config: _Config, ranking_version: int, pool: Pool
             suggested_confidences=confidence[start:stop] if confidence is not None else None,
         )
         _check(job)
-        if pause:
-            time.sleep(pause)  # test-only (crash-safety test): widens the window a SIGKILL lands in
     return written
 
 

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry
-from labeling.querysets import RankingRow
+from labeling.models import Annotation, AuditEvent, Item, Lease, Project, RankingEntry, RankingRow
 from tests.browser import log_in, wait_js
 from tests.factories import ItemFactory, ProjectFactory, member
 

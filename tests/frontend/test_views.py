@@ -114,8 +114,12 @@ def test_role_without_label_capability_gets_no_label_link(cast: dict[str, Any]) 
 @pytest.mark.parametrize(("role", "links"), [
     ("reviewer", ["/projects/sms/guidelines/"]),
     ("policy_lead", ["/projects/sms/guidelines/", "/projects/sms/taxonomy/", "/projects/sms/dashboard/",
-                     "/projects/sms/adjudication/"]),
-    ("ml_engineer", ["/projects/sms/guidelines/", "/projects/sms/dashboard/"]),
+                     "/projects/sms/adjudication/", "/projects/sms/models/", "/projects/sms/import/"]),
+    ("ml_engineer", ["/projects/sms/guidelines/", "/projects/sms/dashboard/", "/projects/sms/models/",
+                     "/projects/sms/import/", "/projects/sms/export/"]),
+    ("admin", ["/projects/sms/guidelines/", "/projects/sms/taxonomy/", "/projects/sms/dashboard/",
+               "/projects/sms/adjudication/", "/projects/sms/models/", "/projects/sms/import/",
+               "/projects/sms/export/", "/projects/sms/members/", "/projects/sms/settings/"]),
 ])
 def test_project_page_links_follow_the_role(cast: dict[str, Any], role: str, links: list[str]) -> None:
     client = logged_in(cast["users"][role])
@@ -158,8 +162,9 @@ def test_project_list_query_count_does_not_grow_with_projects(
     client = logged_in(reviewer)
     ItemFactory.create_batch(2, project=cast["project"])
     # session + user, then projects, item-count ledger, active models, my-annotations aggregate, the embed jobs'
-    # states and one grouped count of embedded items (per embedder, for the projects whose figure is not cached).
-    with django_assert_num_queries(8):
+    # states and one grouped count of embedded items (per embedder, for the projects whose figure is not cached),
+    # and the caller's user and group permissions (may they create projects: the "New project" button).
+    with django_assert_num_queries(10):
         client.get("/")
     for n in range(4):
         project = ProjectFactory(slug=f"extra-{n}")
@@ -168,7 +173,7 @@ def test_project_list_query_count_does_not_grow_with_projects(
         ModelVersion.objects.create(project=project, version=1, status="active", fingerprint="fp",
                                     embedder="hashing-v1-384", strategy="margin_exploit")
     # ... plus one grouped count of the labels newer than each active model.
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(11):
         body = client.get("/").content.decode()
     assert len(re.findall(r'data-project="([^"]+)"', body)) == 5
 

@@ -2,8 +2,8 @@
 
 A monitor thread checks the ranking invariant (learning/services/retrain.py) in one statement, i.e. one
 snapshot, every few milliseconds for the whole test: the version the project points at holds exactly the
-``n_ranked`` rows its model version promises. The worker pauses between batches
-(``SIFT_TEST_RETRAIN_WRITE_PAUSE``) so the kill reliably lands mid-write.
+``n_ranked`` rows its model version promises. The worker pauses after each batch (``write_pause``: the pause
+is patched into the worker process by tests/learning/paused_worker.py) so the kill reliably lands mid-write.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from django.db import connection, connections
 
 from labeling.models import Project, RankingEntry
-from learning import scheduling
+from learning import jobs
 from learning.models import LearningJob, ModelVersion
 from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ProjectFactory, UserFactory
@@ -26,8 +26,8 @@ from tests.learning.worker_harness import Worker, purge_broker, redis_available,
 pytestmark = [pytest.mark.worker, pytest.mark.postgres, pytest.mark.slow]
 
 STALE_SECONDS = 8
+WRITE_PAUSE = 0.3
 WORKER_ENV = {
-    "SIFT_TEST_RETRAIN_WRITE_PAUSE": "0.3",
     "SIFT_RANKING_WRITE_BATCH": "50",
     "SIFT_LEARNING_STALE_SECONDS": str(STALE_SECONDS),
     "SIFT_LEARNING_HEARTBEAT_SECONDS": "1",
@@ -92,10 +92,10 @@ def test_sigkill_mid_write_never_activates_a_partial_ranking(broker: None, setti
         annotate(items[i], reviewer, [labels[i]])
     monitor = Monitor(project.pk)
     monitor.start()
-    first = Worker(**WORKER_ENV)
+    first = Worker(write_pause=WRITE_PAUSE, **WORKER_ENV)
     try:
         # v1 completes: 580 open items in 12 batches.
-        scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
+        jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
         v1 = wait_until(lambda: ModelVersion.objects.filter(project=project, version=1, status="active").first(),
                         timeout=180, what="v1 to activate", worker=first)
         assert v1.n_ranked == 580
@@ -104,12 +104,12 @@ def test_sigkill_mid_write_never_activates_a_partial_ranking(broker: None, setti
         extra = [i for i in range(600) if i not in set(spam + ham)][:10]
         for i in extra:
             annotate(items[i], reviewer, [labels[i]])
-        scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
+        jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
         wait_until(lambda: RankingEntry.objects.filter(project=project, ranking_version=2).count() >= 150,
                    timeout=180, what="v2 to be half-written", worker=first)
         first.kill()
         # The dead run's claim is still fresh: a request now only raises the flag (no message, no second run).
-        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is False
+        assert jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is False
         assert LearningJob.objects.get(project=project, kind=LearningJob.Kind.RETRAIN).dirty is True
     finally:
         first.stop()
@@ -121,11 +121,11 @@ def test_sigkill_mid_write_never_activates_a_partial_ranking(broker: None, setti
     assert RankingEntry.objects.filter(project=project, ranking_version=1).count() == 580
 
     # Once the claim is stale, the next request enqueues and a new worker takes over.
-    second = Worker(**WORKER_ENV)
+    second = Worker(write_pause=WRITE_PAUSE, **WORKER_ENV)
     try:
         annotate(items[next(i for i in range(600) if i not in set(spam + ham + extra))], reviewer, ["ham"])
         time.sleep(STALE_SECONDS + 1)
-        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
+        assert jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
         v3 = wait_until(lambda: ModelVersion.objects.filter(project=project, version=3, status="active").first(),
                         timeout=180, what="v3 to activate", worker=second)
     finally:
@@ -165,9 +165,10 @@ def test_a_retrain_redelivered_after_its_pool_child_is_sigkilled_takes_the_claim
         annotate(items[i], reviewer, [labels[i]])
     monitor = Monitor(project.pk)
     monitor.start()
-    worker = Worker(pool="prefork", **{**WORKER_ENV, "SIFT_LEARNING_STALE_SECONDS": str(stale)})
+    worker = Worker(pool="prefork", write_pause=WRITE_PAUSE,
+                    **{**WORKER_ENV, "SIFT_LEARNING_STALE_SECONDS": str(stale)})
     try:
-        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
+        assert jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
         wait_until(lambda: RankingEntry.objects.filter(project=project, ranking_version=1).count() >= 150,
                    timeout=180, what="v1 to be half-written", worker=worker)
         job = LearningJob.objects.get(project=project, kind=LearningJob.Kind.RETRAIN)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from config.celery import app
+from learning import jobs
 from learning.core import HashingEmbedder
 from learning.models import Embedding, LearningJob
 from learning.services import embedding as embedding_module
@@ -108,10 +109,8 @@ def test_texts_cached_by_another_project_are_not_embedded_again(db: Any, embedde
 
 def test_a_run_finds_the_claim_taken_and_does_nothing(project: Any, embedder: CountingEmbedder,
                                                       sent: list[str]) -> None:
-    from learning import scheduling
-
     add_items(project, ["a", "b"])
-    held = scheduling.claim(kind=LearningJob.Kind.EMBED, project_id=project.pk)
+    held = jobs.claim(kind=LearningJob.Kind.EMBED, project_id=project.pk)
     assert held is not None
     assert project_embed_items(project_id=project.pk).skipped is True
     assert embedder.calls == []
@@ -121,13 +120,12 @@ def test_a_run_finds_the_claim_taken_and_does_nothing(project: Any, embedder: Co
 def test_an_import_of_cached_texts_still_asks_for_a_ranking(project: Any, embedder: CountingEmbedder,
                                                             sent: list[str]) -> None:
     """New items whose texts already have vectors change the pool: the requested pass bumps the generation."""
-    from learning import scheduling
 
     add_items(project, ["x", "y"])
     project_embed_items(project_id=project.pk)
     sent.clear()
     add_items(project, ["x"], prefix="again")  # same text, new item: nothing to embed
-    scheduling.signal(kind=LearningJob.Kind.EMBED, project_id=project.pk)  # what the importer's request does
+    jobs.signal(kind=LearningJob.Kind.EMBED, project_id=project.pk)  # what the importer's request does
     result = project_embed_items(project_id=project.pk)
     assert (result.embedded, result.retrain_requested) == (0, True)
     assert LearningJob.objects.get(project=project, kind=LearningJob.Kind.EMBED).generation == 2

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from labeling.models import Adjudication, Label, Project, RankingEntry, TaxonomyVersion
-from labeling.querysets import RankingRow
+from labeling.models import Adjudication, Label, Project, RankingEntry, RankingRow, TaxonomyVersion
 from learning.services import pool as pool_module
 from learning.services.pool import PoolFormatError, decode_binary_copy, load_labels, load_pool
 from tests.conftest import SMS_TAXONOMY

@@ -11,9 +11,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from config.celery import app
-from labeling.models import Annotation, Item, Project, RankingEntry
-from labeling.querysets import RankingEntryManager, RankingRow
-from learning import scheduling
+from labeling.models import Annotation, Item, Project, RankingEntry, RankingEntryManager, RankingRow
+from learning import jobs
 from learning.models import LearningJob, ModelVersion
 from learning.services import model_version_train
 from learning.services import retrain as retrain_module
@@ -254,7 +253,7 @@ def test_a_killed_workers_attempt_is_abandoned_and_cleaned_up(db: Any, settings:
     _label(items, 10)
     model_version_train(project_id=project.pk)
     # What a SIGKILL mid-write leaves: a live-looking claim, a "training" row and part of its ranking.
-    dead = scheduling.claim(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
+    dead = jobs.claim(kind=LearningJob.Kind.RETRAIN, project_id=project.pk)
     assert dead is not None
     ModelVersion.objects.create(project=project, version=2, fingerprint="dead", embedder="hashing-v1-384",
                                 strategy="margin_exploit")
@@ -287,7 +286,7 @@ def test_a_run_that_lost_its_claim_does_not_activate(db: Any, monkeypatch: pytes
 
     def write_then_lose(*a: Any, **k: Any) -> int:
         n = original(*a, **k)
-        monkeypatch.setattr(scheduling, "heartbeat", taken_over_before_switch)
+        monkeypatch.setattr(jobs, "heartbeat", taken_over_before_switch)
         return n
 
     monkeypatch.setattr(retrain_module, "_write_ranking", write_then_lose)

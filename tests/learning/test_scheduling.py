@@ -1,4 +1,4 @@
-"""The coalescing of learning requests (learning/scheduling.py): bursts, runs, follow-ups, lost signals, outages."""
+"""Coalesced learning requests (learning/scheduling.py, learning/jobs.py): bursts, runs, follow-ups, lost signals."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerDown
 
 from config.celery import app
-from learning import scheduling
+from learning import jobs
 from learning.models import LearningJob, ModelVersion
 from learning.scheduling import request_embedding, request_retrain
 from tests.conftest import SMS_TAXONOMY
@@ -90,7 +90,7 @@ def test_requests_during_a_run_give_exactly_one_follow_up(project: Any, sent: li
                                                          django_capture_on_commit_callbacks: Any) -> None:
     _submit_like(project.pk, django_capture_on_commit_callbacks)
     assert len(sent) == 1
-    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    run = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert run is not None and run.requested is True
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     assert (job.dirty, job.queued_at, job.running_token) == (False, None, run.token)
@@ -102,24 +102,24 @@ def test_requests_during_a_run_give_exactly_one_follow_up(project: Any, sent: li
     assert LearningJob.objects.get(project=project, kind=RETRAIN).dirty is True
 
     # The run ends: exactly one follow-up, and the flag stays up for it to clear.
-    assert scheduling.release(run, completed=True) is True
+    assert jobs.release(run, completed=True) is True
     assert len(sent) == 2
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     assert (job.dirty, job.running_token, job.generation) == (True, None, 1)
 
     # The follow-up runs with nothing new arriving: no third message.
-    follow_up = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    follow_up = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert follow_up is not None
-    assert scheduling.release(follow_up, completed=True) is False
+    assert jobs.release(follow_up, completed=True) is False
     assert len(sent) == 2
     assert LearningJob.objects.get(project=project, kind=RETRAIN).dirty is False
 
 
 def test_a_second_delivery_during_a_run_does_nothing(project: Any, sent: list[Any]) -> None:
-    first = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    first = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert first is not None
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)
-    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None
+    jobs.signal(kind=RETRAIN, project_id=project.pk)
+    assert jobs.claim(kind=RETRAIN, project_id=project.pk) is None
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     # The duplicate did not clear the flag the live run has not seen.
     assert (job.dirty, job.running_token) == (True, first.token)
@@ -173,7 +173,7 @@ def test_broker_down_logs_leaves_the_flag_and_never_runs_inline(
 
     monkeypatch.setattr(app, "send_task", down)
     monkeypatch.setattr("learning.services.retrain.model_version_train", must_not_run)
-    with caplog.at_level("ERROR", logger="learning.scheduling"):
+    with caplog.at_level("ERROR", logger="learning.jobs"):
         _submit_like(project.pk, django_capture_on_commit_callbacks)
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     assert (job.dirty, job.queued_at, job.running_token) == (True, None, None)
@@ -182,52 +182,52 @@ def test_broker_down_logs_leaves_the_flag_and_never_runs_inline(
     # The broker is back: the periodic sweep enqueues it, once.
     calls: list[str] = []
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **_o: calls.append(name))
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 1}
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 0}
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 1}
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 0}
     assert calls == ["sift.learning.retrain_project"]
 
 
 def test_a_stale_claim_is_taken_over_and_the_old_run_notices(project: Any, sent: list[Any],
                                                             settings: Any) -> None:
     settings.SIFT_LEARNING_STALE_SECONDS = 60
-    old = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    old = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert old is not None
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)
+    jobs.signal(kind=RETRAIN, project_id=project.pk)
     assert sent == []  # a live run: no message
     LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)
+    jobs.signal(kind=RETRAIN, project_id=project.pk)
     assert len(sent) == 1  # the silent run is presumed dead
-    new = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    new = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert new is not None and new.token != old.token
-    assert scheduling.heartbeat(old) is False
-    assert scheduling.heartbeat(new) is True
-    scheduling.release(old, error="late")  # must not drop the new owner's claim
+    assert jobs.heartbeat(old) is False
+    assert jobs.heartbeat(new) is True
+    jobs.release(old, error="late")  # must not drop the new owner's claim
     assert LearningJob.objects.get(project=project, kind=RETRAIN).running_token == new.token
 
 
 def test_a_lost_message_is_re_sent_after_the_queued_cutoff(project: Any, sent: list[Any], settings: Any) -> None:
     settings.SIFT_LEARNING_QUEUED_STALE_SECONDS = 600
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)
+    jobs.signal(kind=RETRAIN, project_id=project.pk)
+    jobs.signal(kind=RETRAIN, project_id=project.pk)
     assert len(sent) == 1
     LearningJob.objects.filter(project=project).update(queued_at=timezone.now() - timedelta(seconds=601))
-    assert scheduling.sweep()["enqueued"] == 1
+    assert jobs.sweep()["enqueued"] == 1
     assert len(sent) == 2
 
 
 def test_sweep_flags_labels_whose_signal_was_lost(project: Any, sent: list[Any]) -> None:
     item = ItemFactory(project=project)
     annotate(item, UserFactory(username="rev"), ["spam"])  # committed, but no request reached the scheduler
-    assert scheduling.sweep() == {"flagged": 1, "enqueued": 1}
+    assert jobs.sweep() == {"flagged": 1, "enqueued": 1}
     assert [name for name, _, _ in sent] == ["sift.learning.retrain_project"]
     # Already flagged and queued: the next sweep adds nothing.
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 0}
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 0}
     # A model that has seen the label settles it for good.
     newest = item.annotations.get().pk
     ModelVersion.objects.create(project=project, version=1, fingerprint="x", max_annotation_id=newest,
                                 embedder="hashing-v1-384", strategy="margin", status=ModelVersion.Status.ACTIVE)
     LearningJob.objects.filter(project=project).update(dirty=False, queued_at=None)
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 0}
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 0}
 
 
 def test_embedding_requests_coalesce_on_their_own_row(project: Any, sent: list[Any],
@@ -242,7 +242,7 @@ def test_embedding_requests_coalesce_on_their_own_row(project: Any, sent: list[A
 
 
 def test_unknown_project_is_ignored(db: Any, sent: list[Any]) -> None:
-    assert scheduling.signal(kind=RETRAIN, project_id=987654) is False
+    assert jobs.signal(kind=RETRAIN, project_id=987654) is False
     assert sent == []
     assert LearningJob.objects.count() == 0
 
@@ -257,7 +257,7 @@ def test_concurrent_requests_from_many_threads_send_one_message(postgres_only: N
         try:
             barrier.wait()
             for _ in range(10):
-                scheduling.signal(kind=RETRAIN, project_id=project.pk)
+                jobs.signal(kind=RETRAIN, project_id=project.pk)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -275,17 +275,17 @@ def test_concurrent_requests_from_many_threads_send_one_message(postgres_only: N
 
 def test_a_request_while_a_message_is_pending_writes_nothing(project: Any, sent: list[Any]) -> None:
     """Dirty with a fresh queued_at: the skip reads the row and leaves it alone (no UPDATE of the hot job row)."""
-    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert jobs.signal(kind=RETRAIN, project_id=project.pk) is True
     before = LearningJob.objects.values("dirty", "queued_at", "requested_at").get(project=project, kind=RETRAIN)
     with CaptureQueriesContext(connection) as queries:
-        assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is False
+        assert jobs.signal(kind=RETRAIN, project_id=project.pk) is False
     assert [q["sql"].split()[0] for q in queries.captured_queries] == ["SELECT"]
     assert LearningJob.objects.values("dirty", "queued_at", "requested_at").get(project=project, kind=RETRAIN) == before
     assert len(sent) == 1
     # Once a run has claimed (dirty and queued_at cleared), the next request must set the flag again.
-    claim = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    claim = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert claim is not None
-    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is False  # a live run: flag only, no send
+    assert jobs.signal(kind=RETRAIN, project_id=project.pk) is False  # a live run: flag only, no send
     assert LearningJob.objects.values_list("dirty", flat=True).get(project=project, kind=RETRAIN) is True
 
 
@@ -294,22 +294,22 @@ def test_a_stalled_run_that_resumes_still_sends_its_follow_up_at_release(project
     """Issue 14: a delivery that finds the resumed run busy consumed the message; the release must not wait for
     the queued cutoff (15 minutes) before sending the follow-up."""
     settings.SIFT_LEARNING_STALE_SECONDS = 60
-    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    run = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert run is not None
     # The run stalls past the stale cutoff; a request on the strength of it sends a message.
     LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
-    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert jobs.signal(kind=RETRAIN, project_id=project.pk) is True
     assert len(sent) == 1
     # The run resumes (its heartbeat still matches its token) before the message is delivered.
-    assert scheduling.heartbeat(run) is True
-    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None  # the delivery: busy
+    assert jobs.heartbeat(run) is True
+    assert jobs.claim(kind=RETRAIN, project_id=project.pk) is None  # the delivery: busy
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     assert (job.dirty, job.queued_at, job.running_token) == (True, None, run.token)
     assert len(sent) == 1  # busy: nothing sent yet, the live run will
     # The run ends: the follow-up goes at once.
-    assert scheduling.release(run, completed=True) is True
+    assert jobs.release(run, completed=True) is True
     assert len(sent) == 2
-    follow_up = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    follow_up = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert follow_up is not None and follow_up.requested is True
 
 
@@ -318,20 +318,20 @@ def test_a_run_releasing_between_a_busy_claim_and_its_clear_still_gets_a_follow_
 ) -> None:
     """The other interleaving: the release's enqueue sees queued_at still set, so the busy delivery sends."""
     settings.SIFT_LEARNING_STALE_SECONDS = 60
-    run = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    run = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert run is not None
     LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=61))
-    assert scheduling.signal(kind=RETRAIN, project_id=project.pk) is True
-    assert scheduling.heartbeat(run) is True
-    real = scheduling.consumed_while_busy
+    assert jobs.signal(kind=RETRAIN, project_id=project.pk) is True
+    assert jobs.heartbeat(run) is True
+    real = jobs.consumed_while_busy
     released: list[bool] = []
 
     def release_first(**kwargs: Any) -> bool:
-        released.append(scheduling.release(run, completed=True))  # the live run ends right here
+        released.append(jobs.release(run, completed=True))  # the live run ends right here
         return real(**kwargs)
 
-    monkeypatch.setattr(scheduling, "consumed_while_busy", release_first)
-    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None
+    monkeypatch.setattr(jobs, "consumed_while_busy", release_first)
+    assert jobs.claim(kind=RETRAIN, project_id=project.pk) is None
     assert released == [False]  # the release could not send: queued_at was still set
     assert len(sent) == 2  # the busy delivery sent the follow-up instead
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
@@ -342,25 +342,25 @@ def test_a_run_releasing_between_a_busy_claim_and_its_clear_still_gets_a_follow_
 def test_a_redelivery_of_the_same_message_takes_over_its_dead_run_claim_at_once(project: Any, sent: list[Any]) -> None:
     """Issue 14: a message redelivered after its run was SIGKILLed finds the claim fresh; the same task id says the
     holder is gone, so it takes the claim over instead of being acked as "busy"."""
-    dead = scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="task-1")
+    dead = jobs.claim(kind=RETRAIN, project_id=project.pk, owner="task-1")
     assert dead is not None
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)  # a label during the dead run: flag only
+    jobs.signal(kind=RETRAIN, project_id=project.pk)  # a label during the dead run: flag only
     assert sent == []
     # Another message (another task id) still finds the claim live.
-    assert scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="task-2") is None
+    assert jobs.claim(kind=RETRAIN, project_id=project.pk, owner="task-2") is None
     assert LearningJob.objects.get(project=project, kind=RETRAIN).running_token == dead.token
     # The redelivery of task-1 takes it over, fresh as it is, and sees the flag.
-    again = scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="task-1")
+    again = jobs.claim(kind=RETRAIN, project_id=project.pk, owner="task-1")
     assert again is not None and again.token != dead.token and again.requested is True
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     assert (job.running_token, job.running_owner, job.dirty, job.runs) == (again.token, "task-1", False, 2)
-    assert scheduling.heartbeat(dead) is False  # the dead run, were it only frozen, would stop at its next check
-    scheduling.release(again, completed=True)
+    assert jobs.heartbeat(dead) is False  # the dead run, were it only frozen, would stop at its next check
+    jobs.release(again, completed=True)
     assert LearningJob.objects.values_list("running_token", "running_owner").get(pk=job.pk) == (None, "")
     # A call outside Celery (no owner) never matches an empty owner of a live claim.
-    manual = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    manual = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert manual is not None
-    assert scheduling.claim(kind=RETRAIN, project_id=project.pk) is None
+    assert jobs.claim(kind=RETRAIN, project_id=project.pk) is None
 
 
 @pytest.mark.django_db(transaction=True)
@@ -369,10 +369,10 @@ def test_the_background_heartbeat_keeps_a_claim_fresh_while_the_run_is_inside_on
 ) -> None:
     settings.SIFT_LEARNING_HEARTBEAT_SECONDS = 0.05
     project = ProjectFactory(slug="beat", taxonomy=SMS_TAXONOMY)
-    run = scheduling.claim(kind=RETRAIN, project_id=project.pk, owner="t")
+    run = jobs.claim(kind=RETRAIN, project_id=project.pk, owner="t")
     assert run is not None
     started = LearningJob.objects.values_list("running_since", flat=True).get(project=project, kind=RETRAIN)
-    with scheduling.heartbeating(run):
+    with jobs.heartbeating(run):
         # The run's own thread does nothing here (a long fit); the claim is refreshed all the same.
         deadline = time.monotonic() + 30
         while LearningJob.objects.values_list("running_since", flat=True).get(project=project) == started:
@@ -381,7 +381,7 @@ def test_the_background_heartbeat_keeps_a_claim_fresh_while_the_run_is_inside_on
     assert not [t for t in threading.enumerate() if t.name == f"sift-claim-retrain-{project.pk}"]
     # Taken over (say, as stale after a freeze): the beat notices and stops on its own, leaving the new claim alone.
     LearningJob.objects.filter(project=project).update(running_token="someone-else")
-    with scheduling.heartbeating(run):
+    with jobs.heartbeating(run):
         beater = next(t for t in threading.enumerate() if t.name == f"sift-claim-retrain-{project.pk}")
         beater.join(timeout=30)
         assert not beater.is_alive()

@@ -98,7 +98,7 @@ def test_a_transient_database_error_is_retried_and_a_bug_is_not(project: Any, mo
     assert result.get()["outcome"] == "noop"
     assert calls["n"] == 3
     # Every attempt names the same task id as the claim's owner: a retry may take over a claim its failed
-    # attempt could not release (learning/scheduling.py).
+    # attempt could not release (learning/jobs.py).
     assert owners == [result.id] * 3
 
     calls["n"] = 0

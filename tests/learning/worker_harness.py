@@ -61,9 +61,10 @@ class Worker:
     """``celery -A config worker -Q default,embedding,training --pool solo`` with its log in a temp file.
 
     ``pool="prefork"`` runs one pool child instead, so a test can SIGKILL the child running a task while the main
-    process lives on and requeues the task's message (``reject_on_worker_lost``)."""
+    process lives on and requeues the task's message (``reject_on_worker_lost``). ``write_pause`` runs the worker
+    through tests/learning/paused_worker.py, whose ranking writes pause that many seconds after every batch."""
 
-    def __init__(self, pool: str = "solo", **env: str) -> None:
+    def __init__(self, pool: str = "solo", *, write_pause: float | None = None, **env: str) -> None:
         self.log = Path(tempfile.mkstemp(prefix="sift-worker-", suffix=".log")[1])
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         environment.update({
@@ -73,8 +74,10 @@ class Worker:
         })
         environment.update(env)
         with self.log.open("wb") as out:
+            launcher = (["-m", "celery"] if write_pause is None
+                        else ["-m", "tests.learning.paused_worker", str(write_pause)])
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", ",".join(QUEUES), "--pool", pool,
+                [sys.executable, *launcher, "-A", "config", "worker", "-Q", ",".join(QUEUES), "--pool", pool,
                  "--concurrency", "1",
                  "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
                  "--without-heartbeat", "-l", "INFO"],

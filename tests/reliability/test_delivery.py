@@ -11,7 +11,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerDown
 
 from config.celery import app
-from learning import scheduling
+from learning import jobs
 from learning.models import LearningJob
 from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ProjectFactory
@@ -53,14 +53,14 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_sweep_redoes_the_work_of_a_killed_run_without_a_new_request(project: Any, sent: list[str],
                                                                      settings: Any) -> None:
     settings.SIFT_LEARNING_STALE_SECONDS = 30
-    dead = scheduling.claim(kind=RETRAIN, project_id=project.pk)  # a run that will be SIGKILLed
+    dead = jobs.claim(kind=RETRAIN, project_id=project.pk)  # a run that will be SIGKILLed
     assert dead is not None
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 0}  # alive: left alone
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 0}  # alive: left alone
     LearningJob.objects.filter(project=project).update(running_since=timezone.now() - timedelta(seconds=31))
-    assert scheduling.sweep() == {"flagged": 1, "enqueued": 1}
+    assert jobs.sweep() == {"flagged": 1, "enqueued": 1}
     assert sent == ["sift.learning.retrain_project"]
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 0}  # queued once, not again
-    taken = scheduling.claim(kind=RETRAIN, project_id=project.pk)
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 0}  # queued once, not again
+    taken = jobs.claim(kind=RETRAIN, project_id=project.pk)
     assert taken is not None and taken.requested is True
 
 
@@ -73,23 +73,23 @@ def test_a_broker_failure_backs_off_sends_but_loses_no_request(project: Any, mon
 
     monkeypatch.setattr(app, "send_task", down)
     for _ in range(20):  # a burst of submits while Redis is down
-        scheduling.signal(kind=RETRAIN, project_id=project.pk)
+        jobs.signal(kind=RETRAIN, project_id=project.pk)
     assert attempts == ["sift.learning.retrain_project"]  # one connection attempt, not twenty
     job = LearningJob.objects.get(project=project, kind=RETRAIN)
     assert (job.dirty, job.queued_at) == (True, None)
     # The broker is back: the sweep ignores the back-off and sends it.
     sent: list[str] = []
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **_o: sent.append(name))
-    assert scheduling.sweep() == {"flagged": 0, "enqueued": 1}
+    assert jobs.sweep() == {"flagged": 0, "enqueued": 1}
     assert sent == ["sift.learning.retrain_project"]
 
 
 def test_a_redis_restart_re_sends_what_was_queued_before_it(project: Any, sent: list[str]) -> None:
     require_service("Redis", bool(django_settings.REDIS_URL), f"{REDIS_NEEDED} (only Redis has a run_id to watch)")
-    scheduling.sweep()  # the sweep's first look notes Redis's run_id
-    scheduling.signal(kind=RETRAIN, project_id=project.pk)
+    jobs.sweep()  # the sweep's first look notes Redis's run_id
+    jobs.signal(kind=RETRAIN, project_id=project.pk)
     assert sent == ["sift.learning.retrain_project"]  # "queued" from now on
-    assert scheduling.sweep()["enqueued"] == 0  # same Redis: the message is presumed there
-    scheduling._broker_run_id = "a-redis-that-has-since-restarted"
-    assert scheduling.sweep()["enqueued"] == 1  # a new run_id: what was queued is re-sent at once
+    assert jobs.sweep()["enqueued"] == 0  # same Redis: the message is presumed there
+    jobs._broker_run_id = "a-redis-that-has-since-restarted"
+    assert jobs.sweep()["enqueued"] == 1  # a new run_id: what was queued is re-sent at once
     assert sent == ["sift.learning.retrain_project"] * 2

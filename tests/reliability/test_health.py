@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from learning import scheduling
+from learning import jobs
+from learning.jobs import worker_heartbeat
 from learning.models import LearningJob, ModelVersion, WorkerHeartbeat
-from learning.scheduling import worker_heartbeat
 from learning.worker import worker_alive
 from tests.conftest import REDIS_NEEDED, SMS_TAXONOMY, require_service
 from tests.factories import ItemFactory, ProjectFactory, UserFactory
@@ -174,10 +174,10 @@ def test_a_real_worker_busy_with_a_long_task_is_reported_healthy(postgres_only: 
     items = add_items(project, [r["text"] for r in sms_rows(300)])
     embed_items(items)
     worker = Worker(SIFT_WORKER_HEARTBEAT_SECONDS="1", SIFT_RANKING_WRITE_BATCH="20",
-                    SIFT_COLD_START_DEPTH="300", SIFT_TEST_RETRAIN_WRITE_PAUSE="1.0")
+                    SIFT_COLD_START_DEPTH="300", write_pause=1.0)
     try:
         assert WorkerHeartbeat.objects.filter(beat_at__isnull=False).count() == 0
-        assert scheduling.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
+        assert jobs.signal(kind=LearningJob.Kind.RETRAIN, project_id=project.pk) is True
         row = wait_until(lambda: WorkerHeartbeat.objects.filter(active_tasks=1).first(), timeout=120,
                          what="the liveness thread to report the running retrain", worker=worker)
         assert row.busy_since is not None and row.beat_at is None

@@ -205,4 +205,4 @@ def test_removing_a_membership_revokes_the_users_api_tokens(cast: dict[str, Any]
     assert not Membership.objects.filter(project=cast["project"], user=cast["users"]["reviewer"]).exists()
     assert stolen.post("/api/projects/sms/queue/next").status_code == 401
     event = AuditEvent.objects.filter(action="membership.remove").get()
-    assert event.data == {"username": "reviewer", "role": "reviewer", "tokens_revoked": 1}
+    assert event.data == {"username": "reviewer", "role": "reviewer", "tokens_revoked": 1, "leases_released": 0}

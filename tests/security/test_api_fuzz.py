@@ -136,6 +136,8 @@ def steer(case: Any, world: World, role: str) -> None:
         items = [Item.objects.filter(project=project).order_by("id").values_list("id", flat=True).first()
                  for project in (world.project, world.project, world.other)] + world.hostile_items
         path["item_id"] = _pick([*items, *_routable(path["item_id"], "int")], path["item_id"])
+    if "job_id" in path:  # import jobs: none seeded, so a routable id answers 404 (json), never the resolver's html
+        path["job_id"] = _pick([1, *_routable(path["job_id"], "int")], path["job_id"])
     if "name" in path:
         path["name"] = _pick([world.snapshot, world.other_snapshot, *_routable(path["name"], "slug")], path["name"])
     if case.operation.path.endswith("/submit") and isinstance(case.body, dict):
@@ -154,7 +156,7 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     # The token endpoint's throttle counts live in the cache; start every role from zero.
     cache.clear()
     # A live worker heartbeat, so /api/health/ answers 200 (a 503 there means "no worker", which is not a bug).
-    from learning.scheduling import worker_heartbeat
+    from learning.jobs import worker_heartbeat
 
     worker_heartbeat(worker="fuzz@test")
     world = seed_world()

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, Item
+from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, ImportJob, Item
 from labeling.services.annotations import annotation_submit
 from labeling.services.taxonomy import taxonomy_draft_save
 from tests.security.support import PASSWORD, ROLES, World, plain_text, seed_world, table_fingerprint
@@ -85,7 +85,7 @@ def _some_item_ref(world: World) -> dict[str, Any]:
 
 
 def _heartbeat(world: World) -> dict[str, Any]:
-    from learning.scheduling import worker_heartbeat
+    from learning.jobs import worker_heartbeat
 
     worker_heartbeat(worker="matrix@test")
     return {}
@@ -95,6 +95,21 @@ def _failed_snapshot(world: World) -> dict[str, Any]:
     ExportSnapshot.objects.create(project=world.project, name="matrix-failed", format="csv", params={"format": "csv"},
                                   status=ExportSnapshot.Status.FAILED, error="disk full")
     return {"snapshot": "matrix-failed"}
+
+
+def _import_job(world: World) -> dict[str, Any]:
+    job = ImportJob.objects.create(project=world.project, filename="matrix.csv", status=ImportJob.Status.DONE,
+                                   created=1, error_count=1, errors=[{"line": 3, "error": "text: required"}])
+    return {"job": job.pk}
+
+
+SKOS_TURTLE = ('@prefix skos: <http://www.w3.org/2004/02/skos/core#> . <urn:s> a skos:ConceptScheme ; '
+               'skos:prefLabel "Imported" . <urn:s/ham> a skos:Concept ; skos:inScheme <urn:s> ; skos:notation "ham" . '
+               '<urn:s/spam> a skos:Concept ; skos:inScheme <urn:s> ; skos:notation "spam" .')
+MULTIPART = "multipart/form-data; boundary=MatrixBoundary"
+IMPORT_UPLOAD = ('--MatrixBoundary\r\nContent-Disposition: form-data; name="file"; filename="m.jsonl"\r\n'
+                 'Content-Type: application/octet-stream\r\n\r\n{"external_id": "m-1", "text": "hello"}\n\r\n'
+                 '--MatrixBoundary--\r\n')
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,13 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/items/import": [
         Row("POST", Capability.IMPORT, 200, P + "/items/import",
             body='{"external_id": "imported-1", "text": "hello"}\n', content_type="application/x-ndjson")],
+    "api/projects/<slug:slug>/imports/": [
+        Row("GET", Capability.IMPORT, 200, P + "/imports/"),
+        Row("POST", Capability.IMPORT, 202, P + "/imports/", body=IMPORT_UPLOAD, content_type=MULTIPART)],
+    "api/projects/<slug:slug>/imports/<int:job_id>/": [
+        Row("GET", Capability.IMPORT, 200, P + "/imports/{job}/", setup=_import_job)],
+    "api/projects/<slug:slug>/imports/<int:job_id>/errors": [
+        Row("GET", Capability.IMPORT, 200, P + "/imports/{job}/errors", setup=_import_job)],
     "api/projects/<slug:slug>/privacy": [
         Row("GET", Capability.MANAGE, 200, P + "/privacy"),
         Row("PATCH", Capability.MANAGE, 200, P + "/privacy", body={"mask_pii": True, "mask_detectors": ["email"]})],
@@ -156,6 +178,9 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/taxonomy/export": [Row("GET", Capability.VIEW, 200, P + "/taxonomy/export")],
     "api/projects/<slug:slug>/taxonomy/import": [
         Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/import", body=TAXONOMY_DOC)],
+    "api/projects/<slug:slug>/taxonomy/skos": [
+        Row("GET", Capability.VIEW, 200, P + "/taxonomy/skos"),
+        Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/skos", body=SKOS_TURTLE, content_type="text/turtle")],
     "api/projects/<slug:slug>/taxonomy/draft": [
         Row("GET", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/draft"),
         Row("PUT", Capability.EDIT_TAXONOMY, 200, P + "/taxonomy/draft", body=TAXONOMY_DOC),
@@ -303,6 +328,7 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     from config.celery import app
 
     settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.IMPORT_ROOT = tmp_path / "imports"
     monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
     cache.clear()  # the token endpoint's throttle counts
     return seed_world(plain_text)
@@ -364,6 +390,11 @@ PAGES: dict[str, str] = {
     "projects/<slug:slug>/adjudication/": Capability.ADJUDICATE,
     "projects/<slug:slug>/items/<int:item_id>/history/": Capability.ADJUDICATE,
     "projects/<slug:slug>/items/history/": Capability.ADJUDICATE,
+    "projects/<slug:slug>/members/": Capability.MANAGE,
+    "projects/<slug:slug>/settings/": Capability.MANAGE,
+    "projects/<slug:slug>/import/": Capability.IMPORT,
+    "projects/<slug:slug>/export/": Capability.EXPORT,
+    "projects/<slug:slug>/models/": Capability.VIEW_STATS,
 }
 # An allowed identity's answer where it is not 200: the history lookup redirects (to the item, or back).
 PAGE_ALLOWED_STATUS: dict[str, int] = {"projects/<slug:slug>/items/history/": 302}
@@ -408,3 +439,52 @@ def test_every_project_page_answers_each_identity_exactly(world: World) -> None:
         if response.status_code != expected or table_fingerprint() != before:
             problems.append(f"POST adjudication form as {identity}: {response.status_code}, expected {expected}")
     assert problems == [], "\n".join(problems)
+
+
+def test_new_project_page_is_for_project_creators_only(world: World) -> None:
+    """``/projects/new/``: creators 200; every other signed-in user 403 (whatever their roles); anonymous to login.
+    A refused POST creates nothing."""
+    from django.test import Client
+
+    from labeling.models import Project
+
+    problems = []
+    for identity in IDENTITIES:
+        client = Client()
+        if identity != "anonymous":
+            client.force_login(world.users[identity])
+        response = client.get("/projects/new/")
+        expected = 302 if identity == "anonymous" else (200 if identity in CREATORS else 403)
+        if response.status_code != expected:
+            problems.append(f"GET /projects/new/ as {identity}: {response.status_code}, expected {expected}")
+        if identity not in CREATORS:
+            before = (Project.objects.count(), table_fingerprint())
+            response = client.post("/projects/new/", {"name": "X", "slug": "x-new", "taxonomy_source": "editor",
+                                                      "taxonomy_json": json.dumps(NEW_PROJECT["taxonomy"])})
+            if response.status_code not in (302, 403) or (Project.objects.count(), table_fingerprint()) != before:
+                problems.append(f"POST /projects/new/ as {identity}: {response.status_code} or a change")
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize(("page", "form"), [
+    ("members", {"action": "add", "username": "reviewer2", "role": "admin"}),
+    ("members", {"action": "remove", "username": "reviewer2"}),
+    ("export", {"action": "snapshot", "name": "matrix-page-snap", "format": "csv"}),
+    ("settings", {"name": "Renamed", "strategy": "default", "exploration_rate": "0.1", "gold_rate": "0",
+                  "suggestion_holdout_rate": "0", "lease_seconds": "600"}),
+])
+def test_page_writes_are_refused_without_the_capability(world: World, page: str, form: dict[str, str]) -> None:
+    """The members and export forms' POSTs: a member without the capability gets 403, an outsider 404, and
+    nothing changes."""
+    from django.test import Client
+
+    capability = PAGES[f"projects/<slug:slug>/{page}/"]
+    for identity in ("outsider", *ROLES):
+        if identity != "outsider" and capability in ROLE_CAPABILITIES[identity]:
+            continue
+        client = Client()
+        client.force_login(world.users[identity])
+        before = table_fingerprint()
+        response = client.post(f"/projects/sms/{page}/", form)
+        assert (response.status_code, table_fingerprint() == before) == (
+            404 if identity == "outsider" else 403, True), identity

@@ -71,10 +71,11 @@
   }
 
   async function getJSON(url) {
-    const response = await fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}});
-    if (response.status === 401 || response.status === 403) throw new Error("You may not see these figures.");
-    if (!response.ok) throw new Error(url + " answered " + response.status);
-    return response.json();
+    const result = await window.siftApi.request("GET", url);  // the shared wrapper (api.js)
+    if (result.status === 401 || result.status === 403) throw new Error("You may not see these figures.");
+    if (!result.ok) throw new Error(url + " answered " + result.status);
+    if (result.data === null) throw new Error(url + " answered something that is not JSON");
+    return result.data;
   }
 
   function showError(message) {

@@ -14,8 +14,6 @@
   const configEl = document.getElementById("label-config");
   if (!root || !configEl) return;
   const config = JSON.parse(configEl.textContent);
-  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
-  const csrfToken = csrfMeta ? csrfMeta.getAttribute("content") : "";
   const $ = (id) => document.getElementById(id);
 
   const el = {
@@ -118,20 +116,7 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  async function api(method, url, body) {
-    const response = await fetch(url, {
-      method: method,
-      credentials: "same-origin",
-      headers: { "Accept": "application/json", "Content-Type": "application/json", "X-CSRFToken": csrfToken },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    if (response.status !== 204) {
-      try { data = await response.json(); } catch (_) { data = null; }
-    }
-    return { status: response.status, data: data, date: response.headers.get("Date"),
-             retryAfter: response.headers.get("Retry-After") };
-  }
+  const api = window.siftApi.request;  // the shared wrapper (api.js)
 
   // Network failures and 502/503/504 are retried with the same request (and so the same
   // idempotency key); anything the server answered deliberately is returned as is.

@@ -10,8 +10,6 @@
   const root = document.getElementById("labeller");
   const button = document.getElementById("reveal-btn");
   if (!root || !button) return;
-  const csrfMeta = document.querySelector('meta[name="csrf-token"]');
-  const csrfToken = csrfMeta ? csrfMeta.getAttribute("content") : "";
   const status = document.getElementById("status");
   let current = null;
 
@@ -33,23 +31,19 @@
     button.disabled = true;
     let response;
     try {
-      response = await fetch(button.dataset.url + shown.id + "/reveal", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken, "Accept": "application/json" },
-        body: JSON.stringify({ reason: reason }),
-      });
+      // The shared wrapper (api.js): same-origin, JSON, the CSRF token.
+      response = await window.siftApi.request("POST", button.dataset.url + shown.id + "/reveal", { reason: reason });
     } catch (err) {
       button.disabled = false;
       say("Could not reach the server to reveal this item.");
       return;
     }
-    if (!response.ok) {
+    if (!response.ok || response.data === null) {
       button.disabled = false;
       say(`Reveal refused (${response.status}).`);
       return;
     }
-    const item = await response.json();
+    const item = response.data;
     if (!current || current.id !== shown.id) return;  // the reviewer moved on meanwhile
     root.dispatchEvent(new CustomEvent("sift:reveal", { detail: item }));
     button.hidden = true;

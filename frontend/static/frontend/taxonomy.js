@@ -9,7 +9,6 @@
 
 (function () {
   const config = JSON.parse(document.getElementById("taxonomy-config").textContent);
-  const csrfToken = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
   const FLASH_KEY = "sift-taxonomy-flash";
 
   const $ = (id) => document.getElementById(id);
@@ -48,18 +47,11 @@
     messages.appendChild(box);
   }
 
+  // The shared wrapper (api.js); a body that is not JSON still gives the messages below something to show.
   async function api(method, url, body, isForm) {
-    const headers = { "Accept": "application/json", "X-CSRFToken": csrfToken };
-    if (body !== undefined && !isForm) headers["Content-Type"] = "application/json";
-    const response = await fetch(url, {
-      method, headers, credentials: "same-origin",
-      body: body === undefined ? undefined : (isForm ? body : JSON.stringify(body)),
-    });
-    let data = null;
-    if (response.status !== 204) {
-      try { data = await response.json(); } catch (err) { data = { detail: `HTTP ${response.status}` }; }
-    }
-    return { ok: response.ok, status: response.status, data };
+    const result = await window.siftApi.request(method, url, body, { form: Boolean(isForm) });
+    if (result.data === null && result.status !== 204) result.data = { detail: `HTTP ${result.status}` };
+    return result;
   }
 
   function markDirty() {
@@ -452,9 +444,17 @@
     const file = event.target.files[0];
     event.target.value = "";
     if (!file) return;
-    let document_;
-    try { document_ = JSON.parse(await file.text()); } catch (err) { say(`${file.name} is not valid JSON: ${err.message}`, "error"); return; }
-    const response = await api("POST", config.urls.import, document_);
+    let response;
+    if (/\.(ttl|jsonld|json-ld)$/i.test(file.name)) {
+      // SKOS (Turtle or JSON-LD): the server reads the scheme into the draft (labeling/services/taxonomy_skos.py).
+      const form = new FormData();
+      form.append("file", file);
+      response = await api("POST", config.urls.skos, form, true);
+    } else {
+      let document_;
+      try { document_ = JSON.parse(await file.text()); } catch (err) { say(`${file.name} is not valid JSON: ${err.message}`, "error"); return; }
+      response = await api("POST", config.urls.import, document_);
+    }
     if (!response.ok) { showError(response); return; }
     load(response.data);
     say(`Imported ${file.name} into the draft.`, "ok");

@@ -1,4 +1,4 @@
-"""``import_items --project S FILE [--gold] [--atomic]``: import items from JSON Lines or CSV (maybe .gz).
+"""``import_items --project S FILE [--gold] [--atomic]``: import items from JSON Lines or CSV (maybe .gz), or Parquet.
 
 Prints the JSON summary on stdout; exits 0 with no errors and 1 with any (CONTRACT.md).
 ``FILE`` may be ``-`` for standard input.
@@ -18,15 +18,16 @@ from labeling.services.items_import import items_import
 
 
 class Command(BaseCommand):
-    help = "Import items (JSON Lines or CSV, optionally gzipped) into a project; prints a JSON summary."
+    help = "Import items (JSON Lines or CSV, optionally gzipped, or Parquet) into a project; prints a JSON summary."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project slug.")
-        parser.add_argument("file", help="A .jsonl/.csv file, optionally .gz; '-' reads standard input.")
+        parser.add_argument("file", help="A .jsonl/.csv file (optionally .gz) or a .parquet file; '-' reads "
+                                           "standard input.")
         parser.add_argument("--gold", action="store_true",
                             help="Rows are gold items: each row's 'label' is the expected answer.")
         parser.add_argument("--atomic", action="store_true", help="Import nothing if any row is bad.")
-        parser.add_argument("--format", choices=["jsonl", "csv"], default=None,
+        parser.add_argument("--format", choices=["jsonl", "csv", "parquet"], default=None,
                             help="Override format detection (by extension, else by content).")
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -52,7 +52,7 @@ costs a dict lookup. Writers then work a batch at a time: Parquet builds each co
 (``take`` over the batch's distinct judgements, no per-row dicts); JSON Lines and CSV splice
 fragments rendered once per judgement around the item's own encoded strings. On SQLite, and for
 ``raw`` (which needs each answer), the same per-item tuples are built in Python by merge-joining
-three ordered reads; tests/labeling/test_export_roundtrip.py checks both give identical bytes.
+three ordered reads; tests/labeling/services/test_export_roundtrip.py checks both give identical bytes.
 
 Rows leave in batches (the first is small, so a download starts at once); Parquet writes row groups
 of 20,000 rows through ``ParquetWriter`` into a byte sink. Memory is bounded by one batch, except

@@ -24,6 +24,7 @@ from django.db.models import BigIntegerField, Exists, Func, OuterRef, Q, QuerySe
 from django.utils.dateparse import parse_datetime
 
 from labeling.models import Adjudication, Annotation, Item, Label, Project, TaxonomyVersion
+from labeling.models.annotations import answer_read_in, answer_read_in_sql
 from labeling.services.errors import ValidationFailed
 from labeling.services.exports.params import (
     COLUMNS,
@@ -370,10 +371,7 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
             FROM (
                 SELECT item_id, id, reviewer_id, taxonomy_version_id, selection_reason, inclusion_probability,
                        model_version, created_at, {" AND ".join(conditions) or "TRUE"} AS passes,
-                       CASE WHEN taxonomy_version_id = %s THEN 'L' || labels::text
-                            WHEN mapped_taxonomy_version_id = %s AND mapped_labels IS NOT NULL
-                                THEN 'M' || mapped_labels::text
-                            ELSE 'U' END AS token
+                       {answer_read_in_sql()} AS token
                 FROM {Annotation._meta.db_table}
                 WHERE project_id = %s
             ) answers
@@ -460,12 +458,9 @@ def _python_aggregates(prepared: PreparedExport, *, light: bool) -> Iterator[lis
             continue
         tokens = []
         for a in passing:
-            if a[_A_VERSION] == target:
-                tokens.append("L" + _text(a[_A_LABELS]))
-            elif a[_A_MAPPED_VERSION] == target and a[_A_MAPPED] is not None:
-                tokens.append("M" + _text(a[_A_MAPPED]))
-            else:
-                tokens.append("U")
+            source, labels = answer_read_in(target, given_version_id=a[_A_VERSION], labels=a[_A_LABELS],
+                                            mapped_version_id=a[_A_MAPPED_VERSION], mapped_labels=a[_A_MAPPED])
+            tokens.append(source if labels is None else source + _text(labels))
         first = anns[0] if anns else None
         if adj is not None and adj[3] == Adjudication.State.PENDING:
             adj_text: str | None = PENDING_ADJUDICATION

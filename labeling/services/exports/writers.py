@@ -33,7 +33,7 @@ from labeling.services.exports.read import (
 # Writers turn a _Batch into bytes. The parts of a row that come from shared objects (judgement,
 # version set, lineage, gold) are rendered once per object and spliced in; only the item's own
 # strings (external id, text, hash, meta) are encoded per row. The output is exactly what encoding
-# each row as a dict in column order would give (tests/labeling/test_export_roundtrip.py).
+# each row as a dict in column order would give (tests/labeling/services/test_export_roundtrip.py).
 
 
 def _judgement_json(judgement: _Judgement, keys: list[str]) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Importing items from JSON Lines or CSV (either optionally gzipped): ``items_import``.
+"""Importing items from JSON Lines or CSV (either optionally gzipped), or Parquet: ``items_import``.
 
 The invariants, and what keeps them:
 
@@ -61,6 +61,7 @@ One ``AuditEvent`` ("items.import") is written per import, never one per row.
 The package, along its one seam (``store`` imports ``parse``, never the reverse):
 
 - ``parse``: bytes -> lines -> validated rows (JSON Lines, CSV; per-line errors) and ``ImportSummary``.
+- ``parquet``: a Parquet file -> the same plain records, row group by row group (``parse`` validates them).
 - ``store``: chunks -> the items table (COPY on PostgreSQL, read-ahead, retries) and ``items_import``.
 
 Callers import from the package (``from labeling.services.items_import import items_import``).

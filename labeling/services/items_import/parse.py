@@ -24,6 +24,7 @@ import orjson
 from django.conf import settings
 
 from labeling.models import META_MAX_DEPTH, Label, Project, json_depth
+from labeling.services.items_import.parquet import PARQUET_MAGIC, ParquetProblem, parquet_records
 from learning.core.vocabulary import content_hash
 
 READ_BYTES = 256 * 1024
@@ -37,7 +38,7 @@ MAX_CSV_COLUMNS = 1_000
 MAX_ERROR_CHARS = 300
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "parquet")
 # Stands in for a CSV line that was too long to keep. A lone *high* surrogate can never come
 # out of UTF-8 decoding, nor out of surrogateescape (which only yields U+DC80..U+DCFF).
 _OVERLONG = "\ud800"
@@ -566,6 +567,8 @@ def _format_from_name(filename: str) -> str | None:
         return "jsonl"
     if name.endswith(".csv"):
         return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
     return None
 
 
@@ -603,11 +606,29 @@ def _rows(source: BinarySource, *, filename: str, file_format: str | None, valid
         except (EOFError, OSError, zlib.error) as exc:
             summary.add_error(1, f"the gzip data is truncated or corrupt ({exc}): nothing was read")
             return
-        fmt = "jsonl" if first.lstrip(UTF8_BOM + b" \t\r\n").startswith(b"{") else "csv"
+        fmt = ("parquet" if first.startswith(PARQUET_MAGIC)
+               else "jsonl" if first.lstrip(UTF8_BOM + b" \t\r\n").startswith(b"{") else "csv")
         read = _Replay(first, read).read
+    if fmt == "parquet":  # Parquet has no lines: its own reader (parquet.py), the same validator
+        yield from _parquet_rows(source=None if gzipped else source, read=read, validator=validator,
+                                 summary=summary)
+        return
     reader = _LineReader(read, gzipped=gzipped, max_line_bytes=max_line_bytes,
                          max_decompressed_bytes=settings.SIFT_MAX_DECOMPRESSED_BYTES)
     parse = _parse_jsonl if fmt == "jsonl" else _parse_csv
     yield from parse(iter(reader), validator, summary, max_line_bytes)
     if reader.problem:
         summary.add_error(*reader.problem)
+
+
+def _parquet_rows(*, source: Any, read: Callable[[int], bytes], validator: _Validator,
+                  summary: ImportSummary) -> Iterator[_Row]:
+    for record in parquet_records(source=source, read=read, max_columns=MAX_CSV_COLUMNS,
+                                  max_spool_bytes=settings.SIFT_MAX_DECOMPRESSED_BYTES):
+        if isinstance(record, ParquetProblem):
+            summary.add_error(record.line, record.message)
+            continue
+        try:
+            yield validator.row(record.line, **record.fields)
+        except _RowError as exc:
+            summary.add_error(record.line, exc.message)

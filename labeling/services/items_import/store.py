@@ -13,7 +13,7 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -242,7 +242,7 @@ def _orm_store(project: Project, creates: list[_Write], updates: list[_Write]) -
         ], ["text", "content_hash", "meta", "is_gold", "gold_labels", "updated_at"], batch_size=500)
 
 
-# Every column of a new item, in COPY order. tests/labeling/test_items_import.py checks this against
+# Every column of a new item, in COPY order. tests/labeling/services/test_items_import.py checks this against
 # the model, so a new Item field cannot be silently left out of the PostgreSQL path.
 COPY_COLUMNS = ("project_id", "external_id", "text", "meta", "content_hash", "is_gold", "gold_labels",
                 "n_required", "n_done", "boost", "random_key", "split", "created_at", "updated_at")
@@ -390,24 +390,28 @@ def _read_ahead(chunks: Iterator[list[_Row]]) -> Generator[list[_Row], None, Non
 
 
 def _import_rows(project: Project, rows: Iterator[_Row], summary: ImportSummary, *, gold: bool,
-                 atomic: bool) -> None:
+                 atomic: bool, progress: Callable[[ImportSummary], None] | None = None) -> None:
     chunks = _read_ahead(_chunked(rows))
     try:
         for chunk in chunks:
             # Atomic and already failed: keep classifying (to report every error), stop writing.
             _flush(project, chunk, summary, gold=gold, write=not (atomic and not summary.ok))
+            if progress is not None:
+                progress(summary)  # after the chunk's commit: what it reports is stored (import jobs' page)
     finally:
         chunks.close()  # stops the reader thread at once if a write failed
 
 
 def items_import(*, actor: Actor, project: Project, source: BinarySource, filename: str = "",
-                 file_format: str | None = None, gold: bool = False, atomic: bool = False) -> ImportSummary:
+                 file_format: str | None = None, gold: bool = False, atomic: bool = False,
+                 progress: Callable[[ImportSummary], None] | None = None) -> ImportSummary:
     """Import items into ``project`` from ``source`` (a binary stream of JSON Lines or CSV, maybe gzipped).
 
     ``file_format`` is "jsonl" or "csv"; when None it comes from ``filename``'s extension, else from
     the content. Gzip is recognised by its magic bytes whatever the name. With ``gold`` each row's
     ``label`` is its expected answer. With ``atomic`` nothing is imported if any row is bad.
-    Returns the summary; it never raises for bad rows.
+    Returns the summary; it never raises for bad rows. ``progress`` is called with the summary so far after each
+    chunk (labeling/services/import_jobs.py shows it on the import page).
     """
     if file_format is not None and file_format not in FORMATS:
         raise ValueError(f"file_format must be one of {FORMATS}")
@@ -426,7 +430,7 @@ def items_import(*, actor: Actor, project: Project, source: BinarySource, filena
             rolled_back = True
             summary.created = summary.updated = summary.unchanged = 0
     else:
-        _import_rows(project, rows, summary, gold=gold, atomic=False)
+        _import_rows(project, rows, summary, gold=gold, atomic=False, progress=progress)
     with transaction.atomic():
         audit_record(actor=actor, action="items.import", obj=project, project=project, data={
             "created": summary.created, "updated": summary.updated, "unchanged": summary.unchanged,

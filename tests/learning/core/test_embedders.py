@@ -11,17 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from learning.core.embedder_registry import EMBEDDER_NAMES, STATIC_DEFAULT_FROM, get_embedder, recommended_embedder
 from learning.core.embedders import (
-    EMBEDDER_NAMES,
-    STATIC_DEFAULT_FROM,
     Embedder,
     HashingEmbedder,
     SentenceTransformerEmbedder,
     content_hash,
-    get_embedder,
     length_order,
     minilm_model_dir,
-    recommended_embedder,
     resolve_num_threads,
 )
 from learning.core.static_embedder import StaticEmbedder, default_model_cache_dir

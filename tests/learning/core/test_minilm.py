@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learning.core.embedders import SentenceTransformerEmbedder, get_embedder, minilm_model_dir
+from learning.core.embedder_registry import get_embedder
+from learning.core.embedders import SentenceTransformerEmbedder, minilm_model_dir
 
 
 @pytest.mark.minilm

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from learning.core.strategies import DEFAULT_STRATEGY
+
 ROOT = Path(__file__).resolve().parents[3]
 
 SPAM = ["win a free prize now call {n}", "free cash bonus claim {n} today", "urgent you won {n} text back"]
@@ -49,8 +51,10 @@ def test_cli_writes_contract_json(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     curve = json.loads(out.read_text(encoding="utf-8"))
     assert set(curve) == {
-        "strategy", "seed", "n_pool", "n_test", "labels", "macro_f1", "average_precision", "positives_found",
+        "strategy", "strategy_used", "seed", "n_pool", "n_test", "labels", "macro_f1", "average_precision",
+        "positives_found",
     }  # fmt: skip
+    assert curve["strategy_used"] == DEFAULT_STRATEGY
     assert (curve["strategy"], curve["seed"], curve["n_pool"], curve["n_test"]) == (strategy, 3, 84, 36)
     assert curve["labels"] == [10, 20, 30, 40, 50]
     assert len(curve["macro_f1"]) == len(curve["average_precision"]) == len(curve["positives_found"]) == 5
@@ -80,6 +84,30 @@ def test_cli_without_positive_and_with_test_file(tmp_path: Path) -> None:
     curve = json.loads(out.read_text(encoding="utf-8"))
     assert "positives_found" not in curve
     assert (curve["n_pool"], curve["n_test"], curve["labels"]) == (60, 30, [5, 10, 15])
+
+
+def test_cli_label_noise_adds_the_contract_block(tmp_path: Path) -> None:
+    data = tmp_path / "items.jsonl.gz"
+    _write_data(data, 200)
+    out = tmp_path / "curve.json"
+    done = _run([
+        "--data", str(data), "--strategy", "margin", "--seed", "4", "--initial", "20", "--batch-size", "20",
+        "--budget", "120", "--positive", "spam", "--embedder", "hashing", "--label-noise", "0.1",
+        "--out", str(out),
+    ])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    block = json.loads(out.read_text(encoding="utf-8"))["label_noise"]
+    assert list(block) == ["rate", "labelled", "flipped", "found_in_first"]
+    assert (block["rate"], block["labelled"]) == (0.1, 120)
+    assert list(block["found_in_first"]) == ["1x", "2x"]
+    assert 0 <= block["found_in_first"]["1x"] <= block["found_in_first"]["2x"] <= block["flipped"] > 0
+    bad = _run([
+        "--data", str(data), "--strategy", "margin", "--seed", "4", "--initial", "20", "--batch-size", "20",
+        "--budget", "40", "--embedder", "hashing", "--label-noise", "1.5", "--out", str(tmp_path / "bad.json"),
+    ])  # fmt: skip
+    assert bad.returncode == 2
+    assert "--label-noise must be in [0, 1), got 1.5" in bad.stderr
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_cli_reports_bad_positive(tmp_path: Path) -> None:
