@@ -47,7 +47,7 @@ class SubmitRequestSerializer(serializers.Serializer):  # type: ignore[type-arg]
 # half a millisecond of CPU here); a body of the plain shape the labelling page sends is checked directly below, to
 # the same result. Anything else (a missing or null field, a string a field would trim or refuse, "true" for
 # true, a form body) goes to the serializer, so every error and every coercion stays DRF's own.
-# tests/labeling/test_submit_body.py compares both on a table of bodies.
+# tests/labeling/api/test_submit_body.py compares both on a table of bodies.
 _KEY_MAX, _LEAD_MAX, _COMMENT_MAX = 128, 2_147_483_647, 10_000
 
 

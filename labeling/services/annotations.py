@@ -7,7 +7,6 @@ Every error is raised before anything is written, so a refused request changes n
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +24,6 @@ from labeling.models import (
     Lease,
     Membership,
     Project,
-    TaxonomyVersion,
 )
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
