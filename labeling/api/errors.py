@@ -9,8 +9,8 @@ locked-out token request.
 errors every endpoint can answer into the schema, so a client (and tests/security/test_api_fuzz.py) can rely on
 "every status code the API sends is documented": 401 without credentials, 403 for a role without the capability
 (or a session write without its CSRF token), 404 for a project or object outside the caller's projects, 400 for
-invalid input, 413 for a body over the size limit, 415 for a Content-Type the endpoint does not read. Codes a view documents itself keep its description; an error
-documented without a body gets the error shape.
+invalid input, 413 for a body over the size limit, 415 for a Content-Type the endpoint does not read. Codes a
+view documents itself keep its description; an error documented without a body gets the error shape.
 """
 
 from __future__ import annotations
