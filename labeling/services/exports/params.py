@@ -38,6 +38,7 @@ COLUMNS: tuple[str, ...] = (
     "external_id", "text", "content_hash", "meta", "labels", "label_source", "soft_labels", "n_annotators",
     "agreement", "taxonomy_version", "annotation_taxonomy_versions", "n_mapped", "n_unmappable",
     "selection_reason", "inclusion_probability", "model_version", "is_gold", "gold_labels", "split",
+    "suspected_error",
 )
 RAW_COLUMN = "raw"
 PENDING_ADJUDICATION = "P"

@@ -27,7 +27,7 @@ from labeling.services.exports.params import (
     TIE_RULE,
     ExportParams,
 )
-from labeling.services.exports.read import PreparedExport, _bind, _iso, _read_transaction
+from labeling.services.exports.read import PreparedExport, _bind, _iso, _read_transaction, read_suspected
 from labeling.services.exports.writers import _WRITERS, _regroup
 
 
@@ -55,6 +55,7 @@ def export_stream(prepared: PreparedExport) -> Iterator[bytes]:
     if prepared.finished:
         raise RuntimeError("a prepared export streams once")
     with _read_transaction():
+        read_suspected(prepared)
         writer = _WRITERS[prepared.params.format](prepared)
         head = writer.begin()
         if head:
