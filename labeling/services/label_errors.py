@@ -106,6 +106,7 @@ def _route(project: Project, suspicion_id: int) -> str:
         suspicion, item = locked
         adjudication = Adjudication.objects.filter(item=item).first()
         answers = _answers(item, project.current_taxonomy_version_id)
+        requeued: dict[str, list[int]] | None = None
         if adjudication is not None and adjudication.state == Adjudication.State.DECIDED:
             state, reason = SuspicionState.SKIPPED, "a policy lead had already decided this item"
         elif item.is_gold:
@@ -123,12 +124,12 @@ def _route(project: Project, suspicion_id: int) -> str:
                 boost=Greatest(F("boost"), Value(settings.SIFT_LABEL_ERRORS_RECHECK_PRIORITY)))
             item.refresh_from_db(fields=["n_required", "boost"])
             state = SuspicionState.RECHECK
-            reason = (f"one more answer from another reviewer: n_required {before[0]} -> {item.n_required}, "
-                      f"boost {before[1]} -> {item.boost}")
+            reason = "sent to another reviewer for one more answer"
+            requeued = {"n_required": [before[0], item.n_required], "boost": [before[1], item.boost]}
         suspicion.state, suspicion.route_reason, suspicion.routed_at = state, reason, timezone.now()
         suspicion.save(update_fields=["state", "route_reason", "routed_at"])
         _audit(project, suspicion, item, "label_error.route", route=str(state), reason=reason,
-               answers=[list(a) for a in answers])
+               answers=[list(a) for a in answers], requeued=requeued)
         return str(state)
 
 

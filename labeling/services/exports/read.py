@@ -71,6 +71,7 @@ class _Stats:
     agreement_sum: float = 0.0
     agreement_rows: int = 0
     full_agreement: int = 0
+    suspected: int = 0
     mapped: int = 0
     unmappable: int = 0
     first: int | None = None  # microseconds since the epoch

@@ -24,10 +24,11 @@ from labeling.services.exports.params import (
     RAW_ANSWER_FIELDS,
     ROUND,
     SCHEMA_VERSION,
+    SUSPECTED_ERROR_DEFINITION,
     TIE_RULE,
     ExportParams,
 )
-from labeling.services.exports.read import PreparedExport, _bind, _iso, _read_transaction, read_suspected
+from labeling.services.exports.read import _G_ID, PreparedExport, _bind, _iso, _read_transaction, read_suspected
 from labeling.services.exports.writers import _WRITERS, _regroup
 
 
@@ -65,6 +66,8 @@ def export_stream(prepared: PreparedExport) -> Iterator[bytes]:
             batches = _regroup(batches, PARQUET_ROW_GROUP)
         for batch in batches:
             _tally(prepared.stats, batch)
+            if prepared.suspected:
+                prepared.stats.suspected += sum(1 for row in batch.rows if row[_G_ID] in prepared.suspected)
             yield writer.write(batch)
         tail = writer.finish()
         if tail:
@@ -106,6 +109,7 @@ def export_card(prepared: PreparedExport, *, sha256: str | None = None, size_byt
         "labels": prepared.keys,
         "annotation_taxonomy_versions": {str(v): n for v, n in sorted(stats.versions.items())},
         "annotations_mapped": stats.mapped,
+        "suspected_errors": {"rows": stats.suspected, "definition": SUSPECTED_ERROR_DEFINITION},
         "annotations_unmappable": stats.unmappable,
         "date_range": {"first_annotation": _iso(stats.first) if stats.first else None,
                        "last_annotation": _iso(stats.last) if stats.last else None},

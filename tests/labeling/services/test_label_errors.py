@@ -18,12 +18,8 @@ from labeling.services.label_errors import label_errors_sync
 from labeling.services.queues import queue_checkout_next
 from learning.models import ModelVersion
 from learning.services import model_version_train
-from tests.conftest import SMS_TAXONOMY
-from tests.factories import ProjectFactory, member
-from tests.learning.support import add_items, annotate, embed_items
-
-SPAM = [f"win a free prize cash now call {i} claim your reward" for i in range(32)]
-HAM = [f"see you at dinner tonight love mum {i} ok" for i in range(32)]
+from tests.labeling.services.label_errors_support import noisy_project
+from tests.learning.support import annotate
 
 
 @pytest.fixture(autouse=True)
@@ -36,26 +32,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
 
 @pytest.fixture
 def world(db: Any) -> dict[str, Any]:
-    project = ProjectFactory(slug="noisy", taxonomy=SMS_TAXONOMY, embedder="hashing")
-    users = {name: member(project, username=name, role=role) for name, role in
-             [("ann", "reviewer"), ("bob", "reviewer"), ("cat", "reviewer"), ("dan", "reviewer"),
-              ("lead", "policy_lead")]}
-    texts = [t for pair in zip(SPAM, HAM, strict=True) for t in pair]  # even positions spam, odd ham
-    items = add_items(project, texts)
-    embed_items(items)
-    truth = {item.pk: ("spam" if "prize" in item.text else "ham") for item in items}
-    wrong = {"ham": "spam", "spam": "ham"}
-    # ann labels the first 60 items, three of them wrongly: items 0 and 2 (spam) she calls ham (single answers, for
-    # a re-check), item 7 (ham) she calls spam.
-    for position, item in enumerate(items[:60]):
-        label = wrong[truth[item.pk]] if position in (0, 2, 7) else truth[item.pk]
-        annotate(item, users["ann"], [label])
-    # Item 7 (ham): ann and bob say spam, cat says ham: the majority is wrong and the answers already disagree.
-    seventh = Item.objects.get(pk=items[7].pk)
-    Item.objects.filter(pk=seventh.pk).update(n_required=3)
-    annotate(seventh, users["bob"], ["spam"])
-    annotate(seventh, users["cat"], ["ham"])
-    return {"project": project, "items": items, **users}
+    return noisy_project()
 
 
 def _export(project: Project) -> dict[str, bool]:
@@ -85,7 +62,7 @@ def test_wrong_answers_are_suspected_routed_resolved_and_flagged_in_exports(
     assert result.outcome == "activated"
     assert _suspicions(project) == [("item-0", "ham", "spam", "new"), ("item-2", "ham", "spam", "new"),
                                     ("item-7", "spam", "ham", "new")]
-    metrics = ModelVersion.objects.get(project=project, version=result.version).metrics
+    metrics = ModelVersion.objects.get(project=project, version=result.version or 0).metrics
     assert metrics["label_errors"] == {"flagged": 3, "new": 3}
     # Once committed, the human side is asked (by task name) to route them.
     assert [call for call in sent if call[0] == "sift.labeling.label_errors_sync"] == [
@@ -102,8 +79,11 @@ def test_wrong_answers_are_suspected_routed_resolved_and_flagged_in_exports(
     adjudication = Adjudication.objects.get(item=items[7])
     assert (adjudication.reason, adjudication.state) == ("suspected_error", "pending")
     routes = AuditEvent.objects.filter(project=project, action="label_error.route").order_by("id")
-    assert sorted((e.data["item_id"], e.data["route"]) for e in routes) == [  # routed most suspect first
-        (items[0].pk, "recheck"), (items[2].pk, "recheck"), (items[7].pk, "adjudication")]
+    assert sorted((e.data["item_id"], e.data["route"], e.data["requeued"]) for e in routes) == [
+        (items[0].pk, "recheck", {"n_required": [1, 2], "boost": [0, 1]}),
+        (items[2].pk, "recheck", {"n_required": [1, 2], "boost": [0, 1]}),
+        (items[7].pk, "adjudication", None)]  # (routed most suspect first; sorted here by item)
+    assert {e.data["given_label"] for e in routes} == {"ham", "spam"}
     assert label_errors_sync(project_id=project.pk).routed == {}  # idempotent
 
     # The re-checks: dan (who never answered these items) is served them first, through the boost stage.
@@ -126,7 +106,7 @@ def test_wrong_answers_are_suspected_routed_resolved_and_flagged_in_exports(
         ("cleared", ["ham"]), ("confirmed", ["spam"]), ("cleared", ["spam"])]
     assert not any(_export(project).values())
     resolves = AuditEvent.objects.filter(project=project, action="label_error.resolve").order_by("id")
-    assert [(e.data["item_id"], e.data["outcome"]) for e in resolves] == [
+    assert sorted((e.data["item_id"], e.data["outcome"]) for e in resolves) == [
         (items[0].pk, "cleared"), (items[2].pk, "confirmed"), (items[7].pk, "cleared")]
     assert label_errors_sync(project_id=project.pk).resolved == {}  # idempotent
 
@@ -145,6 +125,6 @@ def test_too_few_labels_skip_detection(world: dict[str, Any], settings: Any) -> 
     settings.SIFT_LABEL_ERRORS_MIN_LABELS = 100
     project = world["project"]
     result = model_version_train(project_id=project.pk)
-    assert ModelVersion.objects.get(project=project, version=result.version).metrics["label_errors"] == {
+    assert ModelVersion.objects.get(project=project, version=result.version or 0).metrics["label_errors"] == {
         "flagged": 0, "new": 0}
     assert not SuspectedError.objects.filter(project=project).exists()
