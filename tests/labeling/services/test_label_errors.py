@@ -128,3 +128,27 @@ def test_too_few_labels_skip_detection(world: dict[str, Any], settings: Any) -> 
     assert ModelVersion.objects.get(project=project, version=result.version or 0).metrics["label_errors"] == {
         "flagged": 0, "new": 0}
     assert not SuspectedError.objects.filter(project=project).exists()
+
+
+def test_the_sync_task_twice_routes_once(world: dict[str, Any]) -> None:
+    from labeling.tasks import label_errors_sync as task
+
+    project = world["project"]
+    model_version_train(project_id=project.pk)
+    assert task(project_id=project.pk, unknown_kwarg=1) == {"routed": {"recheck": 2, "adjudication": 1},
+                                                            "resolved": {}}
+    assert task(project_id=project.pk) == {"routed": {}, "resolved": {}}
+    assert AuditEvent.objects.filter(project=project, action="label_error.route").count() == 3
+    assert Item.objects.get(pk=world["items"][0].pk).n_required == 2  # not 3: one more answer, once
+
+
+def test_a_failing_detector_never_fails_the_model(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise MemoryError("no room for folds")
+
+    monkeypatch.setattr("learning.services.label_errors.out_of_fold_proba", broken)
+    result = model_version_train(project_id=world["project"].pk)
+    version = ModelVersion.objects.get(project=world["project"], version=result.version or 0)
+    assert (result.outcome, version.status) == ("activated", "active")
+    assert version.metrics["label_errors"] == {"error": "MemoryError: no room for folds"}
+    assert not SuspectedError.objects.exists()
