@@ -452,6 +452,8 @@ SIFT_ADJUDICATION_SEVERITY = env_int("SIFT_ADJUDICATION_SEVERITY", 4)
 SIFT_LABEL_ERRORS_MIN_LABELS = env_int("SIFT_LABEL_ERRORS_MIN_LABELS", 30)
 SIFT_LABEL_ERRORS_FOLDS = env_int("SIFT_LABEL_ERRORS_FOLDS", 3)
 SIFT_LABEL_ERRORS_MAX_NEW = env_int("SIFT_LABEL_ERRORS_MAX_NEW", 50)
+# ... and again only once this many labels have arrived since the last check (it costs ~3x the retrain's fit).
+SIFT_LABEL_ERRORS_EVERY = env_int("SIFT_LABEL_ERRORS_EVERY", 20)
 # Queue boost of an item re-opened for a re-check (served before the ranking, like a taxonomy re-queue).
 SIFT_LABEL_ERRORS_RECHECK_PRIORITY = env_int("SIFT_LABEL_ERRORS_RECHECK_PRIORITY", 1)
 

@@ -7,6 +7,9 @@ Kept cheap and out of reviewers' way:
   classes (below that, every fold model is too weak for its disagreement to mean anything);
 - with ``SIFT_LABEL_ERRORS_FOLDS`` folds (3 by default: three small logistic-regression fits over the labelled
   set, which is thousands of rows where the pool is a million);
+- again only once ``SIFT_LABEL_ERRORS_EVERY`` (20) labels have arrived since the last run that checked
+  (bench/label_errors_retrain.py: the check costs about three times the retrain's own fit), while the sync below
+  still runs after every retrain, so re-check outcomes settle at once;
 - at most ``SIFT_LABEL_ERRORS_MAX_NEW`` new suspicions per run, most suspect first, so a burst of bad answers
   becomes a steady trickle of re-checks rather than a wall of them.
 
@@ -28,6 +31,7 @@ from django.db import transaction
 
 from labeling.models import OPEN_STATES, Candidate, SuspectedError
 from learning.core.label_errors import out_of_fold_proba, rank_label_errors
+from learning.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +86,30 @@ def label_errors_at_retrain(*, project_id: int, model_version: int, vectors: np.
                             random_state: int) -> dict[str, Any]:
     """Find and record suspicions for one retrain; returns what the model's metrics show of it. Never raises."""
     try:
+        last = _last_detection_labels(project_id=project_id, before=model_version)
+        if last is not None and len(labels) < last + settings.SIFT_LABEL_ERRORS_EVERY:
+            # Too few new labels since the last detection to change its verdicts much: settle, don't re-detect.
+            label_errors_record(project_id=project_id, model_version=model_version, candidates=[])
+            return {"skipped": f"{len(labels) - last} new label(s) since the last check "
+                               f"(checks every {settings.SIFT_LABEL_ERRORS_EVERY})", "labels_at_last": last}
         candidates = label_errors_find(vectors=vectors, item_ids=item_ids, labels=labels, classes=classes,
                                        multi_label=multi_label, random_state=random_state)
         created = label_errors_record(project_id=project_id, model_version=model_version, candidates=candidates)
     except Exception as exc:  # informative work: a failure must not fail the model that is already active
         logger.exception("label-error detection for project %s v%s failed", project_id, model_version)
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"flagged": len(candidates), "new": created}
+    out: dict[str, Any] = {"flagged": len(candidates), "new": created}
+    if candidates or len(labels) >= settings.SIFT_LABEL_ERRORS_MIN_LABELS:
+        out["labels"] = len(labels)  # the detector ran over these: the next one waits for SIFT_LABEL_ERRORS_EVERY more
+    return out
+
+
+def _last_detection_labels(*, project_id: int, before: int) -> int | None:
+    """How many labels the newest earlier detection ran over (from the model versions' metrics), or None."""
+    recent = (ModelVersion.objects.filter(project_id=project_id, version__lt=before).order_by("-version")
+              .values_list("metrics", flat=True)[:50])
+    for metrics in recent:
+        found = (metrics or {}).get("label_errors") or {}
+        if "labels" in found:
+            return int(found["labels"])
+    return None

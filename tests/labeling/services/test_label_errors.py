@@ -63,7 +63,7 @@ def test_wrong_answers_are_suspected_routed_resolved_and_flagged_in_exports(
     assert _suspicions(project) == [("item-0", "ham", "spam", "new"), ("item-2", "ham", "spam", "new"),
                                     ("item-7", "spam", "ham", "new")]
     metrics = ModelVersion.objects.get(project=project, version=result.version or 0).metrics
-    assert metrics["label_errors"] == {"flagged": 3, "new": 3}
+    assert metrics["label_errors"] == {"flagged": 3, "new": 3, "labels": 60}
     # Once committed, the human side is asked (by task name) to route them.
     assert [call for call in sent if call[0] == "sift.labeling.label_errors_sync"] == [
         ("sift.labeling.label_errors_sync", {"project_id": project.pk})]
@@ -111,14 +111,30 @@ def test_wrong_answers_are_suspected_routed_resolved_and_flagged_in_exports(
     assert label_errors_sync(project_id=project.pk).resolved == {}  # idempotent
 
 
-def test_retraining_twice_suspects_each_answer_once(world: dict[str, Any]) -> None:
+def test_retraining_twice_suspects_each_answer_once(world: dict[str, Any], settings: Any) -> None:
+    settings.SIFT_LABEL_ERRORS_EVERY = 1
     project, items = world["project"], world["items"]
     assert model_version_train(project_id=project.pk).outcome == "activated"
     annotate(items[60], world["ann"], ["spam"])  # a new label: the next retrain really runs
     second = model_version_train(project_id=project.pk)
     assert (second.outcome, second.version) == ("activated", 2)
-    assert ModelVersion.objects.get(project=project, version=2).metrics["label_errors"] == {"flagged": 3, "new": 0}
+    assert ModelVersion.objects.get(project=project, version=2).metrics["label_errors"] == {
+        "flagged": 3, "new": 0, "labels": 61}
     assert list(SuspectedError.objects.filter(project=project).values_list("model_version", flat=True)) == [1, 1, 1]
+
+
+def test_detection_waits_for_enough_new_labels(world: dict[str, Any], settings: Any) -> None:
+    settings.SIFT_LABEL_ERRORS_EVERY = 2
+    project, items = world["project"], world["items"]
+    model_version_train(project_id=project.pk)
+    annotate(items[60], world["ann"], ["spam"])
+    assert model_version_train(project_id=project.pk).version == 2
+    assert ModelVersion.objects.get(project=project, version=2).metrics["label_errors"] == {
+        "skipped": "1 new label(s) since the last check (checks every 2)", "labels_at_last": 60}
+    annotate(items[61], world["ann"], ["ham"])
+    assert model_version_train(project_id=project.pk).version == 3
+    assert ModelVersion.objects.get(project=project, version=3).metrics["label_errors"] == {
+        "flagged": 3, "new": 0, "labels": 62}
 
 
 def test_too_few_labels_skip_detection(world: dict[str, Any], settings: Any) -> None:
