@@ -153,6 +153,10 @@ def export_card_markdown(card: Mapping[str, Any]) -> str:
         f"- Agreement: mean {agreement.get('mean')}, full agreement on {agreement.get('full_agreement_share')}"
         f" of {agreement.get('rows_with_agreement')} rows ({cell(agreement.get('definition'))})",
     ]
+    suspected = card.get("suspected_errors") or {}
+    if suspected:
+        lines.append(f"- Suspected label errors: {suspected.get('rows')} rows flagged suspected_error "
+                     f"({cell(suspected.get('definition'))})")
     if card.get("csv_cells"):
         lines.append(f"- CSV cells: {cell(card['csv_cells'])}")
     if card.get("sha256"):

@@ -13,7 +13,13 @@ from config.celery import app
 from labeling.models import Adjudication, AuditEvent, Item, Project, SelectionReason, SuspectedError
 from labeling.services.adjudication import adjudication_decide
 from labeling.services.annotations import annotation_submit
-from labeling.services.exports import export_params_parse, export_prepare, export_stream
+from labeling.services.exports import (
+    export_card,
+    export_card_markdown,
+    export_params_parse,
+    export_prepare,
+    export_stream,
+)
 from labeling.services.label_errors import label_errors_sync
 from labeling.services.queues import queue_checkout_next
 from learning.models import ModelVersion
@@ -38,7 +44,11 @@ def world(db: Any) -> dict[str, Any]:
 def _export(project: Project) -> dict[str, bool]:
     prepared = export_prepare(project=project, params=export_params_parse({"format": "jsonl"}), actor=None)
     rows = [json.loads(line) for line in b"".join(export_stream(prepared)).splitlines()]
-    return {row["external_id"]: row["suspected_error"] for row in rows}
+    flags = {row["external_id"]: row["suspected_error"] for row in rows}
+    card = export_card(prepared)
+    assert card["suspected_errors"]["rows"] == sum(flags.values())  # the card counts what the rows flag
+    assert f"{sum(flags.values())} rows flagged suspected_error" in export_card_markdown(card)
+    return flags
 
 
 def _suspicions(project: Project) -> list[tuple[str, str, str, str]]:
