@@ -447,6 +447,15 @@ SIFT_EMBEDDER = env_str("SIFT_EMBEDDER", "minilm")
 SIFT_GOLD_MIN_ANSWERS = env_int("SIFT_GOLD_MIN_ANSWERS", 5)
 # Labels at or above this severity send their items to a lead (labeling/services/adjudication.py; below 1 reads as 1).
 SIFT_ADJUDICATION_SEVERITY = env_int("SIFT_ADJUDICATION_SEVERITY", 4)
+# Label-error detection at retrain (learning/services/label_errors.py): only with this many single-label training
+# labels, with this many cross-validation folds, and at most this many new suspicions per retrain.
+SIFT_LABEL_ERRORS_MIN_LABELS = env_int("SIFT_LABEL_ERRORS_MIN_LABELS", 30)
+SIFT_LABEL_ERRORS_FOLDS = env_int("SIFT_LABEL_ERRORS_FOLDS", 3)
+SIFT_LABEL_ERRORS_MAX_NEW = env_int("SIFT_LABEL_ERRORS_MAX_NEW", 50)
+# ... and again only once this many labels have arrived since the last check (it costs ~3x the retrain's fit).
+SIFT_LABEL_ERRORS_EVERY = env_int("SIFT_LABEL_ERRORS_EVERY", 20)
+# Queue boost of an item re-opened for a re-check (served before the ranking, like a taxonomy re-queue).
+SIFT_LABEL_ERRORS_RECHECK_PRIORITY = env_int("SIFT_LABEL_ERRORS_RECHECK_PRIORITY", 1)
 
 LOGGING = {
     "version": 1,

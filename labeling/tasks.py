@@ -14,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 from labeling.services import privacy, queues
 from labeling.services.exports import export_snapshot_ensure
 from labeling.services.import_jobs import import_job_run
+from labeling.services.label_errors import label_errors_sync as label_errors_sync_service
 
 TRANSIENT = (OperationalError, InterfaceError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 120, "retry_jitter": True,
@@ -56,3 +57,12 @@ def import_job(job_id: int, **_ignored: Any) -> dict[str, Any] | None:
     if job is None:
         return None
     return {"status": job.status, "created": job.created, "updated": job.updated, "errors": job.error_count}
+
+
+# Sent by name from the learning side after each retrain (learning/services/label_errors.py). Idempotent: every
+# suspicion moves only from the state a step expects, under its row lock, so a redelivery changes nothing twice.
+@shared_task(name="sift.labeling.label_errors_sync", **RETRY)  # type: ignore[untyped-decorator]
+def label_errors_sync(project_id: int, **_ignored: Any) -> dict[str, Any]:
+    """Route the project's new suspected label errors and settle those whose re-check is done."""
+    result = label_errors_sync_service(project_id=int(project_id))
+    return {"routed": result.routed, "resolved": result.resolved}

@@ -88,6 +88,7 @@ urlpatterns = [
     path("projects/<slug:slug>/stats/queue-health", views_quality.QueueHealthView.as_view(),
          name="api-stats-queue-health"),
     path("projects/<slug:slug>/stats/timeline", views_quality.TimelineView.as_view(), name="api-stats-timeline"),
+    path("projects/<slug:slug>/label-errors/", views_quality.LabelErrorListView.as_view(), name="api-label-errors"),
     path("projects/<slug:slug>/adjudications/", views_quality.AdjudicationListView.as_view(), name="api-adjudications"),
     path("projects/<slug:slug>/adjudications/<int:adjudication_id>/", views_quality.AdjudicationDetailView.as_view(),
          name="api-adjudication"),

@@ -19,6 +19,7 @@ from labeling.models.items import (
     meta_shown,
 )
 from labeling.models.label_counter import LabelCounter
+from labeling.models.label_errors import OPEN_STATES, Candidate, SuspectedError, SuspicionState
 from labeling.models.projects import Membership, Organisation, Project
 from labeling.models.queue import Lease, RankingEntry, RankingEntryManager, RankingRow, SelectionReason
 from labeling.models.roles import ROLE_CAPABILITIES, Capability, Role, role_allows
@@ -29,6 +30,7 @@ __all__ = [
     "BLUR_ORDER",
     "META_MAX_DEPTH",
     "META_TOO_DEEP",
+    "OPEN_STATES",
     "ROLE_CAPABILITIES",
     "Adjudication",
     "Annotation",
@@ -36,6 +38,7 @@ __all__ = [
     "AuditChainHead",
     "AuditEvent",
     "BlurLevel",
+    "Candidate",
     "Capability",
     "ClusterKind",
     "ClusterMember",
@@ -59,6 +62,8 @@ __all__ = [
     "Role",
     "SelectionReason",
     "Split",
+    "SuspectedError",
+    "SuspicionState",
     "TaxonomyVersion",
     "WellnessPolicy",
     "audit_chain_key",

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, ImportJob, Item
+from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, ImportJob, Item, SuspectedError
 from labeling.services.annotations import annotation_submit
 from labeling.services.taxonomy import taxonomy_draft_save
 from tests.security.support import PASSWORD, ROLES, World, plain_text, seed_world, table_fingerprint
@@ -70,6 +70,14 @@ def _item_without_adjudication(world: World) -> dict[str, Any]:
     external_id = (Item.objects.filter(project=world.project, adjudication__isnull=True).order_by("-id")
                    .values_list("external_id", flat=True).first())
     return {"body": {"external_id": external_id, "note": "sent by hand"}}
+
+
+def _suspected_error(world: World) -> dict[str, Any]:
+    item = Item.objects.filter(project=world.project).order_by("id").first()
+    assert item is not None
+    SuspectedError.objects.create(project=world.project, item=item, given_label="ham", suggested_label="spam",
+                                  self_confidence=0.05, rank=0, model_version=1)
+    return {}
 
 
 def _some_item(world: World) -> dict[str, Any]:
@@ -223,6 +231,8 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/stats/queue-health": [
         Row("GET", Capability.VIEW_STATS, 200, P + "/stats/queue-health")],
     "api/projects/<slug:slug>/stats/timeline": [Row("GET", Capability.VIEW_STATS, 200, P + "/stats/timeline")],
+    "api/projects/<slug:slug>/label-errors/": [
+        Row("GET", Capability.VIEW_STATS, 200, P + "/label-errors/", setup=_suspected_error)],
     "api/projects/<slug:slug>/adjudications/": [
         Row("GET", Capability.ADJUDICATE, 200, P + "/adjudications/"),
         Row("POST", Capability.ADJUDICATE, 201, P + "/adjudications/", setup=_item_without_adjudication)],
