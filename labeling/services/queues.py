@@ -86,6 +86,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from labeling.models import (
+    BANK_BOOST,
     Annotation,
     ClusterMember,
     Item,
@@ -159,7 +160,7 @@ _AVAILABLE = """
 
 # Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
 BOOST_SCAN_SQL = """
-SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
+SELECT i.id, i.external_id, i.text, i.meta, i.boost FROM {item} i
 WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}
 ORDER BY i.boost DESC, i.id
 LIMIT %(batch)s {lock}
@@ -440,7 +441,9 @@ class _Scanner:
         return None
 
     def boosted(self) -> Lease | None:
-        return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(item_id=row[0], reason=SelectionReason.RELABEL))
+        # A boost of exactly BANK_BOOST was given by a match bank (labeling/models/banks.py), any other by a re-queue.
+        return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(
+            item_id=row[0], reason=SelectionReason.BANK_MATCH if row[4] == BANK_BOOST else SelectionReason.RELABEL))
 
     def ranked(self) -> Lease | None:
         version = self.project.active_ranking_version
