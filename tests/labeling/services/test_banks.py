@@ -89,7 +89,7 @@ def test_confirm_a_cluster_takes_every_distinct_signature_of_it() -> None:
 
 def test_unclustered_or_foreign_items_are_refused_and_nothing_is_written() -> None:
     project, lead, _items = _world()
-    other_project, _, other_items = _world("bank-other")
+    _, _, other_items = _world("bank-other")
     fresh = add_items(project, ["not clustered yet"], prefix="fresh")[-1]
     bank = bank_create(actor=lead, project=project, name="B", label_key="bad")
     with pytest.raises(ValidationFailed, match=f"item {fresh.pk} has no signature yet"):
