@@ -14,7 +14,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labeling.models import Annotation, ClusterKind, Lease, SelectionReason
+from labeling.models import Annotation, BankPolarity, ClusterKind, Lease, SelectionReason
 from labeling.services.gold import gold_public_selection
 
 # --- requests ---------------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class BankMatchEvidenceSerializer(serializers.Serializer):  # type: ignore[type-
     bank = serializers.CharField(help_text="The bank's name: plain text, never HTML.")
     bank_id = serializers.IntegerField()
     label = serializers.CharField(help_text="The label key the bank is for.")  # type: ignore[assignment]
-    polarity = serializers.ChoiceField(choices=["violating", "benign"])
+    polarity = serializers.ChoiceField(choices=BankPolarity.choices)
     entry = serializers.IntegerField(help_text="The bank entry matched.")
     kind = serializers.ChoiceField(choices=["exact", "near"], help_text="Same normalised text, or MinHash near.")
     similarity = serializers.FloatField(help_text="1.0 exact, else the estimated Jaccard similarity.")

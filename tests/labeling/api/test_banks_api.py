@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.django_db
 SCAM = "URGENT! You have won a 2000 pound prize. Call 09061701461 now to claim, code KL341, valid 12 hours"
 
 
-def _client(user: object) -> APIClient:
+def _client(user: Any) -> APIClient:
     client = APIClient()
     client.force_authenticate(user)
     return client
