@@ -86,8 +86,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from labeling.models import (
-    BANK_BOOST,
     Annotation,
+    BankMatch,
     ClusterMember,
     Item,
     ItemCount,
@@ -121,6 +121,7 @@ def _tables() -> dict[str, str]:
         "annotation": Annotation._meta.db_table,
         "membership": Membership._meta.db_table,
         "cluster": ClusterMember._meta.db_table,
+        "bank_match": BankMatch._meta.db_table,
     }
 
 
@@ -160,11 +161,13 @@ _AVAILABLE = """
 
 # Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
 BOOST_SCAN_SQL = """
-SELECT i.id, i.external_id, i.text, i.meta, i.boost FROM {item} i
+SELECT i.id, i.external_id, i.text, i.meta,
+       EXISTS (SELECT 1 FROM {bank_match} bm WHERE bm.item_id = i.id AND bm.withdrawn_at IS NULL) AS banked
+FROM {item} i
 WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}
 ORDER BY i.boost DESC, i.id
 LIMIT %(batch)s {lock}
-"""
+"""  # noqa: S608 - table names are constants
 
 # Stage 2. Walks the unique (project_id, ranking_version, rank) index in order from the floor; LIMIT stops it early.
 # Each ranked row's item is fetched by primary key in a LATERAL subquery that also takes the row lock. That shape is
@@ -441,9 +444,9 @@ class _Scanner:
         return None
 
     def boosted(self) -> Lease | None:
-        # A boost of exactly BANK_BOOST was given by a match bank (labeling/models/banks.py), any other by a re-queue.
+        # Boosted because of a live match-bank match (labeling/services/banks.py), or re-queued by a taxonomy change.
         return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(
-            item_id=row[0], reason=SelectionReason.BANK_MATCH if row[4] == BANK_BOOST else SelectionReason.RELABEL))
+            item_id=row[0], reason=SelectionReason.BANK_MATCH if row[4] else SelectionReason.RELABEL))
 
     def ranked(self) -> Lease | None:
         version = self.project.active_ranking_version
