@@ -45,7 +45,8 @@ membership -> item -> lease, so these locks cannot deadlock.
 
 Candidate order (also in queues.md)
 -----------------------------------
-1. boosted open items (``Item.boost > 0``), by ``-boost, id`` (re-queued after a taxonomy change);
+1. boosted open items (``Item.boost > 0``), by ``-boost, id`` (re-queued after a taxonomy change, or matched by a
+   known-violating match bank: reason ``bank_match``);
 2. at the project's gold rate, a gold item the reviewer has not seen (labeling/services/gold.py);
 3. the active ranking: ``RankingEntry`` rows of ``(project, Project.active_ranking_version)`` by ``rank``;
 4. fallback, when there is no active ranking or it has nothing left for this reviewer: open items by
