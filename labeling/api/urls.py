@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from labeling.api import (
+    views_banks,
     views_export,
     views_history,
     views_import_jobs,
@@ -60,6 +61,16 @@ urlpatterns = [
     path("projects/<slug:slug>/taxonomy/draft/publish", views_taxonomy.TaxonomyDraftPublishView.as_view(),
          name="api-taxonomy-draft-publish"),
     # The reviewer queue: leases, submit, skip, renew, undo, progress (labeling/api/views_queue.py).
+    # Match banks (labeling/api/views_banks.py): signatures of confirmed content, shareable without text.
+    path("projects/<slug:slug>/banks/", views_banks.BankListView.as_view(), name="api-banks"),
+    path("projects/<slug:slug>/banks/import", views_banks.BankImportView.as_view(), name="api-banks-import"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/", views_banks.BankDetailView.as_view(), name="api-bank"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/confirm", views_banks.BankConfirmView.as_view(),
+         name="api-bank-confirm"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/entries/<int:entry_id>/deconfirm",
+         views_banks.BankDeconfirmView.as_view(), name="api-bank-deconfirm"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/export", views_banks.BankExportView.as_view(),
+         name="api-bank-export"),
     path("projects/<slug:slug>/wellness/", views_wellness.WellnessView.as_view(), name="api-wellness"),
     path("projects/<slug:slug>/wellness/me", views_wellness.WellnessPreferenceView.as_view(),
          name="api-wellness-me"),

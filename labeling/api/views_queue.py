@@ -35,6 +35,7 @@ from labeling.querysets import caller_may
 from labeling.rows import first_instance
 from labeling.selectors.progress import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
+from labeling.services.banks import item_bank_evidence
 from labeling.services.clusters import cluster_summary
 from labeling.services.errors import Conflict
 from labeling.services.privacy import masked_item
@@ -104,6 +105,7 @@ def _next_body(project: Project, lease: Lease, reviewer: Any) -> dict[str, Any]:
     # The reviewer sees the project's PII masked; stored text never changes.
     return {**payload, "item": masked_item(project, payload["item"]),
             "cluster": cluster_summary(project=project, item_id=lease.item_id),
+            "bank_matches": item_bank_evidence(project=project, item_id=lease.item_id),
             "protection": lease_protection(project=project, reviewer=reviewer, lease=lease)}
 
 
@@ -211,7 +213,9 @@ class LeaseUndoView(_QueueView):
         payload = checkout_payload(lease, taxonomy_version=number)
         protection = lease_protection(project=project, reviewer=request.user, lease=lease)  # type: ignore[arg-type]
         return Response({**payload, "item": masked_item(project, payload["item"]),
-                         "cluster": cluster_summary(project=project, item_id=lease.item_id), "protection": protection})
+                         "cluster": cluster_summary(project=project, item_id=lease.item_id),
+                         "bank_matches": item_bank_evidence(project=project, item_id=lease.item_id),
+                         "protection": protection})
 
 
 class ProgressView(APIView):

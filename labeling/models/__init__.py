@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from labeling.models.annotations import Adjudication, Annotation
 from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, audit_chain_key
+from labeling.models.banks import (
+    BANK_BOOST,
+    BankEntry,
+    BankEntryKind,
+    BankEntryStatus,
+    BankMatch,
+    BankMatchKind,
+    BankPolarity,
+    MatchBank,
+)
 from labeling.models.clusters import ClusterKind, ClusterMember
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
@@ -27,6 +37,7 @@ from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigratio
 from labeling.models.wellness import BLUR_ORDER, BlurLevel, ReviewerWellness, WellnessPolicy
 
 __all__ = [
+    "BANK_BOOST",
     "BLUR_ORDER",
     "META_MAX_DEPTH",
     "META_TOO_DEEP",
@@ -37,6 +48,12 @@ __all__ = [
     "AppendOnlyError",
     "AuditChainHead",
     "AuditEvent",
+    "BankEntry",
+    "BankEntryKind",
+    "BankEntryStatus",
+    "BankMatch",
+    "BankMatchKind",
+    "BankPolarity",
     "BlurLevel",
     "Candidate",
     "Capability",
@@ -52,6 +69,7 @@ __all__ = [
     "LabelCounter",
     "LabelMigration",
     "Lease",
+    "MatchBank",
     "Membership",
     "Organisation",
     "Project",

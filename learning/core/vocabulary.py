@@ -54,6 +54,7 @@ class Reason(StrEnum):
     RANDOM = "random"
     # Assigned by the queue itself (labeling/services/queues.py, gold.py):
     RELABEL = "relabel"
+    BANK_MATCH = "bank_match"
     FALLBACK_RANDOM = "fallback_random"
     GOLD = "gold"
     OTHER = "other"
@@ -67,6 +68,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.SEED_QUERY: "Cold start: near a seed query",
     Reason.RANDOM: "Random sample",
     Reason.RELABEL: "Re-queued after a taxonomy change",
+    Reason.BANK_MATCH: "Matched a match bank: confirm it",
     Reason.FALLBACK_RANDOM: "Random order: the model is not ready yet",
     Reason.GOLD: "Gold check",
     Reason.OTHER: "Other",

@@ -111,6 +111,31 @@ def _import_job(world: World) -> dict[str, Any]:
     return {"job": job.pk}
 
 
+def _bank(world: World) -> dict[str, Any]:
+    """A bank with one confirmed item (the project clustered first: confirming needs the item's signature)."""
+    from labeling.services.banks import bank_confirm, bank_create, bank_export
+    from learning.services.clusters import project_cluster_items
+
+    project_cluster_items(project_id=world.project.pk)
+    lead = world.users["policy_lead"]
+    bank = bank_create(actor=lead, project=world.project, name="matrix-bank", label_key="spam")
+    item = Item.objects.filter(project=world.project).order_by("id").values_list("id", flat=True).first()
+    assert item is not None
+    entry = bank_confirm(actor=lead, bank=bank, item_ids=[item])["entries"][0]
+    document = bank_export(actor=lead, bank=bank) | {"name": "matrix-imported"}
+    return {"bank": bank.pk, "entry": entry, "item": item, "document": document}
+
+
+def _bank_confirm(world: World) -> dict[str, Any]:
+    made = _bank(world)
+    return made | {"body": {"items": [made["item"]], "with_cluster": True}}
+
+
+def _bank_import(world: World) -> dict[str, Any]:
+    made = _bank(world)
+    return made | {"body": made["document"]}
+
+
 SKOS_TURTLE = ('@prefix skos: <http://www.w3.org/2004/02/skos/core#> . <urn:s> a skos:ConceptScheme ; '
                'skos:prefLabel "Imported" . <urn:s/ham> a skos:Concept ; skos:inScheme <urn:s> ; skos:notation "ham" . '
                '<urn:s/spam> a skos:Concept ; skos:inScheme <urn:s> ; skos:notation "spam" .')
@@ -154,6 +179,19 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/": [Row("GET", Capability.VIEW, 200, P + "/")],
     "api/projects/<slug:slug>/models/": [Row("GET", Capability.VIEW, 200, P + "/models/")],
     "api/projects/<slug:slug>/embedding/": [Row("GET", Capability.VIEW, 200, P + "/embedding/")],
+    "api/projects/<slug:slug>/banks/": [
+        Row("GET", Capability.VIEW, 200, P + "/banks/"),
+        Row("POST", Capability.EDIT_TAXONOMY, 201, P + "/banks/", body={"name": "Scams", "label": "spam"})],
+    "api/projects/<slug:slug>/banks/import": [
+        Row("POST", Capability.EDIT_TAXONOMY, 201, P + "/banks/import", setup=_bank_import)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/": [
+        Row("GET", Capability.VIEW, 200, P + "/banks/{bank}/", setup=_bank)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/confirm": [
+        Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/banks/{bank}/confirm", setup=_bank_confirm)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/entries/<int:entry_id>/deconfirm": [
+        Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/banks/{bank}/entries/{entry}/deconfirm", setup=_bank)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/export": [
+        Row("GET", Capability.EDIT_TAXONOMY, 200, P + "/banks/{bank}/export", setup=_bank)],
     "api/projects/<slug:slug>/wellness/": [
         Row("GET", Capability.VIEW, 200, P + "/wellness/"),
         Row("PATCH", Capability.EDIT_TAXONOMY, 200, P + "/wellness/", body={"daily_severe_budget": 20})],
