@@ -7,6 +7,7 @@ from labeling.models.audit import AppendOnlyError, AuditChainHead, AuditEvent, a
 from labeling.models.clusters import ClusterKind, ClusterMember
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
+from labeling.models.images import ItemImage
 from labeling.models.imports import ImportJob
 from labeling.models.items import (
     META_MAX_DEPTH,
@@ -45,6 +46,7 @@ __all__ = [
     "Item",
     "ItemCount",
     "ItemCounts",
+    "ItemImage",
     "Label",
     "LabelCounter",
     "LabelMigration",
