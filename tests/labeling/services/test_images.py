@@ -228,3 +228,18 @@ def test_an_image_field_outside_a_zip_is_a_line_error(cast: dict[str, Any]) -> N
 
 def test_the_default_storage_is_a_local_folder() -> None:
     assert type(storages["images"]).__name__ == "FileSystemStorage"
+
+
+def test_the_import_items_command_takes_a_zip(cast: dict[str, Any], tmp_path: Path) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    path = tmp_path / "batch.zip"
+    path.write_bytes(samples.zip_upload([{"external_id": "cat", "image": "cat.jpg"},
+                                         {"external_id": "svg", "image": "x.svg"}],
+                                        {"cat.jpg": samples.photo(), "x.svg": samples.SVG_WITH_SCRIPT}))
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"^1 row\(s\) had errors; the valid rows were imported$"):
+        call_command("import_items", "--project", "sms", str(path), stdout=out)
+    assert json.loads(out.getvalue())["created"] == 1
+    assert list(ItemImage.objects.values_list("item__external_id", flat=True)) == ["cat"]
