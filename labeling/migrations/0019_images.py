@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0014_clusters_and_wellness'),
+        ('labeling', '0015_item_language'),
     ]
 
     operations = [

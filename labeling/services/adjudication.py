@@ -105,7 +105,10 @@ def adjudication_sync_for_item(*, item_id: int, actor: Actor = None, locked_item
     ``n_done`` was raised, and found complete by the caller) and its project. With them the item is not read
     again, and the probe is plain SQL, since with overlap 1 it runs on every submit.
     """
-    with transaction.atomic():
+    # No savepoint of its own (two round trips on every finishing submit): nothing here catches an error to carry
+    # on, so one escaping this block fails the caller's transaction (the submit's) as it would anyway. The race
+    # a savepoint must survive, a concurrent opener, has its own in _create.
+    with transaction.atomic(savepoint=False):
         if locked_item is None:
             item = Item.objects.select_related("project").filter(pk=item_id).first()
             if item is None:

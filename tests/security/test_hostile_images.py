@@ -53,7 +53,9 @@ def test_every_hostile_image_is_refused_by_line_and_the_good_one_lands(cast: dic
     assert response.status_code == 200, response.content
     svg = "image: SVG is not accepted (vector files can carry script); send PNG, JPEG, GIF or WebP"
     unsafe = "is not a safe path inside the archive (no '..', absolute paths, backslashes or drive letters)"
-    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0, "errors": [
+    body = response.json()
+    body.pop("languages")
+    assert body == {"created": 2, "updated": 0, "unchanged": 0, "errors": [
         {"line": 1, "error": svg},
         {"line": 2, "error": svg},
         {"line": 3, "error": "image: too many pixels (a decompression bomb?); the limit is 40,000,000 pixels"},
