@@ -102,6 +102,16 @@ class LeaseRefSerializer(serializers.Serializer):  # type: ignore[type-arg]
     expires_at = serializers.DateTimeField()
 
 
+class QueueItemImageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    display = serializers.CharField(help_text="URL of the display-size re-encoding (GET, same session or token).")
+    thumb = serializers.CharField(help_text="URL of the thumbnail.")
+    width = serializers.IntegerField(help_text="Of the image as imported.")
+    height = serializers.IntegerField()
+    display_width = serializers.IntegerField()
+    display_height = serializers.IntegerField()
+    name = serializers.CharField(help_text="The file's name in the upload: show it as text.")
+
+
 class QueueItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.IntegerField()
     external_id = serializers.CharField()
@@ -110,6 +120,7 @@ class QueueItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     masked = serializers.BooleanField(required=False, help_text=(
         "The project masks PII: matches in text and meta read [email], [phone], [url] or [pattern name]. "
         "Roles that may reveal PII get the raw item from POST /api/projects/{slug}/items/{id}/reveal."))
+    image = QueueItemImageSerializer(allow_null=True, required=False, help_text="The item's image, or null.")
 
 
 class SelectionSerializer(serializers.Serializer):  # type: ignore[type-arg]

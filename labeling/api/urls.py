@@ -8,6 +8,7 @@ from labeling.api import (
     views_banks,
     views_export,
     views_history,
+    views_images,
     views_import_jobs,
     views_items,
     views_languages,
@@ -38,6 +39,8 @@ urlpatterns = [
          name="api-item-reveal"),
     path("projects/<slug:slug>/items/delete", views_privacy.ItemDeleteView.as_view(), name="api-items-delete"),
     # An item's answers, comments and adjudication, for policy leads (labeling/api/views_history.py).
+    path("projects/<slug:slug>/items/<int:item_id>/image/<str:variant>", views_images.ItemImageView.as_view(),
+         name="api-item-image"),
     path("projects/<slug:slug>/items/<int:item_id>/history/", views_history.ItemHistoryView.as_view(),
          name="api-item-history"),
     path("projects/<slug:slug>/items/history/", views_history.ItemHistoryByExternalIdView.as_view(),

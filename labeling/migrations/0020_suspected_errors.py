@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0015_item_language'),
+        ('labeling', '0019_images'),
     ]
 
     operations = [

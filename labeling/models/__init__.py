@@ -17,6 +17,7 @@ from labeling.models.banks import (
 from labeling.models.clusters import ClusterKind, ClusterMember
 from labeling.models.counters import ItemCount, ItemCounts
 from labeling.models.exports import ExportSnapshot
+from labeling.models.images import ItemImage
 from labeling.models.imports import ImportJob
 from labeling.models.items import (
     META_MAX_DEPTH,
@@ -65,6 +66,7 @@ __all__ = [
     "Item",
     "ItemCount",
     "ItemCounts",
+    "ItemImage",
     "Label",
     "LabelCounter",
     "LabelMigration",

@@ -92,6 +92,17 @@ def _some_item_ref(world: World) -> dict[str, Any]:
     return {"item": item["id"], "external_id": item["external_id"]}
 
 
+def _item_with_image(world: World) -> dict[str, Any]:
+    from labeling.services.images import image_derive, item_image_attach
+    from tests.image_samples import photo
+
+    item = Item.objects.filter(project=world.project).order_by("id").first()
+    assert item is not None
+    item_image_attach(item=item, derived=image_derive(photo(64, 48), max_bytes=1 << 20), source_name="a.jpg",
+                      original=None)
+    return {"item": item.pk}
+
+
 def _heartbeat(world: World) -> dict[str, Any]:
     from learning.jobs import worker_heartbeat
 
@@ -217,6 +228,8 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/items/<int:item_id>/reveal": [
         Row("POST", Capability.REVEAL_PII, 200, P + "/items/{item}/reveal", body={"reason": "matrix"},
             setup=_some_item)],
+    "api/projects/<slug:slug>/items/<int:item_id>/image/<str:variant>": [
+        Row("GET", Capability.VIEW, 200, P + "/items/{item}/image/display", setup=_item_with_image)],
     "api/projects/<slug:slug>/items/<int:item_id>/history/": [
         Row("GET", Capability.ADJUDICATE, 200, P + "/items/{item}/history/", setup=_some_item_ref)],
     "api/projects/<slug:slug>/items/history/": [
@@ -385,6 +398,8 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     from config.celery import app
 
     settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.STORAGES = {**settings.STORAGES, "images": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "images")}}}
     settings.IMPORT_ROOT = tmp_path / "imports"
     monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
     cache.clear()  # the token endpoint's throttle counts

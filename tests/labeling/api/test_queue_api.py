@@ -72,7 +72,8 @@ def test_next_returns_the_contract_shape(cast: dict[str, Any], sms: Project, api
     assert body["cluster"] is None  # not clustered yet
     assert body["bank_matches"] == []  # no bank matched it
     assert body["lease"]["id"] == lease.pk and ISO.match(body["lease"]["expires_at"])
-    assert body["item"] == {"id": target.pk, "external_id": "m1", "text": "text of m1", "meta": {"lang": "en"}}
+    assert body["item"] == {"id": target.pk, "external_id": "m1", "text": "text of m1", "meta": {"lang": "en"},
+                            "image": None}
     assert body["selection"] == {"reason": "uncertainty", "score": 0.25, "model_version": 4,
                                  "inclusion_probability": 0.5}
     assert body["suggestion"] == {"label": "spam", "confidence": 0.75}
