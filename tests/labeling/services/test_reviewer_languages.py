@@ -219,3 +219,13 @@ def test_membership_set_languages_cleans_audits_and_refuses_bad_input() -> None:
     assert Membership.objects.get(project=project, user=user).languages == ["hi", "ur"]
     assert AuditEvent.objects.filter(action="membership.languages").count() == 1
     assert languages_clean([]) == []
+
+
+def test_the_mode_is_a_project_setting_checked_and_audited() -> None:
+    from labeling.services.projects import project_settings_update
+    project = make("off")
+    assert project_settings_update(actor=None, project=project, changes={"language_mode": "only"}) == ["language_mode"]
+    assert Project.objects.get(pk=project.pk).language_mode == "only"
+    with pytest.raises(ValidationFailed):
+        project_settings_update(actor=None, project=project, changes={"language_mode": "sometimes"})
+    assert Project.objects.get(pk=project.pk).language_mode == "only"
