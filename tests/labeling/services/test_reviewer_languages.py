@@ -38,7 +38,7 @@ def reviewer(project: Project, name: str, languages: list[str]) -> Any:
     return user
 
 
-def drain(project: Project, user: Any) -> list[str]:
+def drain(project: Project, user: Any) -> list[str | None]:
     """Check out and close leases until the queue answers nothing; the languages served, in order."""
     served = []
     while (lease := queue_checkout_next(project=project, reviewer=user)) is not None:
@@ -229,3 +229,23 @@ def test_the_mode_is_a_project_setting_checked_and_audited() -> None:
     with pytest.raises(ValidationFailed):
         project_settings_update(actor=None, project=project, changes={"language_mode": "sometimes"})
     assert Project.objects.get(pk=project.pk).language_mode == "only"
+
+
+def test_the_member_endpoint_sets_languages_for_leads_and_refuses_reviewers() -> None:
+    from rest_framework.test import APIClient
+    project = make("only")
+    target = reviewer(project, "hindi", [])
+    lead = member(project, username="lead", role="policy_lead")
+    client = APIClient()
+    client.force_authenticate(lead)
+    url = f"/api/projects/{project.slug}/members/hindi"
+    response = client.patch(url, {"languages": ["hi", "ur"]}, format="json")
+    assert (response.status_code, response.json()) == (200, {"username": "hindi", "role": "reviewer",
+                                                              "languages": ["hi", "ur"]})
+    bad = client.patch(url, {"languages": ["hindi"]}, format="json")
+    assert bad.status_code == 400 and "hindi" in str(bad.json())
+    assert client.patch(f"/api/projects/{project.slug}/members/nobody", {"languages": []},
+                        format="json").status_code == 404
+    client.force_authenticate(target)
+    assert client.patch(url, {"languages": []}, format="json").status_code == 403
+    assert Membership.objects.get(project=project, user=target).languages == ["hi", "ur"]
