@@ -116,7 +116,7 @@ def test_a_reviewer_without_languages_and_mode_off_see_everything() -> None:
     project = make("only")
     items(project, "ar", 1)
     items(project, "hi", 1)
-    assert sorted(drain(project, reviewer(project, "all", []))) == ["ar", "hi"]
+    assert sorted(map(str, drain(project, reviewer(project, "all", [])))) == ["ar", "hi"]
     off = make("off")
     items(off, "ar", 1)
     assert drain(off, reviewer(off, "hindi-off", ["hi"])) == ["ar"]
