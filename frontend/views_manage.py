@@ -68,6 +68,7 @@ from labeling.services.projects import (
     project_embedder_choices,
     project_settings_update,
 )
+from labeling.services.reviewer_languages import membership_set_languages
 from learning.api import active_model_staleness
 from learning.models import ModelVersion
 
@@ -244,6 +245,14 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
                                role=request.POST.get("role", ""), create_user=create,
                                password=request.POST.get("password") or None if create else None)
                 messages.success(request, f"{username} is now {dict(Role.choices).get(request.POST['role'], '')}.")
+            elif action == "languages":
+                membership = membership_set_languages(actor=request.user, project=project, username=username,
+                                                      languages=request.POST.get("languages", ""))
+                messages.success(request, f"{username} reviews {', '.join(membership.languages) or 'every language'}.")
+            elif action == "language_mode":
+                project_settings_update(actor=request.user, project=project,
+                                        changes={"language_mode": request.POST.get("language_mode", "")})
+                messages.success(request, "The queue's use of reviewer languages is saved.")
             else:
                 messages.error(request, "That form did not say what to do.")
         except ServiceError as exc:
@@ -254,8 +263,10 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
                        .values_list("reviewer_id").annotate(n=Count("id")))
     answers = dict(project.annotations.values_list("reviewer_id").annotate(n=Count("id")))
     table = [{"username": m.user.username, "role": m.role, "since": m.created_at, "open": open_leases.get(m.user_id, 0),
-              "answers": answers.get(m.user_id, 0), "me": m.user_id == request.user.pk} for m in rows]
-    return render(request, "frontend/members.html", _context(project, members=table, roles=Role.choices))
+              "answers": answers.get(m.user_id, 0), "me": m.user_id == request.user.pk, "languages": m.languages}
+             for m in rows]
+    return render(request, "frontend/members.html", _context(project, members=table, roles=Role.choices,
+                                                             language_modes=Project.LanguageMode.choices))
 
 
 # --- Import ---------------------------------------------------------------------------------------------------

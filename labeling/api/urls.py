@@ -34,6 +34,7 @@ urlpatterns = [
     # Privacy: masking and retention settings, the audited reveal, hard deletion (labeling/api/views_privacy.py).
     path("projects/<slug:slug>/languages/", views_languages.LanguageMixView.as_view(), name="api-languages"),
     path("projects/<slug:slug>/embedder", views_languages.EmbedderView.as_view(), name="api-embedder"),
+    path("projects/<slug:slug>/members/<str:username>", views_languages.MemberView.as_view(), name="api-member"),
     path("projects/<slug:slug>/privacy", views_privacy.PrivacySettingsView.as_view(), name="api-privacy"),
     path("projects/<slug:slug>/items/<int:item_id>/reveal", views_privacy.ItemRevealView.as_view(),
          name="api-item-reveal"),

@@ -79,6 +79,9 @@ _EXPORT_PARAMETERS = [
     OpenApiParameter("min_agreement", float),
     OpenApiParameter("min_annotators", int),
     OpenApiParameter("label", str, many=True, description="Only items whose labels include one of these."),
+    OpenApiParameter("language", str, many=True, description=(
+        "Only items in these languages (ISO 639 codes as GET .../languages/ shows them; `und`: undetermined); "
+        "recorded in the dataset card's params.")),
     OpenApiParameter("csv_cells", str, enum=list(CSV_CELLS), description=(
         "CSV only. `escaped` (default): cells that begin with =, +, -, @, tab, carriage return or ' get a leading "
         "apostrophe, so a spreadsheet never runs them as formulas; remove one leading ' to read the true value. "

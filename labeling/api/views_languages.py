@@ -1,4 +1,5 @@
-"""Languages over HTTP: a project's language mix with the embedder it calls for, and the embedder switch.
+"""Languages over HTTP: a project's language mix with the embedder it calls for, the embedder switch, and the
+languages a member reviews (labeling/services/reviewer_languages.py).
 
 Thin views over labeling/services/languages.py (its essay says how languages are detected and when the
 multilingual tier is recommended).
@@ -15,6 +16,7 @@ from rest_framework.views import APIView
 from labeling.api.errors import validated
 from labeling.models import Capability, Project
 from labeling.services.languages import project_language_mix, project_set_embedder
+from labeling.services.reviewer_languages import membership_set_languages
 from learning.core.vocabulary import EMBEDDER_NAMES
 
 
@@ -59,3 +61,29 @@ class EmbedderView(APIView):
         body = validated(EmbedderSerializer, request.data)
         changed = project_set_embedder(actor=request.user, project=project, embedder=body["embedder"])
         return Response({"embedder": project.embedder, "changed": changed})
+
+
+class MemberLanguagesSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    languages = serializers.ListField(child=serializers.CharField(), help_text=(
+        "ISO 639 codes as the language list shows them (hi, ar, zh); empty: every language. Used by the queue when "
+        "the project's language_mode is prefer or only."))
+
+
+class MemberSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    username = serializers.CharField()
+    role = serializers.CharField()
+    languages = serializers.ListField(child=serializers.CharField())
+
+
+class MemberView(APIView):
+    """PATCH: set the languages a member reviews (ASSIGN_LANGUAGES: admins and policy leads; audited as
+    ``membership.languages``). A 404 names a user who is not a member; a bad code is a 400 naming it."""
+
+    @extend_schema(operation_id="project_member_update", request=MemberLanguagesSerializer,
+                   responses={200: MemberSerializer})
+    def patch(self, request: Request, slug: str, username: str) -> Response:
+        project = Project.objects.get_for(request.user, slug, Capability.ASSIGN_LANGUAGES)
+        body = validated(MemberLanguagesSerializer, request.data)
+        membership = membership_set_languages(actor=request.user, project=project, username=username,
+                                              languages=body["languages"])
+        return Response({"username": username, "role": membership.role, "languages": membership.languages})

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 
 from labeling.querysets import ItemQuerySet
 
@@ -89,6 +90,12 @@ class Item(models.Model):
             # Fallback order and uniform exploration over items that still need reviewers.
             models.Index(
                 fields=["project", "random_key"], name="item_open_random",
+                condition=Q(n_done__lt=F("n_required")),
+            ),
+            # The queue's language filter (labeling/services/queue_languages.py): open items of one language (undetected
+            # NULL read as undetermined "") in fallback order, walked once per language the reviewer reads.
+            models.Index(
+                F("project"), Coalesce("language", Value("")), F("random_key"), name="item_open_language_random",
                 condition=Q(n_done__lt=F("n_required")),
             ),
             models.Index(

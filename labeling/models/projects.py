@@ -71,6 +71,14 @@ class Project(models.Model):
     # rankings is one UPDATE of this column; None means "fallback order" (queues.md).
     active_ranking_version = models.PositiveIntegerField(null=True, blank=True)
 
+    class LanguageMode(models.TextChoices):
+        # The queue's use of reviewer languages (Membership.languages; labeling/services/queue_languages.py).
+        OFF = "off", "Off: every reviewer is served every language"
+        PREFER = "prefer", "Prefer: a reviewer's languages first, the others once none of theirs is left"
+        ONLY = "only", "Only: a reviewer is served their languages (and undetermined items) alone"
+
+    language_mode = models.CharField(max_length=8, choices=LanguageMode.choices, default=LanguageMode.OFF)
+
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
 
@@ -87,6 +95,9 @@ class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
+    # The language codes (as Item.language stores them) this member reviews; empty: all. Used by the queue when the
+    # project's language_mode is not "off".
+    languages = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

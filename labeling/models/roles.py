@@ -29,6 +29,7 @@ class Capability(models.TextChoices):
     MANAGE = "manage", "Change project settings and memberships"
     REVEAL_PII = "reveal_pii", "Reveal the unmasked text of an item (audited)"
     DELETE_ITEMS = "delete_items", "Hard-delete items on request (audited tombstone)"
+    ASSIGN_LANGUAGES = "assign_languages", "Give members the languages they review (the queue's language filter)"
 
 
 # The whole authorisation policy in one table; tests/security/test_authorisation_matrix.py walks it.
@@ -36,7 +37,9 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     Role.REVIEWER: frozenset({Capability.VIEW, Capability.LABEL}),
     # Reveal: leads decide policy on the hard cases and sometimes need the identifiers; every reveal is audited.
     Role.POLICY_LEAD: frozenset({Capability.VIEW, Capability.LABEL, Capability.IMPORT, Capability.EDIT_TAXONOMY,
-                                 Capability.ADJUDICATE, Capability.VIEW_STATS, Capability.REVEAL_PII}),
+                                 Capability.ADJUDICATE, Capability.VIEW_STATS, Capability.REVEAL_PII,
+                                 # Leads know who reads which language; assigning them routes the queue.
+                                 Capability.ASSIGN_LANGUAGES}),
     Role.ML_ENGINEER: frozenset({Capability.VIEW, Capability.IMPORT, Capability.VIEW_STATS, Capability.EXPORT}),
     Role.ADMIN: frozenset(Capability.values),
 }

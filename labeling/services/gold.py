@@ -25,11 +25,13 @@ prevalence population). ``gold_public_selection`` is what the API shows instead 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Value
+from django.db.models.functions import Coalesce
 
 from labeling.models import Annotation, Item, Lease, Project, RankingEntry, SelectionReason
 
@@ -60,7 +62,8 @@ def _unseen_gold(project: Project, reviewer_id: int) -> Any:
             .exclude(Exists(seen_lease)).exclude(Exists(seen_answer)))
 
 
-def _random_unseen_gold(project: Project, reviewer_id: int, rng: random.Random) -> int | None:
+def _random_unseen_gold(project: Project, reviewer_id: int, rng: random.Random,
+                        languages: Sequence[str] | None = None) -> int | None:
     """A random unseen gold item: the first one at or after a random point on the random_key circle.
 
     Item.random_key is an independent uniform draw per item, so starting at a uniform point and taking
@@ -69,6 +72,9 @@ def _random_unseen_gold(project: Project, reviewer_id: int, rng: random.Random) 
     """
     start = rng.random()
     unseen = _unseen_gold(project, reviewer_id)
+    if languages is not None:  # the reviewer's languages (labeling/services/reviewer_languages.py)
+        unseen = unseen.alias(language_or_undetermined=Coalesce("language", Value(""))).filter(
+            language_or_undetermined__in=list(languages))
     found: int | None = unseen.filter(random_key__gte=start).order_by("random_key").values_list("id", flat=True).first()
     if found is None:
         found = unseen.filter(random_key__lt=start).order_by("random_key").values_list("id", flat=True).first()
@@ -103,7 +109,8 @@ def _cover(project: Project, rng: random.Random) -> dict[str, Any]:
     return {}
 
 
-def gold_pick(*, project: Project, reviewer: AbstractBaseUser, rng: random.Random) -> GoldPick | None:
+def gold_pick(*, project: Project, reviewer: AbstractBaseUser, rng: random.Random,
+              languages: Sequence[str] | None = None) -> GoldPick | None:
     """The gold item this checkout should serve, or None to carry on with the ordinary queue.
 
     With probability ``project.gold_rate`` (one ``rng`` draw per call) and while the reviewer has unseen
@@ -112,7 +119,7 @@ def gold_pick(*, project: Project, reviewer: AbstractBaseUser, rng: random.Rando
     """
     if project.gold_rate <= 0.0 or rng.random() >= project.gold_rate:
         return None
-    item_id = _random_unseen_gold(project, reviewer.pk, rng)
+    item_id = _random_unseen_gold(project, reviewer.pk, rng, languages)
     if item_id is None:
         return None
     return GoldPick(item_id=item_id, **_cover(project, rng))

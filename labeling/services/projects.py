@@ -137,7 +137,7 @@ def _set_validated_password(user: Any, password: str) -> None:
 
 # What the settings page may change after creation, and why the rest may not (shown beside the read-only fields).
 SETTINGS_MUTABLE = ("name", "description", "strategy", "exploration_rate", "gold_rate", "show_suggestions",
-                    "suggestion_holdout_rate", "lease_seconds", "seed_queries")
+                    "suggestion_holdout_rate", "lease_seconds", "seed_queries", "language_mode")
 SETTINGS_FIXED = {
     "slug": "It is in every URL, API script and export file name; a new slug would break them.",
     "overlap": "Each item's required answers were fixed when it was imported; a new overlap would leave the queue "

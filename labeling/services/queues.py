@@ -100,6 +100,13 @@ from labeling.models import (
 )
 from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.gold import gold_pick
+from labeling.services.reviewer_languages import (
+    FALLBACK_LANGUAGE_SHAPE,
+    MEMBERSHIP_LANGUAGES_LOCK_SQL,
+    OPEN_IN_LANGUAGES_SQL,
+    RANKED_LANGUAGE_WINDOW,
+    language_passes,
+)
 from labeling.services.wellness import severe_avoider
 
 # Candidates locked per scan. Small: every extra row we lock is one the other reviewers must skip past.
@@ -165,7 +172,7 @@ BOOST_SCAN_SQL = """
 SELECT i.id, i.external_id, i.text, i.meta,
        EXISTS (SELECT 1 FROM {bank_match} bm WHERE bm.item_id = i.id AND bm.withdrawn_at IS NULL) AS banked
 FROM {item} i
-WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}
+WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}{languages}
 ORDER BY i.boost DESC, i.id
 LIMIT %(batch)s {lock}
 """  # noqa: S608 - table names are constants
@@ -184,10 +191,10 @@ SELECT c.id, c.external_id, c.text, c.meta,
 FROM {ranking} r
 CROSS JOIN LATERAL (
     SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
-    WHERE i.id = r.item_id AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}
+    WHERE i.id = r.item_id AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}{languages}
     {lock}
 ) c
-WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
+WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s{window}
 ORDER BY r.rank
 LIMIT %(batch)s
 """  # noqa: S608 (table names and our own fragments, no user input)
@@ -199,8 +206,8 @@ _PORTABLE = {
 SELECT i.id, i.external_id, i.text, i.meta,
        r.rank, r.score, r.reason, r.inclusion_probability, r.suggested_label, r.suggested_confidence
 FROM {ranking} r JOIN {item} i ON i.id = r.item_id
-WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s
-  AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}
+WHERE r.project_id = %(project)s AND r.ranking_version = %(version)s AND r.rank >= %(floor)s{window}
+  AND i.project_id + 0 = %(project)s AND """ + _AVAILABLE + """ {rejected}{languages}
 ORDER BY r.rank
 LIMIT %(batch)s {lock}
 """,
@@ -209,10 +216,14 @@ LIMIT %(batch)s {lock}
 # Stage 3. The WHERE implies the predicate of the partial index item_open_random (project, random_key).
 FALLBACK_SCAN_SQL = """
 SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
-WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}
+WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """ {rejected}{languages}
 ORDER BY i.random_key
 LIMIT %(batch)s {lock}
 """
+# Stage 3 of a pass limited to the reviewer's languages (labeling/services/reviewer_languages.py): a walk of
+# item_open_language_random per language; on SQLite, the stage above with the language filter.
+FALLBACK_LANGUAGE_SCAN_SQL = FALLBACK_LANGUAGE_SHAPE.replace("{available}", _AVAILABLE)
+_PORTABLE[FALLBACK_LANGUAGE_SCAN_SQL] = FALLBACK_SCAN_SQL
 
 # The first rank whose item is still open: where ranking walks start (see "The rank floor" above). The same fixed
 # shape as the ranking scan: ``OFFSET 0`` keeps the LATERAL subquery from being flattened into a join the planner
@@ -305,17 +316,26 @@ def _planner_settings() -> str:
     return ", ".join(f"set_config('{name}', 'off', true)" for name in PLANNER_OFF)
 
 
-def render_sql(template: str, *, rejected: Sequence[int] = ()) -> tuple[str, dict[str, int]]:
-    """Fill in table names, the exclusion list of already-rejected candidates and the locking clause.
+def render_sql(template: str, *, rejected: Sequence[int] = (),
+               languages: Sequence[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """Fill in table names, the exclusion list of already-rejected candidates, the locking clause and, for a pass
+    limited to ``languages`` (reviewer_languages.py), the language filter and the ranked walk's window. Without
+    ``languages`` every statement is exactly what it was before reviewer languages existed.
 
     Public so that bench/queue_latency.py replays exactly these statements as its raw-SQL floor.
     """
     if connection.vendor != "postgresql":
         template = _PORTABLE.get(template, template)
-    names = {f"rejected_{n}": item_id for n, item_id in enumerate(rejected)}
+    names: dict[str, Any] = {f"rejected_{n}": item_id for n, item_id in enumerate(rejected)}
     clause = ("AND i.id NOT IN (" + ", ".join(f"%({name})s" for name in names) + ")") if names else ""
+    language_names = {f"language_{n}": code for n, code in enumerate(languages or ())}
+    names.update(language_names)
+    in_languages = ", ".join(f"%({name})s" for name in language_names)
     return template.format(rejected=clause, lock=_lock_suffix(), membership_lock=_membership_lock(),
                            planner_settings=_planner_settings(),
+                           languages=f" AND COALESCE(i.language, '') IN ({in_languages})" if language_names else "",
+                           language_rows=", ".join(f"(%({name})s)" for name in language_names),
+                           window=" AND r.rank < %(floor)s + %(window)s" if language_names else "",
                            **_tables()), names
 
 
@@ -416,6 +436,8 @@ class _Scanner:
         # Wellness (labeling/services/wellness.py): once a reviewer's daily severe budget is spent, candidates known
         # or predicted severe are passed over for them (left open for others), as if they had lost their race.
         self.avoid = avoid
+        # The pass's language codes (reviewer_languages.py), or None: every language.
+        self.languages: tuple[str, ...] | None = None
 
     def _params(self, now: datetime) -> dict[str, Any]:
         return {
@@ -427,7 +449,7 @@ class _Scanner:
 
     def _stage(self, template: str, extra: dict[str, Any], to_pick: Any) -> Lease | None:
         for _ in range(MAX_SCAN_ROUNDS):
-            sql, names = render_sql(template, rejected=self.rejected)
+            sql, names = render_sql(template, rejected=self.rejected, languages=self.languages)
             rows = _fetch(sql, {**self._params(timezone.now()), **extra, **names})
             if not rows:
                 return None
@@ -463,7 +485,8 @@ class _Scanner:
                          inclusion_probability=inclusion, suggested_label=label or "",
                          suggested_confidence=confidence)
 
-        return self._stage(RANKING_SCAN_SQL, {"version": version, "floor": floor}, to_pick)
+        window = {} if self.languages is None else {"window": RANKED_LANGUAGE_WINDOW}
+        return self._stage(RANKING_SCAN_SQL, {"version": version, "floor": floor, **window}, to_pick)
 
     def fallback(self) -> Lease | None:
         inclusion: list[float] = []
@@ -474,11 +497,19 @@ class _Scanner:
             # model still carry their sampling design (prevalence, weighted exports). Counted once per checkout,
             # and only when the stage has a candidate.
             if not inclusion:
-                counts = ItemCount.objects.counts([self.project.pk])[self.project.pk]
-                inclusion.append(1.0 / max(1, counts.pool - counts.pool_finished))
+                inclusion.append(1.0 / max(1, self._open_count()))
             return _Pick(item_id=row[0], reason=SelectionReason.FALLBACK_RANDOM, inclusion_probability=inclusion[0])
 
-        return self._stage(FALLBACK_SCAN_SQL, {}, to_pick)
+        return self._stage(FALLBACK_SCAN_SQL if self.languages is None else FALLBACK_LANGUAGE_SCAN_SQL, {}, to_pick)
+
+    def _open_count(self) -> int:
+        """N of the fallback's 1/N: the open pool, or in a language pass the open items of its languages (the
+        draw is uniform among those; a count over item_open_language_random, paid once per such pick)."""
+        if self.languages is None:
+            counts = ItemCount.objects.counts([self.project.pk])[self.project.pk]
+            return counts.pool - counts.pool_finished
+        sql, names = render_sql(OPEN_IN_LANGUAGES_SQL, languages=self.languages)
+        return int(_fetch(sql, {"project": self.project.pk, **names})[0][0])
 
 
 def _page_item(project: Project, row: tuple[Any, ...]) -> Item:
@@ -580,22 +611,43 @@ def queue_checkout_next(*, project: Project, reviewer: AbstractBaseUser,
     scanner = _Scanner(project=project, reviewer_id=reviewer_id, rng=rng or _system_random,
                        avoid=severe_avoider(project=project, reviewer=reviewer))
     with transaction.atomic():
-        # Serialises this reviewer's own checkouts (two tabs), and only theirs.
-        sql, _ = render_sql(MEMBERSHIP_LOCK_SQL)
-        if not _fetch(sql, {"project": project.pk, "reviewer": reviewer_id}):
+        # Serialises this reviewer's own checkouts (two tabs), and only theirs. With reviewer languages in use, the
+        # same statement also reads the reviewer's languages; otherwise it is exactly the statement it always was.
+        off = project.language_mode == Project.LanguageMode.OFF
+        sql, _ = render_sql(MEMBERSHIP_LOCK_SQL if off else MEMBERSHIP_LANGUAGES_LOCK_SQL)
+        locked = _fetch(sql, {"project": project.pk, "reviewer": reviewer_id})
+        if not locked:
             raise PermissionDenied("you are not a member of this project")
+        passes = [None] if off else language_passes(mode=project.language_mode, languages=_languages(locked[0][-1]))
         held, boosted = _held_and_boosted(project=project, reviewer_id=reviewer_id)
         if held is not None:
             return held
         # Re-queued items (a split or deprecation took their answer away) come first, before gold checks (which
         # wear an exploration or uncertainty disguise) and the ranking: the lead asked for them at a priority.
-        return ((boosted and scanner.boosted()) or _gold_lease(project=project, reviewer=reviewer, rng=scanner.rng)
-                or scanner.ranked() or scanner.fallback())
+        # A pass limited to the reviewer's languages runs every stage filtered; "prefer" then runs an unfiltered
+        # one (without gold) when the first served nothing (reviewer_languages.py).
+        for n, languages in enumerate(passes):
+            scanner.languages = languages
+            lease = ((boosted and scanner.boosted())
+                     or (n == 0 and _gold_lease(project=project, reviewer=reviewer, rng=scanner.rng,
+                                                languages=languages))
+                     or scanner.ranked() or scanner.fallback())
+            if lease:
+                return lease
+        return None
 
 
-def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Random) -> Lease | None:
+def _languages(value: Any) -> list[str]:
+    """Membership.languages as the raw membership lock hands it back (jsonb: a list; SQLite: its text)."""
+    field: Any = Membership._meta.get_field("languages")
+    decoded = field.from_db_value(value, None, connection) if isinstance(value, str) else value
+    return [str(code) for code in decoded or []]
+
+
+def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Random,
+                languages: Sequence[str] | None = None) -> Lease | None:
     """At the project's gold_rate, a gold item the reviewer has not seen, disguised as an ordinary pick."""
-    gold = gold_pick(project=project, reviewer=reviewer, rng=rng)
+    gold = gold_pick(project=project, reviewer=reviewer, rng=rng, languages=languages)
     if gold is None:
         return None
     pick = _Pick(item_id=gold.item_id, reason=gold.reason, score=gold.score, model_version=gold.model_version,
@@ -610,7 +662,7 @@ def _gold_lease(*, project: Project, reviewer: AbstractBaseUser, rng: random.Ran
 # The checkout's scans SKIP LOCKED rows, so an item only row-locked for a moment (another reviewer's checkout
 # scanning past it, a submit, an import) is invisible to them; this look-up does not lock, so it sees it.
 AVAILABLE_NOW_SQL = """
-SELECT 1 FROM {item} i WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """
+SELECT 1 FROM {item} i WHERE i.project_id = %(project)s AND """ + _AVAILABLE + """{languages}
 LIMIT 1
 """
 
@@ -621,7 +673,7 @@ EARLIEST_HELD_ELSEWHERE_SQL = """
 SELECT MIN(l.expires_at) FROM {lease} l JOIN {item} i ON i.id = l.item_id
 WHERE l.project_id = %(project)s AND l.state = 'active' AND l.expires_at > %(now)s AND l.reviewer_id <> %(reviewer)s
   AND NOT i.is_gold AND i.n_done < i.n_required
-  AND """ + _not_this_reviewers("l.item_id") + """
+  AND """ + _not_this_reviewers("l.item_id") + """{languages}
 """
 
 
@@ -632,13 +684,19 @@ def queue_retry_after(*, project: Project, reviewer: AbstractBaseUser) -> int | 
     (1 s), or held by others' leases (a holder may skip, or let the lease expire, and the item comes back).
     Clients should stop only on a 204 without Retry-After. Only the empty path pays for these queries.
     """
-    sql, _ = render_sql(AVAILABLE_NOW_SQL)
+    # With language_mode "only", only items in the reviewer's languages (and undetermined ones) can come back to
+    # them: a Hindi reviewer with nothing but Arabic items left is done here, not told to ask again every second.
+    languages = None
+    if project.language_mode == Project.LanguageMode.ONLY:
+        mine = Membership.objects.filter(project=project, user_id=reviewer.pk).values_list("languages", flat=True)
+        languages = language_passes(mode=project.language_mode, languages=list(mine.first() or []))[0]
+    sql, names = render_sql(AVAILABLE_NOW_SQL, languages=languages)
     now = timezone.now()
     adapted = connection.ops.adapt_datetimefield_value(now)
-    if _fetch_planned(sql, {"project": project.pk, "reviewer": reviewer.pk, "now": adapted}):
+    if _fetch_planned(sql, {"project": project.pk, "reviewer": reviewer.pk, "now": adapted, **names}):
         return 1
-    sql, _ = render_sql(EARLIEST_HELD_ELSEWHERE_SQL)
-    rows = _fetch_planned(sql, {"project": project.pk, "reviewer": reviewer.pk, "now": adapted})
+    sql, names = render_sql(EARLIEST_HELD_ELSEWHERE_SQL, languages=languages)
+    rows = _fetch_planned(sql, {"project": project.pk, "reviewer": reviewer.pk, "now": adapted, **names})
     earliest = rows[0][0] if rows else None
     if earliest is None:
         return None

@@ -80,6 +80,22 @@ def test_new_project_errors_keep_the_form(cast: dict[str, Any]) -> None:
     assert not Project.objects.filter(slug="bad").exists()
 
 
+def test_members_page_sets_reviewer_languages_and_the_mode_audited(cast: dict[str, Any]) -> None:
+    client = as_user(cast["users"]["admin"])
+    client.post("/projects/sms/members/", {"action": "languages", "username": "reviewer", "languages": "ur, HI"})
+    client.post("/projects/sms/members/", {"action": "language_mode", "language_mode": "only"})
+    assert Membership.objects.get(project__slug="sms", user__username="reviewer").languages == ["hi", "ur"]
+    assert Project.objects.get(slug="sms").language_mode == "only"
+    assert AuditEvent.objects.filter(action="membership.languages").get().data["after"] == ["hi", "ur"]
+    page = client.get("/projects/sms/members/").content.decode()
+    assert 'value="hi, ur"' in page and '<option value="only" selected>' in page
+    # A bad code is refused with its reason and changes nothing.
+    response = client.post("/projects/sms/members/", {"action": "languages", "username": "reviewer",
+                                                      "languages": "hindi"}, follow=True)
+    assert "is not a language code" in response.content.decode()
+    assert Membership.objects.get(project__slug="sms", user__username="reviewer").languages == ["hi", "ur"]
+
+
 def test_members_add_create_change_and_remove_releases_leases(cast: dict[str, Any]) -> None:
     project = cast["project"]
     client = as_user(cast["users"]["admin"])

@@ -222,6 +222,8 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/languages/": [Row("GET", Capability.VIEW, 200, P + "/languages/")],
     "api/projects/<slug:slug>/embedder": [
         Row("POST", Capability.MANAGE, 200, P + "/embedder", body={"embedder": "hashing"})],
+    "api/projects/<slug:slug>/members/<str:username>": [
+        Row("PATCH", Capability.ASSIGN_LANGUAGES, 200, P + "/members/reviewer", body={"languages": ["hi"]})],
     "api/projects/<slug:slug>/privacy": [
         Row("GET", Capability.MANAGE, 200, P + "/privacy"),
         Row("PATCH", Capability.MANAGE, 200, P + "/privacy", body={"mask_pii": True, "mask_detectors": ["email"]})],

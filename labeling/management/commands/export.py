@@ -49,6 +49,9 @@ class Command(BaseCommand):
         parser.add_argument("--min-annotators", type=int)
         parser.add_argument("--label", action="append", help="Only items whose labels include this key "
                                                              "(repeatable: any of them).")
+        parser.add_argument("--language", action="append", help="Only items in this language (ISO 639 code as the "
+                                                                "language list shows it; und: undetermined; "
+                                                                "repeatable or comma-separated).")
         parser.add_argument("--csv-raw-cells", action="store_true",
                             help="CSV only: write cells verbatim. By default a cell starting with =, +, -, @, tab, "
                                  "carriage return or ' gets a leading ' (no formulas when opened in a "
@@ -67,7 +70,7 @@ class Command(BaseCommand):
             "aggregation": options["aggregation"], "raw": options["raw"] or None, "gold": options["gold"],
             "taxonomy_version": options["taxonomy_version"], "since": options["since"], "until": options["until"],
             "reviewer": options["reviewer"], "min_agreement": options["min_agreement"],
-            "min_annotators": options["min_annotators"], "label": options["label"],
+            "min_annotators": options["min_annotators"], "label": options["label"], "language": options["language"],
             "csv_cells": "raw" if options["csv_raw_cells"] else None,
         }
         try:

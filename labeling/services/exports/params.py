@@ -6,6 +6,7 @@ path, and the order of the parsed fields is fixed, so the same request always me
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -112,6 +113,8 @@ class ExportParams:
     min_annotators: int | None = None
     labels: tuple[str, ...] = ()
     csv_cells: str = "escaped"
+    # Item languages to export (Item.language codes; "und" for items whose language could not be told); empty: all.
+    languages: tuple[str, ...] = ()
 
     @property
     def filters_annotations(self) -> bool:
@@ -129,7 +132,13 @@ class ExportParams:
             # Only where it changes bytes, so the stored parameters of JSON Lines and Parquet exports keep the
             # form they had before the option existed.
             **({"csv_cells": self.csv_cells} if self.format == "csv" else {}),
+            **({"languages": list(self.languages)} if self.languages else {}),
         }
+
+    @property
+    def language_codes(self) -> list[str]:
+        """``languages`` as Item.language stores them (undetermined and undetected both read as "")."""
+        return ["" if code == "und" else code for code in self.languages]
 
 
 def _one(name: str, value: Any) -> Any:
@@ -223,8 +232,9 @@ PARAMETERS: dict[str, Any] = {
     "min_annotators": _as_int,
     "label": _as_list,
     "csv_cells": _as_choice(CSV_CELLS),
+    "language": lambda name, v: tuple(sorted({code.lower() for code in _as_list(name, v)})),
 }
-_FIELD_OF = {"reviewer": "reviewers", "label": "labels"}
+_FIELD_OF = {"reviewer": "reviewers", "label": "labels", "language": "languages"}
 
 
 def export_params_parse(data: Mapping[str, Any], *, ignore: Sequence[str] = ()) -> ExportParams:
@@ -244,6 +254,10 @@ def export_params_parse(data: Mapping[str, Any], *, ignore: Sequence[str] = ()) 
         raise ValidationFailed("min_agreement: must be between 0 and 1", field="min_agreement")
     if params.min_annotators is not None and params.min_annotators < 0:
         raise ValidationFailed("min_annotators: must be 0 or more", field="min_annotators")
+    bad = [code for code in params.languages if not re.fullmatch(r"[a-z]{2,3}", code)]
+    if bad:
+        raise ValidationFailed(f"language: {', '.join(map(repr, bad))} is not a language code (ISO 639, as the "
+                               "language list shows them; und for undetermined)", field="language")
     if params.since and params.until and params.since >= params.until:
         raise ValidationFailed("since: must be before until", field="since")
     return params

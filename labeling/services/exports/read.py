@@ -20,7 +20,8 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, Exists, Func, OuterRef, Q, QuerySet
+from django.db.models import BigIntegerField, Exists, Func, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils.dateparse import parse_datetime
 
 from labeling.models import OPEN_STATES, Adjudication, Annotation, Item, Label, Project, SuspectedError, TaxonomyVersion
@@ -344,6 +345,8 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
     """
     target = prepared.target_version_id
     params = prepared.params
+    in_languages = ("AND COALESCE(i.language, '') IN (" + ", ".join(["%s"] * len(params.languages)) + ")"
+                    if params.languages else "")
     conditions: list[str] = []
     pass_params: list[Any] = []
     if params.taxonomy_version is not None:
@@ -390,12 +393,13 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
         ) a ON a.item_id = i.id
         LEFT JOIN {Adjudication._meta.db_table} d ON d.item_id = i.id AND d.state IN (%s, %s)
         WHERE i.project_id = %s AND {"a.n > 0" if filtered else "(a.item_id IS NOT NULL OR d.state = %s)"}
+          {in_languages}
         ORDER BY i.id
     """  # noqa: S608 - only this module's constant fragments are interpolated; every value is a parameter
     project_id = prepared.project.pk
     pending, decided = Adjudication.State.PENDING, Adjudication.State.DECIDED
     return sql, [pending, PENDING_ADJUDICATION, target, *pass_params, target, target, project_id, pending, decided,
-                 project_id, *([] if filtered else [decided])]
+                 project_id, *([] if filtered else [decided]), *params.language_codes]
 
 
 def _passes(prepared: PreparedExport, ann: tuple[Any, ...]) -> bool:
@@ -418,15 +422,18 @@ def _groups(prepared: PreparedExport, *, light: bool) -> Iterator[tuple[tuple[An
     project_id = prepared.project.pk
     in_project = Annotation.objects.filter(project_id=project_id, item=OuterRef("pk"))
     items = Item.objects.filter(project_id=project_id)
+    if prepared.params.languages:
+        items = items.alias(language_or_undetermined=Coalesce("language", Value(""))).filter(
+            language_or_undetermined__in=prepared.params.language_codes)
+    annotations = Annotation.objects.filter(project_id=project_id)
+    if prepared.params.filters_annotations or prepared.params.languages:
+        annotations = annotations.filter(item__in=items.values("id"))
     if prepared.params.filters_annotations:
         items = items.filter(Exists(in_project.filter(_annotation_filter(prepared))))
     else:
         decided = Adjudication.objects.filter(project_id=project_id, item=OuterRef("pk"),
                                               state=Adjudication.State.DECIDED)
         items = items.filter(Exists(in_project) | Exists(decided))
-    annotations = Annotation.objects.filter(project_id=project_id)
-    if prepared.params.filters_annotations:
-        annotations = annotations.filter(item__in=items.values("id"))
     sqlite = connection.vendor == "sqlite"
     item_rows = _raw_rows(items.order_by("id").values_list(*(_ITEM_FIELDS_LIGHT if light else _ITEM_FIELDS)))
     created: Any = "created_at" if sqlite else _EpochMicros("created_at")

@@ -100,7 +100,7 @@ def _params_from_stored(stored_params: Mapping[str, Any]) -> ExportParams:
     """Parameters in their stored form (``ExportParams.as_dict``) or the API's, parsed again."""
     stored = dict(stored_params)
     # The stored form's list-valued keys have the API's singular names.
-    for plural, singular in (("reviewers", "reviewer"), ("labels", "label")):
+    for plural, singular in (("reviewers", "reviewer"), ("labels", "label"), ("languages", "language")):
         if plural in stored:
             stored[singular] = stored.pop(plural)
     if isinstance(stored.get("split"), list):

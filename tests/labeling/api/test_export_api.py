@@ -86,8 +86,10 @@ def test_splits_via_the_api_are_persisted(world: World, api_as: Any) -> None:
     ({"format": "xml"}, 400, "format: 'xml' is not one of jsonl, csv, parquet"),
     ({"fromat": "csv"}, 400, "unknown parameter(s): fromat; allowed: format, aggregation, split, seed, raw, gold, "
                              "taxonomy_version, since, until, reviewer, min_agreement, min_annotators, label, "
-                             "csv_cells"),
+                             "csv_cells, language"),
     ({"item__text__contains": "x"}, 400, None),
+    ({"language": "hindi"}, 400, "language: 'hindi' is not a language code (ISO 639, as the language list shows "
+                                 "them; und for undetermined)"),
     ({"split": "0.9,0.2,0"}, 400, "split: fractions must be >= 0 and sum to 1, got '0.9,0.2,0'"),
     ({"label": "nope"}, 400, "label: nope not in taxonomy version 2"),
     ({"reviewer": "stranger"}, 400, "reviewer: no reviewer of this project named stranger"),

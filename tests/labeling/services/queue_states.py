@@ -13,7 +13,9 @@ state is a project whose ranking's head is already finished (the walk steps over
   call it tiny; autovacuum has not caught up);
 - ``clustered``: as ``analyzed``, with every item in a near-duplicate cluster of ``cluster_size`` consecutive ids
   (the first is the representative), and a ranking written before the clustering (members still in it): every
-  candidate also probes its cluster row and its representative, and the walk steps over waiting members.
+  candidate also probes its cluster row and its representative, and the walk steps over waiting members;
+- ``languages_100k``: as ``analyzed``, the items' languages cycling through ``LANGUAGES`` by id (one in ten Hindi,
+  one in ten undetermined): the checkout of a Hindi reviewer with reviewer languages in use steps over the others.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class QueueState:
     ranked: int = 20_000
     finished_ranked: int = 600
     cluster_size: int = 0  # > 0: every item is in a cluster of this many consecutive ids
+    languages: bool = False  # items' languages cycle through LANGUAGES
 
+
+LANGUAGES = ("hi", "ar", "en", "es", "fr", "de", "zh", "ru", "id", "")
 
 STATES = {
     "fresh": QueueState("fresh", 2_000, analyze="never", ranked=1_000),
@@ -53,6 +58,7 @@ STATES = {
     "mid_import_100k": QueueState("mid_import_100k", 100_000, analyze="before"),
     "analyzed_1m": QueueState("analyzed_1m", 1_000_000),
     "clustered_100k": QueueState("clustered_100k", 100_000, cluster_size=10),
+    "languages_100k": QueueState("languages_100k", 100_000, languages=True),
 }
 
 
@@ -95,6 +101,9 @@ def build(state: QueueState, *, project_id: int, reviewer_id: int, others: list[
         _insert_items(project_id, 2_001, state.n_items, n_required)
     else:
         _insert_items(project_id, 1, state.n_items, n_required)
+    if state.languages:
+        _execute("UPDATE labeling_item SET language = (%s::text[])[1 + id %% %s] WHERE project_id = %s",
+                 [list(LANGUAGES), len(LANGUAGES), project_id])
     # The ranking: the first `ranked` items by id, its head finished (n_done = n_required).
     _execute(
         "INSERT INTO labeling_rankingentry (project_id, ranking_version, rank, item_id, score, reason,"

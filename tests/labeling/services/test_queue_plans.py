@@ -23,6 +23,7 @@ from django.db import connection
 from labeling.services import adjudication, queues
 from labeling.services.annotations import _lock_sql
 from labeling.services.queues import render_sql
+from labeling.services.reviewer_languages import MEMBERSHIP_LANGUAGES_LOCK_SQL, RANKED_LANGUAGE_WINDOW
 from labeling.services.taxonomy_migrations import _ANSWER_LOCK_FOR_LEASE_SQL, ANSWER_LOCK_CLASS
 from tests.factories import ProjectFactory, member
 from tests.labeling.services import queue_states
@@ -90,6 +91,9 @@ def test_checkout_and_submit_statements_keep_their_plans(state_name: str, postgr
             # Each candidate's probes find that item's own leases or answers (at most a few: n_required is 2).
             assert shapes[name][table] <= 2 * bound, (name, table, shapes[name])
 
+    if state.languages:
+        _assert_language_pass_plans(state, params, walk)
+
     # The submit: its first statement takes the answer lock and sets the planner up; then the item and lease locks
     # by primary key, and (for a submit that finishes its item) the adjudication probe over the item's answers.
     lease_id = _a_lease(project.pk, reviewer.pk, open_item, project.current_taxonomy_version_id)
@@ -122,3 +126,32 @@ def _a_lease(project_id: int, reviewer_id: int, item_id: int, version_id: int) -
             " now() + interval '5 minutes', 0, %s, 'uncertainty', false) RETURNING id",
             [project_id, item_id, reviewer_id, version_id])
         return int(cursor.fetchone()[0])
+
+
+# A pass limited to a Hindi reviewer's languages (reviewer_languages.py): the same shapes, bounded by one in ten items
+# being theirs (LANGUAGES) plus the undetermined tenth: the filtered walks step over about four rows per candidate.
+LANGUAGE_PASS = ("BOOST_SCAN_SQL", "RANKING_SCAN_SQL", "FALLBACK_LANGUAGE_SCAN_SQL", "AVAILABLE_NOW_SQL",
+                 "EARLIEST_HELD_ELSEWHERE_SQL")
+
+
+def _assert_language_pass_plans(state: queue_states.QueueState, params: dict[str, Any], walk: int) -> None:
+    languages = ("hi", "")
+    membership_lock, _ = render_sql(MEMBERSHIP_LANGUAGES_LOCK_SQL)
+    share = 2 / len(queue_states.LANGUAGES)
+    for name in LANGUAGE_PASS:
+        sql, names = render_sql(getattr(queues, name), languages=languages)
+        plan = _explain(membership_lock, params, sql, {**params, **names, "window": RANKED_LANGUAGE_WINDOW})
+        shape = _shape(plan)
+        assert shape["seq"] == [] and shape["bitmap"] == [], (name, shape)
+        # Ranked: the finished head plus the rows of other languages between the batch's candidates; elsewhere one
+        # batch per language walked (fallback) or the candidates a filter steps over (boost, the empty path).
+        bound = (walk + int((params["batch"] + 2) / share)) if name == "RANKING_SCAN_SQL" else \
+            len(languages) * int((params["batch"] + 2) / share)
+        assert shape["labeling_item"] <= bound, (name, bound, shape)
+        assert shape["labeling_rankingentry"] <= (bound if name == "RANKING_SCAN_SQL" else 0), (name, shape)
+        for table in PROBES:
+            assert shape[table] <= 2 * bound, (name, table, shape)
+        if name == "FALLBACK_LANGUAGE_SCAN_SQL":
+            # One walk of the per-language index for each language, never the project's whole open pool.
+            used = {node.get("Index Name") for node in queue_states.nodes(plan)}
+            assert "item_open_language_random" in used, shape
