@@ -135,6 +135,16 @@ class AdjudicationCountsSerializer(serializers.Serializer):  # type: ignore[type
     decided = serializers.IntegerField()
 
 
+class PropagationPrecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    label = serializers.CharField()
+    propagated = serializers.IntegerField(help_text="Propagated answers carrying the label.")
+    verified = serializers.IntegerField(help_text="Of those picked for verification, how many a human answered.")
+    agreements = serializers.IntegerField(help_text="Verified ones the human gave the same labels to.")
+    precision = serializers.FloatField(allow_null=True, help_text="agreements / verified; null until one is verified.")
+    low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval (continuity-corrected).")
+    high = serializers.FloatField(allow_null=True)
+
+
 class StatsSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     project = serializers.CharField()
     progress = ProgressSerializer()
@@ -142,6 +152,7 @@ class StatsSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     prevalence = PrevalenceSerializer()
     adjudications = AdjudicationCountsSerializer()
     alerts = GoldAlertSerializer(many=True)
+    propagation = PropagationPrecisionSerializer(many=True, help_text="Measured propagation precision per label.")
 
 
 class SuggestionFiguresSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -11,6 +11,7 @@ from labeling.api import (
     views_items,
     views_privacy,
     views_projects,
+    views_propagation,
     views_quality,
     views_queue,
     views_taxonomy,
@@ -57,6 +58,7 @@ urlpatterns = [
     path("projects/<slug:slug>/taxonomy/draft/publish", views_taxonomy.TaxonomyDraftPublishView.as_view(),
          name="api-taxonomy-draft-publish"),
     # The reviewer queue: leases, submit, skip, renew, undo, progress (labeling/api/views_queue.py).
+    path("projects/<slug:slug>/propagation/", views_propagation.PropagationView.as_view(), name="api-propagation"),
     path("projects/<slug:slug>/wellness/", views_wellness.WellnessView.as_view(), name="api-wellness"),
     path("projects/<slug:slug>/wellness/me", views_wellness.WellnessPreferenceView.as_view(),
          name="api-wellness-me"),

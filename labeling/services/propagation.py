@@ -28,7 +28,7 @@ A propagated answer counts towards its item's ``n_done`` like a reviewer's answe
 queue: that is the point of propagating. Except for the verification share: a propagated answer picked for
 verification (``verification=True``, a stable hash of the item id, so the same members are picked whatever the
 order of events) does *not* count, so its item stays open until a human answers it; that human answer is then
-compared with the propagated one for the measured precision (``propagation_precision``). The queue's invariant
+compared with the propagated one for the measured precision (labeling/selectors/propagation.py). The queue's invariant
 ``n_done + holding <= n_required`` is kept by never propagating onto a member that is held by a lease, already
 answered by a human, or finished; such a member gets its human answer instead. Withdrawing a counted propagated
 answer lowers ``n_done`` again, which puts the member back in the queue.
@@ -61,7 +61,6 @@ from labeling.models import (
 )
 from labeling.services.audit import audit_record
 from labeling.services.errors import ValidationFailed
-from labeling.stats.proportions import wilson_interval
 from learning import scheduling
 from learning.core.propagation import (
     DEFAULT_SIMILARITY_THRESHOLD,
@@ -222,26 +221,25 @@ def _reconcile(*, representative: Item, ids: list[int], desired: dict[int, float
                     _withdraw(answer, project=project)
                     counts["withdrawn"] += 1
                 continue
-            labels, version_id, source_id, reviewer_id = decision
+            _labels, _version_id, _source_id, reviewer_id = decision
             if answer is not None:
                 if answer.reviewer_id != reviewer_id and (item_id, reviewer_id) in humans:
                     _withdraw(answer, project=project)  # the new source reviewer answered this member themselves
                     counts["withdrawn"] += 1
                 elif (answer.labels, answer.taxonomy_version_id, answer.propagated_from_id, answer.reviewer_id) != (
-                        labels, version_id, source_id, reviewer_id):
-                    Annotation.objects.filter(pk=answer.pk).update(
-                        labels=labels, taxonomy_version_id=version_id, propagated_from_id=source_id,
-                        reviewer_id=reviewer_id, mapped_labels=None, mapped_taxonomy_version=None)
+                        *decision[:3], reviewer_id):
+                    # Replaced, not updated: a new id moves the stats cache's fingerprint (labeling/selectors/
+                    # quality.py), and the item's count is unchanged (same verification pick, same n_done share).
+                    answer.delete()
+                    _create(project=project, item_id=item_id, decision=decision, similarity=desired[item_id],
+                            verification=answer.verification)
                     counts["relabelled"] += 1
                 continue
             if item_id in answered or item_id in held or item.n_done >= item.n_required or item.is_gold:
                 continue  # a human answers (or answered) it: propagating would put it in front of one too many
             verification = verification_pick(item_id, share=share, salt=str(project.pk))
-            Annotation.objects.create(
-                project=project, item_id=item_id, reviewer_id=reviewer_id, taxonomy_version_id=version_id,
-                labels=labels, source=AnswerSource.PROPAGATED, propagated_from_id=source_id,
-                similarity=desired[item_id], verification=verification,
-                selection_reason=Reason.PROPAGATED)
+            _create(project=project, item_id=item_id, decision=decision, similarity=desired[item_id],
+                    verification=verification)
             if not verification:
                 Item.objects.filter(pk=item_id).update(n_done=F("n_done") + 1)
             counts["created"] += 1
@@ -255,44 +253,16 @@ def _reconcile(*, representative: Item, ids: list[int], desired: dict[int, float
             scheduling.request_retrain(project_id=project.pk)
 
 
+def _create(*, project: Project, item_id: int, decision: tuple[list[str], int, int | None, int], similarity: float,
+            verification: bool) -> None:
+    labels, version_id, source_id, reviewer_id = decision
+    Annotation.objects.create(
+        project=project, item_id=item_id, reviewer_id=reviewer_id, taxonomy_version_id=version_id, labels=labels,
+        source=AnswerSource.PROPAGATED, propagated_from_id=source_id, similarity=similarity,
+        verification=verification, selection_reason=Reason.PROPAGATED)
+
+
 def _withdraw(answer: Annotation, *, project: Project) -> None:
     answer.delete()
     if not answer.verification:
         Item.objects.filter(pk=answer.item_id).update(n_done=F("n_done") - 1)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Measured precision.
-
-
-def propagation_precision(*, project: Project, confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Per label: propagated answers, how many of the verification share a human has answered (verified), how many
-    of those the human agreed with (same set of labels), and the precision with its Wilson interval (None until one
-    is verified). A verified answer counts for each label it carries."""
-    propagated = list(Annotation.objects.filter(project=project, source=AnswerSource.PROPAGATED)
-                      .values_list("item_id", "labels", "verification"))
-    checked = [(item_id, labels) for item_id, labels, verification in propagated if verification]
-    human: dict[int, list[str]] = {}
-    for item_id, labels in (Annotation.objects.filter(item_id__in=[item_id for item_id, _l in checked],
-                                                      source=AnswerSource.HUMAN)
-                            .order_by("-created_at", "-id").values_list("item_id", "labels")):
-        human[item_id] = labels  # the earliest human answer wins: read newest first, overwritten by older ones
-    figures: dict[str, dict[str, int]] = {}
-    for _item_id, labels, _verification in propagated:
-        for key in labels:
-            figures.setdefault(key, {"propagated": 0, "verified": 0, "agreements": 0})["propagated"] += 1
-    for item_id, labels in checked:
-        if item_id not in human:
-            continue
-        agree = set(human[item_id]) == set(labels)
-        for key in labels:
-            figures[key]["verified"] += 1
-            figures[key]["agreements"] += int(agree)
-    rows = []
-    for key in sorted(figures):
-        row: dict[str, Any] = {"label": key, **figures[key], "precision": None, "low": None, "high": None}
-        if row["verified"]:
-            low, high = wilson_interval(row["agreements"], row["verified"], confidence)
-            row.update(precision=row["agreements"] / row["verified"], low=low, high=high)
-        rows.append(row)
-    return rows

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.db import transaction
+from rest_framework.test import APIClient
 
 from labeling.models import (
     Annotation,
@@ -19,6 +20,7 @@ from labeling.models import (
     Project,
     PropagationPolicy,
 )
+from labeling.selectors.propagation import propagation_precision
 from labeling.services.adjudication import adjudication_decide, adjudication_open
 from labeling.services.annotations import annotation_submit, annotation_undo
 from labeling.services.errors import ValidationFailed
@@ -26,7 +28,6 @@ from labeling.services.propagation import (
     TASK_NAME,
     propagation_policies,
     propagation_policy_set,
-    propagation_precision,
 )
 from labeling.services.queues import queue_checkout_next
 from labeling.stats.proportions import wilson_interval
@@ -213,9 +214,15 @@ def test_precision_per_label_is_verified_agreements_over_verified_with_a_wilson_
         assert lease is not None
         annotation_submit(lease_id=lease.pk, reviewer=world["bob"], labels=next(answers))
     low, high = wilson_interval(3, 4)
-    assert propagation_precision(project=project) == [
-        {"label": "spam", "propagated": 5, "verified": 4, "agreements": 3, "precision": 0.75, "low": low,
-         "high": high}]
+    expected = [{"label": "spam", "propagated": 5, "verified": 4, "agreements": 3, "precision": 0.75, "low": low,
+                 "high": high}]
+    assert propagation_precision(project=project) == expected
+    # The stats API serves the same figure.
+    client = APIClient()
+    client.force_authenticate(world["lead"])
+    assert client.get(f"/api/projects/{project.slug}/stats/").json()["propagation"] == expected
+    # The quality figures count human judgements only: the verified items' two human-side answers are bob's alone.
+    assert client.get(f"/api/projects/{project.slug}/stats/").json()["agreement"]["n_units"] == 0
 
 
 def test_undoing_the_source_withdraws_what_it_propagated_and_requeues_the_members(sent: list[Any]) -> None:
