@@ -136,7 +136,7 @@ class AdjudicationCountsSerializer(serializers.Serializer):  # type: ignore[type
 
 
 class PropagationPrecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # DRF pops declared fields; the stubs cannot know
     propagated = serializers.IntegerField(help_text="Propagated answers carrying the label.")
     verified = serializers.IntegerField(help_text="Of those picked for verification, how many a human answered.")
     agreements = serializers.IntegerField(help_text="Verified ones the human gave the same labels to.")

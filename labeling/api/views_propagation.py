@@ -22,7 +22,7 @@ from labeling.services.propagation import propagation_policies, propagation_poli
 
 
 class PropagationPolicySerializer(serializers.Serializer):  # type: ignore[type-arg]
-    label = serializers.CharField(max_length=255, help_text="A label key of the current taxonomy.")
+    label = serializers.CharField(max_length=255, help_text="A label key of the current taxonomy.")  # type: ignore[assignment]
     mode = serializers.ChoiceField(choices=PropagationMode.choices,
                                    help_text="off; suggest (members are served with the representative's label as "
                                              "the suggestion); propagate (members above the threshold get it).")
