@@ -86,7 +86,7 @@ def test_splits_via_the_api_are_persisted(world: World, api_as: Any) -> None:
     ({"format": "xml"}, 400, "format: 'xml' is not one of jsonl, csv, parquet"),
     ({"fromat": "csv"}, 400, "unknown parameter(s): fromat; allowed: format, aggregation, split, seed, raw, gold, "
                              "taxonomy_version, since, until, reviewer, min_agreement, min_annotators, label, "
-                             "csv_cells"),
+                             "csv_cells, propagated"),
     ({"item__text__contains": "x"}, 400, None),
     ({"split": "0.9,0.2,0"}, 400, "split: fractions must be >= 0 and sum to 1, got '0.9,0.2,0'"),
     ({"label": "nope"}, 400, "label: nope not in taxonomy version 2"),

@@ -11,6 +11,7 @@ from django.db import transaction
 from rest_framework.test import APIClient
 
 from labeling.models import (
+    Adjudication,
     Annotation,
     AnswerSource,
     AuditEvent,
@@ -277,3 +278,62 @@ def test_a_held_or_human_answered_member_is_left_to_the_human(sent: list[Any]) -
     assert run(sent) == [{"created": 1, "relabelled": 0, "withdrawn": 0}]
     assert held.item_id not in propagated(project)
     assert n_done(world["members"]).count(1) == 1  # n_done + holding <= n_required on both members
+
+
+def export_rows(project: Project, **params: Any) -> dict[str, tuple[list[str], str, int]]:
+    """external_id -> (labels, label_source, n_annotators) of a JSON Lines export."""
+    import json
+
+    from labeling.services.exports import export_params_parse, export_prepare, export_stream
+
+    prepared = export_prepare(project=project, params=export_params_parse({"format": "jsonl", **params}),
+                              actor=None)
+    rows = [json.loads(line) for line in b"".join(export_stream(prepared)).splitlines()]
+    return {row["external_id"]: (row["labels"], row["label_source"], row["n_annotators"]) for row in rows}
+
+
+@pytest.mark.parametrize("path", ["sql", "python"])
+def test_exports_tell_human_propagated_and_adjudicated_labels_apart_and_can_exclude_propagated(
+        sent: list[Any], monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    from labeling.services.exports import judge as export_judge
+    from labeling.services.exports import read as export_read
+
+    if path == "python":
+        monkeypatch.setattr(export_judge, "_aggregates", lambda prepared, *, light, reviewers=False:
+                            export_read._python_aggregates(prepared, light=light))
+    world = setup(3, slug=f"prop-export-{path}")
+    project = world["project"]
+    propagation_policy_set(actor=world["lead"], project=project, label="spam", mode="propagate",
+                           threshold=0.8, verification_share=1.0)  # every member is verified
+    answer_representative(world, ["spam"])
+    run(sent)
+    lease = queue_checkout_next(project=project, reviewer=world["bob"])
+    assert lease is not None
+    first = next(item for item in world["members"] if item.pk == lease.item_id)
+    second, third = (item for item in world["members"] if item.pk != lease.item_id)
+    annotation_submit(lease_id=lease.pk, reviewer=world["bob"], labels=["ok"])  # bob verifies one, disagreeing
+    adjudication, _ = adjudication_open(actor=world["lead"], project=project, external_id=second.external_id)
+    adjudication_decide(actor=world["lead"], project=project, adjudication_id=adjudication.pk, labels=["threat"])
+    run(sent)  # the adjudicated item is a member, not a representative: nothing to re-evaluate
+    ids = [item.external_id for item in (world["rep"], first, second, third)]
+    # A verification that disagrees with the propagated answer sends the item to a lead (the submit's adjudication
+    # check reads both answers), and the export reads the human's answer only: it waits for the lead.
+    assert Adjudication.objects.get(item=first).reason == "disagreement"
+    assert export_rows(project) == {
+        ids[0]: (["spam"], "majority", 1), ids[1]: ([], "pending_adjudication", 1),
+        ids[2]: (["threat"], "adjudication", 1), ids[3]: (["spam"], "propagated", 1)}
+    assert export_rows(project, propagated="exclude") == {
+        ids[0]: (["spam"], "majority", 1), ids[1]: ([], "pending_adjudication", 1),
+        ids[2]: (["threat"], "adjudication", 0)}
+    # The command's flag is the same parameter.
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from django.core.management import call_command
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "export.jsonl"
+        call_command("export", "--project", project.slug, "--format", "jsonl", "--out", str(out),
+                     "--exclude-propagated", stdout=open("/dev/null", "w"))  # noqa: SIM115 - a summary only
+        assert sorted(json.loads(line)["external_id"] for line in out.read_text().splitlines()) == sorted(ids[:3])
