@@ -80,10 +80,11 @@ class Annotation(models.Model):
     # Label propagation (labeling/services/propagation.py). A propagated answer is the source answer's labels applied
     # to a member of the source item's cluster, under the source's reviewer; ``verification``: it is one of the fixed
     # share a human still reviews, so it does not count towards the item's n_done (the item stays in the queue).
-    source = models.CharField(max_length=16, choices=AnswerSource.choices, default=AnswerSource.HUMAN)
+    source = models.CharField(max_length=16, choices=AnswerSource.choices, default=AnswerSource.HUMAN,
+                              db_default=AnswerSource.HUMAN)
     propagated_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     similarity = models.FloatField(null=True, blank=True, help_text="Of a propagated answer's item to the source's.")
-    verification = models.BooleanField(default=False)
+    verification = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [

@@ -122,6 +122,9 @@ def propagation_policy_set(*, actor: User, project: Project, label: str, mode: s
         policy.updated_by = actor
         policy.save()
         row = _policy_row(label, policy)
+        suggests = PropagationPolicy.objects.filter(project=project, mode=PropagationMode.SUGGEST).exists()
+        Project.objects.filter(pk=project.pk).update(propagation_suggests=suggests)
+        project.propagation_suggests = suggests
         audit_record(actor=actor, action="propagation.policy", obj=policy, project=project,
                      data={**row, "previous": previous})
     return row
@@ -158,6 +161,22 @@ def _enqueue(representative_id: int) -> None:
         current_app.send_task(TASK_NAME, args=[representative_id])
     except Exception:  # kombu, redis and OSError all mean "not sent": the next event on it re-evaluates everything
         logger.exception("could not queue the propagation of representative %s", representative_id)
+
+
+def propagation_suggestion(*, project_id: int, item_id: int) -> tuple[str, float] | None:
+    """(label, similarity) to suggest for ``item_id`` when it is a cluster member whose representative was answered
+    with one label on a ``suggest`` policy; else None. One primary-key probe for an unclustered item."""
+    row = (ClusterMember.objects.filter(item_id=item_id).exclude(representative_id=item_id)
+           .values_list("representative_id", "similarity").first())
+    if row is None:
+        return None
+    representative_id, similarity = row
+    decision = (Annotation.objects.filter(item_id=representative_id, source=AnswerSource.HUMAN)
+                .order_by("created_at", "id").values_list("labels", flat=True).first())
+    if not isinstance(decision, list) or len(decision) != 1:
+        return None
+    mode, _threshold, _share = _answer_policy(project_id, decision)
+    return (str(decision[0]), similarity) if mode == PropagationMode.SUGGEST else None
 
 
 def _decision(representative: Item) -> tuple[list[str], int, int | None, int] | None:

@@ -337,3 +337,19 @@ def test_exports_tell_human_propagated_and_adjudicated_labels_apart_and_can_excl
         call_command("export", "--project", project.slug, "--format", "jsonl", "--out", str(out),
                      "--exclude-propagated", stdout=open("/dev/null", "w"))  # noqa: SIM115 - a summary only
         assert sorted(json.loads(line)["external_id"] for line in out.read_text().splitlines()) == sorted(ids[:3])
+
+
+def test_with_suggest_members_are_served_with_the_representatives_label(sent: list[Any]) -> None:
+    world = setup(1)
+    project = world["project"]
+    project.suggestion_holdout_rate = 0.0
+    project.save(update_fields=["suggestion_holdout_rate"])
+    propagation_policy_set(actor=world["lead"], project=project, label="spam", mode="suggest")
+    answer_representative(world, ["spam"])
+    assert run(sent) == [{"created": 0, "relabelled": 0, "withdrawn": 0}]  # suggest never writes answers
+    lease = queue_checkout_next(project=project, reviewer=world["bob"])
+    assert lease is not None and lease.item_id == world["members"][0].pk
+    assert lease.suggestion == {"label": "spam", "confidence": 1.0, "source": "cluster"}
+    annotation, _ = annotation_submit(lease_id=lease.pk, reviewer=world["bob"], labels=["spam"])
+    assert annotation.suggestion_shown == {"label": "spam", "confidence": 1.0, "source": "cluster"}
+    assert annotation.source == AnswerSource.HUMAN
