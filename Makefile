@@ -38,6 +38,12 @@ browser:
 	@test -x /usr/bin/chromium || { echo "Installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 	  echo "could not install chromium: browser tests will fail under CI"; }
+	@# Glyphs for Arabic, Hebrew, Devanagari, CJK and emoji: without them Chromium draws empty boxes (the RTL
+	@# browser test checks the rendering, docs/screenshots shows it).
+	@test -f /usr/share/fonts/truetype/noto/NotoSansArabic-Regular.ttf -a -d /usr/share/fonts/opentype/noto \
+	  -a -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf || { echo "Installing Debian's Noto fonts"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-core fonts-noto-cjk \
+	   fonts-noto-color-emoji) || echo "could not install the Noto fonts: non-Latin text will render as boxes"; }
 
 # Quiet on purpose: what the terminal shows is the URL, the users, where the password is and how to stop (the
 # web app's, the worker's and beat's own logs go to $SIFT_DATA_DIR/logs/, var/logs/ by default). load_demo's

@@ -33,9 +33,12 @@ def database_exists(url: str) -> bool:
 def refuse_unless_owned(url: str, prefixes: Sequence[str]) -> str:
     """``url``'s database name, or SystemExit when it does not start with one of the benchmark's ``prefixes``."""
     name = db_name(url)
-    if not name.startswith(tuple(prefixes)):
+    # Besides the benchmark's own names, any name ending in "_bench" is a benchmark's database by convention (a
+    # machine shared by several people gives each their own: sift_<name>_bench).
+    if not name.startswith(tuple(prefixes)) and not name.endswith("_bench"):
         allowed = " or ".join(f"{p}*" for p in prefixes)
-        raise SystemExit(f"refusing to drop {name!r}: this benchmark only rebuilds databases named {allowed}")
+        raise SystemExit(f"refusing to drop {name!r}: this benchmark only rebuilds databases named {allowed} "
+                         "or *_bench")
     return name
 
 

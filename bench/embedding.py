@@ -177,7 +177,9 @@ def stratified_sample(rows: list[dict[str, Any]], n: int, seed: int) -> list[dic
     return [rows[i] for i in sorted(keep)]
 
 
-def average_precisions(vectors: np.ndarray, labels: Sequence[str], seeds: int) -> list[float]:
+def average_precisions(vectors: np.ndarray, labels: Sequence[str], seeds: int,
+                       positive: str | None = "spam") -> list[float]:
+    """AP over ``seeds`` stratified 70/30 splits: of ``positive``, or the macro mean over classes when None."""
     from sklearn.model_selection import train_test_split
 
     from learning.core.classifiers import EmbeddingClassifier
@@ -190,7 +192,7 @@ def average_precisions(vectors: np.ndarray, labels: Sequence[str], seeds: int) -
         train, test = train_test_split(np.arange(len(y)), test_size=0.3, random_state=seed, stratify=y)
         model = EmbeddingClassifier(classes=classes, random_state=seed).fit(vectors[train], list(y[train]))
         out.append(average_precision(list(y[test]), model.predict_proba(vectors[test]), list(model.classes_),
-                                     positive="spam"))
+                                     positive=positive))
     return out
 
 

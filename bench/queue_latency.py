@@ -550,31 +550,35 @@ class RawQueue:
         # The submit's first statement: the project's answer lock, shared, and the queue's planner settings.
         conn.execute(_ANSWER_LOCK_FOR_LEASE_SQL.format(also=", " + queue_planner_settings()),
                      [ANSWER_LOCK_CLASS, lease_id]).fetchall()
+        # The item lock also reads the current taxonomy version, and the lease lock the lease's (as the service's,
+        # labeling/services/submit_rows.py).
         item = conn.execute(
-            "SELECT id, is_gold, gold_labels, n_done, n_required FROM labeling_item "
-            "WHERE id = (SELECT item_id FROM labeling_lease WHERE id = %s) FOR NO KEY UPDATE", [lease_id]).fetchone()
+            "SELECT i.id, i.is_gold, i.gold_labels, i.n_done, i.n_required, p.current_taxonomy_version_id "
+            "FROM labeling_item i JOIN labeling_project p ON p.id = i.project_id "
+            "WHERE i.id = (SELECT item_id FROM labeling_lease WHERE id = %s) FOR NO KEY UPDATE OF i",
+            [lease_id]).fetchone()
         lease = conn.execute(
             "SELECT l.id, l.reviewer_id, l.state, l.expires_at, l.selection_reason, l.selection_score, "
             "l.inclusion_probability, l.model_version, l.suggestion, l.project_id, v.number "
-            "FROM labeling_lease l LEFT JOIN labeling_taxonomyversion v ON v.id = l.taxonomy_version_id "
-            "WHERE l.id = %s FOR NO KEY UPDATE OF l", [lease_id]).fetchone()
+            "FROM labeling_lease l LEFT JOIN LATERAL (SELECT * FROM labeling_taxonomyversion v "
+            "WHERE v.id = l.taxonomy_version_id OFFSET 0) v ON true WHERE l.id = %s FOR NO KEY UPDATE OF l",
+            [lease_id]).fetchone()
         assert item is not None and lease is not None
         now = datetime.now(UTC)
         if lease[1] != self.reviewer_id or lease[2] != "active" or lease[3] <= now:
             raise RuntimeError(f"raw submit refused: {lease}")
+        # The answer, the lease's close and the item's count in one statement (the service's CTE).
         annotation = conn.execute(
-            "INSERT INTO labeling_annotation (project_id, item_id, reviewer_id, lease_id, taxonomy_version_id, labels, "
-            "comment, lead_time_ms, selection_reason, selection_score, inclusion_probability, model_version, "
-            "suggestion_shown, gold_correct, idempotency_key, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, '', 1500, %s, %s, %s, %s, %s, NULL, %s, %s) RETURNING id",
+            "WITH answer AS (INSERT INTO labeling_annotation (project_id, item_id, reviewer_id, lease_id, "
+            "taxonomy_version_id, labels, comment, lead_time_ms, selection_reason, selection_score, "
+            "inclusion_probability, model_version, suggestion_shown, gold_correct, idempotency_key, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, '', 1500, %s, %s, %s, %s, %s, NULL, %s, %s) RETURNING id), "
+            "closed AS (UPDATE labeling_lease SET state = 'submitted', closed_at = %s WHERE id = %s), "
+            "counted AS (UPDATE labeling_item SET n_done = n_done + 1 WHERE id = %s) SELECT id FROM answer",
             [lease[9], item[0], self.reviewer_id, lease_id, self.dataset.version_id, Jsonb([label]), lease[4],
              lease[5], lease[6], lease[7], Jsonb(lease[8]) if lease[8] is not None else None,
-             secrets.token_hex(8), now]).fetchone()
+             secrets.token_hex(8), now, now, lease_id, item[0]]).fetchone()
         assert annotation is not None
-        conn.execute("UPDATE labeling_lease SET state = 'submitted', closed_at = %s WHERE id = %s", [now, lease_id])
-        conn.execute("UPDATE labeling_item SET n_done = n_done + 1 WHERE id = %s", [item[0]])
-        # annotation_map_forward reads the current taxonomy version (the answer lock keeps it from moving).
-        conn.execute("SELECT current_taxonomy_version_id FROM labeling_project WHERE id = %s", [lease[9]])
         if item[3] + 1 >= item[4]:
             # A submit that finishes the item asks whether it needs adjudication (its answers, any open case).
             from labeling.services import adjudication
@@ -675,7 +679,11 @@ def post_worker_init(worker):
 
 
 def start_server(args: argparse.Namespace, secret: str, token: str) -> subprocess.Popen[bytes]:
-    command = [str(ROOT / ".venv/bin/gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
+    # The checkout's own venv (make bench), else the one running this benchmark (a git worktree has no .venv).
+    gunicorn = ROOT / ".venv/bin/gunicorn"
+    if not gunicorn.exists():
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
                "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
                "--keep-alive", "75", "--backlog", "2048", "--log-level", "warning"]
     config = Path(tempfile.mkdtemp()) / "gunicorn_bench.py"

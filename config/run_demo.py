@@ -10,6 +10,9 @@ What the supervisor promises:
   (gunicorn ``--preload``); the worker and beat start as soon as it answers. On two cores, four processes
   loading Django, NumPy and scikit-learn at once put seconds on the first page; the worker needs only a few
   seconds more to be ready for the first model (bench/demo_startup.py measures both).
+- **It serves like production on PostgreSQL.** With ``DATABASE_URL`` set, gunicorn runs a worker process per core
+  with 8 threads each (SQLite: 2 x 4, since its one write lock lets only one writer through at a time); see
+  ``WEB_SQLITE`` and bench/demo_reviewers.py, which times 24 reviewers against it.
 - **A dead child is restarted, not fatal.** Once the web app has answered, a child that exits is started again
   after a back-off (1 s, doubling to at most 30 s; back to 1 s once it has stayed up 60 s), and stderr says so.
   Killing the worker never takes the web app down. A child that cannot stay up (five exits in a row, each
@@ -79,15 +82,31 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+# How the web app serves. On SQLite every write takes the database's one write lock, so a few threads are all that
+# can make progress at once. On PostgreSQL (DATABASE_URL set) writers only wait for the rows they share, so the demo
+# serves as production would: a worker process per core and more threads each, enough for a team of reviewers at
+# once (bench/demo_reviewers.py: 24 reviewers, overlap 2).
+WEB_SQLITE = ("2", "4")
+WEB_THREADS_POSTGRES = "8"
+
+
+def _web_shape() -> tuple[str, str]:
+    """(--workers, --threads) for gunicorn, by database (see WEB_SQLITE)."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return str(max(2, os.cpu_count() or 1)), WEB_THREADS_POSTGRES
+    return WEB_SQLITE
+
+
 def _commands(port: int) -> dict[str, tuple[list[str], int]]:
     """Each child's argv, and the signal it gets if this process dies without stopping it."""
     python = sys.executable
     celery = [python, "-m", "celery", "-A", "config"]
+    workers, threads = _web_shape()
     return {
         # SIGTERM: gunicorn stops its workers gracefully, and kills them after --graceful-timeout.
         # --preload: the master loads the app once and forks ready workers (one app load, not two at once).
-        "web": ([python, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2",
-                 "--threads", "4", "--graceful-timeout", "10", "--preload", "--access-logfile", "-"],
+        "web": ([python, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "--workers", workers,
+                 "--threads", threads, "--graceful-timeout", "10", "--preload", "--access-logfile", "-"],
                 signal.SIGTERM),
         # SIGKILL: on SIGTERM a solo worker first finishes its task (an embedding batch: tens of seconds), with
         # nobody left to cut that short; a worker is built to be killed (acks_late + reject_on_worker_lost, and

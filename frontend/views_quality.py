@@ -63,6 +63,7 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         "slug": project.slug,
         "urls": {
             "summary": f"{api}/stats/", "agreement": f"{api}/stats/agreement", "reviewers": f"{api}/stats/reviewers",
+            "languages": f"{api}/languages/",
             "prevalence": f"{api}/stats/prevalence", "queue": f"{api}/stats/queue-health",
             "timeline": f"{api}/stats/timeline", "models": f"{api}/models/",
             "adjudication": _links(project).get("adjudication"),

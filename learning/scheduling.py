@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from labeling.models import Item
 from learning import jobs
-from learning.models import Embedding, LearningJob
+from learning.models import Embedding, LearningJob, ModelVersion
 
 
 def embedder_names() -> tuple[str, ...]:
@@ -72,3 +73,16 @@ def preload_vectors(*, project_id: int, path: Path) -> int:
     from learning.services.embedding import vectors_preload
 
     return vectors_preload(project_id=project_id, path=path)
+
+
+def active_model_language_figures(*, project_id: int) -> tuple[int | None, dict[str, Any]]:
+    """The newest active model version's number and its per-language cross-validated figures
+    (``metrics["cv"]["by_language"]``, learning/services/evaluation.py); (None, {}) before the first model.
+    A read for the stats pages, which may not import learning.models themselves."""
+    row = (ModelVersion.objects.filter(project_id=project_id, status=ModelVersion.Status.ACTIVE)
+           .order_by("-version").values_list("version", "metrics").first())
+    if row is None:
+        return None, {}
+    version, metrics = row
+    cv = (metrics or {}).get("cv") or {}
+    return int(version), dict(cv.get("by_language") or {})

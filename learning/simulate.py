@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--positive", help="the positive class for average precision and positives_found")
     parser.add_argument("--embedder", choices=EMBEDDER_NAMES, default="minilm",
                         help="minilm (the reference); static (the fast tier: a model2vec table distilled from "
-                        "the packaged MiniLM on first use); hashing (tests)")
+                        "the packaged MiniLM on first use); multilingual (multilingual-e5-small, one model for about "
+                        "100 languages); hashing (tests)")
     parser.add_argument("--cache", type=Path, help="directory of the on-disk vector cache")
     parser.add_argument("--seed-queries", type=Path, help="text file, one seed query or seed example per line")
     parser.add_argument("--exploration-rate", type=float, help="override the strategy's exploration share")

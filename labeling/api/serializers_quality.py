@@ -145,6 +145,58 @@ class PropagationPrecisionSerializer(serializers.Serializer):  # type: ignore[ty
     high = serializers.FloatField(allow_null=True)
 
 
+class LanguageProgressSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    items = serializers.IntegerField()
+    finished = serializers.IntegerField()
+    labelled = serializers.IntegerField()
+    open = serializers.IntegerField()
+    annotations = serializers.IntegerField()
+
+
+class LanguageAgreementSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    alpha = serializers.FloatField(allow_null=True)
+    n_units = serializers.IntegerField()
+
+
+class LanguagePrevalenceLabelSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    key = serializers.CharField()
+    name = serializers.CharField()
+    estimate = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField(allow_null=True)
+    high = serializers.FloatField(allow_null=True)
+    naive = serializers.FloatField(allow_null=True)
+
+
+class LanguagePrevalenceSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    population = serializers.IntegerField()
+    n_sample = serializers.IntegerField()
+    labels = LanguagePrevalenceLabelSerializer(many=True)
+
+
+class LanguageModelSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    n = serializers.IntegerField()
+    macro_f1 = serializers.FloatField(allow_null=True)
+    accuracy = serializers.FloatField(allow_null=True, required=False)
+    average_precision = serializers.FloatField(allow_null=True)
+
+
+class LanguageFiguresSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    language = serializers.CharField(help_text=(
+        'ISO 639 code (Item.language); "und" for items whose language the detector could not tell, "unknown" '
+        "for items stored before detection existed."))
+    progress = LanguageProgressSerializer()
+    agreement = LanguageAgreementSerializer()
+    prevalence = LanguagePrevalenceSerializer(help_text="The language as its own population (a domain estimate).")
+    model = LanguageModelSerializer(allow_null=True, help_text=(
+        "The active model's cross-validated figures on this language's labels; null below 20 labels or with "
+        "one class."))
+
+
+class ByLanguageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    model_version = serializers.IntegerField(allow_null=True)
+    languages = LanguageFiguresSerializer(many=True, help_text="Largest language first.")
+
+
 class StatsSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     project = serializers.CharField()
     progress = ProgressSerializer()
@@ -153,6 +205,10 @@ class StatsSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     adjudications = AdjudicationCountsSerializer()
     alerts = GoldAlertSerializer(many=True)
     propagation = PropagationPrecisionSerializer(many=True, help_text="Measured propagation precision per label.")
+
+
+    by_language = ByLanguageSerializer(help_text=(
+        "Progress, agreement, prevalence and model quality per language (labeling/selectors/languages.py)."))
 
 
 class SuggestionFiguresSerializer(serializers.Serializer):  # type: ignore[type-arg]

@@ -9,6 +9,7 @@ from labeling.api import (
     views_history,
     views_import_jobs,
     views_items,
+    views_languages,
     views_privacy,
     views_projects,
     views_propagation,
@@ -30,6 +31,8 @@ urlpatterns = [
     path("projects/<slug:slug>/imports/<int:job_id>/errors", views_import_jobs.ImportJobErrorsView.as_view(),
          name="api-import-job-errors"),
     # Privacy: masking and retention settings, the audited reveal, hard deletion (labeling/api/views_privacy.py).
+    path("projects/<slug:slug>/languages/", views_languages.LanguageMixView.as_view(), name="api-languages"),
+    path("projects/<slug:slug>/embedder", views_languages.EmbedderView.as_view(), name="api-embedder"),
     path("projects/<slug:slug>/privacy", views_privacy.PrivacySettingsView.as_view(), name="api-privacy"),
     path("projects/<slug:slug>/items/<int:item_id>/reveal", views_privacy.ItemRevealView.as_view(),
          name="api-item-reveal"),

@@ -47,12 +47,23 @@ class ImportErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
     error = serializers.CharField()
 
 
+class ImportLanguagesSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text=(
+        "Valid rows per ISO 639 code (fastText's codes: en, ar, zh, hi, ...), most frequent first."))
+    undetermined = serializers.IntegerField(help_text="Rows whose language the detector could not tell.")
+    recommended_embedder = serializers.CharField(allow_null=True)
+
+
 class ImportSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     created = serializers.IntegerField()
     updated = serializers.IntegerField()
     unchanged = serializers.IntegerField()
     # DRF's metaclass pops declared fields off the class, so this does not shadow Serializer.errors at run time.
     errors = serializers.ListField(child=ImportErrorSerializer())  # type: ignore[assignment]
+    languages = ImportLanguagesSerializer(help_text=(
+        "The languages detected in this file's valid rows (labeling/services/languages.py), and the embedder "
+        "the mix calls for: `multilingual` when the project is on an English embedder and at least a fifth "
+        "of the rows are in other languages, else null. Switch with PATCH /api/projects/{slug}/ `embedder`."))
 
 
 class ImportFailedSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -133,6 +144,7 @@ class ItemImportView(APIView):
         examples=[OpenApiExample("summary", response_only=True, status_codes=["200"], value={
             "created": 2, "updated": 0, "unchanged": 1,
             "errors": [{"line": 4, "error": "text: must not be empty"}],
+            "languages": {"counts": {"ar": 2, "en": 1}, "undetermined": 0, "recommended_embedder": "multilingual"},
         })],
     )
     def post(self, request: Request, slug: str) -> Response:
@@ -161,7 +173,7 @@ class ItemImportView(APIView):
             summary = items_import(actor=request.user, project=project,
                                    source=items_upload_check(source=upload, rewindable=True),
                                    filename=upload.name or "", gold=gold, atomic=atomic)
-        body = summary.as_dict()
+        body = summary.report()
         if atomic and not summary.ok:
             return Response({"detail": f"nothing was imported: {summary.error_count:,} row(s) are invalid",
                              "code": "invalid_rows", **body}, status=status.HTTP_400_BAD_REQUEST)

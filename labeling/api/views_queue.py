@@ -17,7 +17,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.api.errors import validated as _validated
 from labeling.api.serializers_queue import (
     QueueErrorSerializer,
     QueueNextResponseSerializer,
@@ -28,6 +27,7 @@ from labeling.api.serializers_queue import (
     SubmitResponseSerializer,
     checkout_payload,
     lease_payload,
+    submit_body,
     submit_payload,
 )
 from labeling.models import Capability, Lease, Project, TaxonomyVersion
@@ -160,7 +160,7 @@ class LeaseSubmitView(_QueueView):
     )
     def post(self, request: Request, lease_id: int) -> Response:
         project = _lease_project(request, lease_id)
-        body = _validated(SubmitRequestSerializer, request.data)
+        body = submit_body(request.data)
         annotation, created = annotation_submit(
             lease_id=lease_id, reviewer=request.user, labels=body["labels"],  # type: ignore[arg-type]
             idempotency_key=body.get("idempotency_key"), lead_time_ms=body.get("lead_time_ms"),

@@ -58,6 +58,9 @@ class Item(models.Model):
     meta = MetaField(default=dict, blank=True)
     # sha256 hex of the UTF-8 text (learning.core.embedders.content_hash): the key of the vector cache.
     content_hash = models.CharField(max_length=64)
+    # ISO 639 code, detected at import (labeling/services/languages.py): "" when the detector is unsure, NULL for
+    # items stored before detection existed (``manage.py detect_languages`` fills those in).
+    language = models.CharField(max_length=8, null=True, blank=True)
 
     is_gold = models.BooleanField(default=False)
     gold_labels = models.JSONField(null=True, blank=True, help_text="Expected answer (label keys) for gold items.")
@@ -81,6 +84,8 @@ class Item(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "content_hash"], name="item_project_hash"),
+            # Per-language filters and figures (the item list, the queue's reviewer languages, stats by_language).
+            models.Index(fields=["project", "language"], name="item_project_language"),
             # Fallback order and uniform exploration over items that still need reviewers.
             models.Index(
                 fields=["project", "random_key"], name="item_open_random",

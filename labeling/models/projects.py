@@ -49,6 +49,9 @@ class Project(models.Model):
     # cluster representative's answer? Checkout reads it off the project row it has already, so a project without
     # such a policy pays no cluster probe per lease.
     propagation_suggests = models.BooleanField(default=False, db_default=False)
+    # Likewise: has any label's propagation policy ever been set? Until then a submit, an undo or a decision skips
+    # propagation's look-ups altogether (a policy set back to off may still have propagated answers to withdraw).
+    propagation_configured = models.BooleanField(default=False, db_default=False)
     # Share of leases whose suggestion is hidden on purpose, to measure automation bias.
     suggestion_holdout_rate = models.FloatField(
         default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]

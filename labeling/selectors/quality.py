@@ -615,7 +615,11 @@ def timeline(project: Project, *, answers: _Answers | None = None) -> dict[str, 
 
 
 def stats_summary(project: Project) -> dict[str, Any]:
-    """Progress, agreement and prevalence in one response (one read of the answers for both)."""
+    """Progress, agreement and prevalence in one response (one read of the answers for both), and the same
+    figures per language (labeling/selectors/languages.py)."""
+    # Imported here: that module builds on this one's figures.
+    from labeling.selectors.languages import language_figures
+
     answers = _answers(project)
     counts = progress(project)
     agreement = agreement_figures(project, answers=answers)
@@ -631,6 +635,7 @@ def stats_summary(project: Project) -> dict[str, Any]:
                           "decided": adjudications.get(Adjudication.State.DECIDED, 0)},
         "alerts": gold_alerts(project),
         "propagation": propagation_precision(project=project),
+        "by_language": language_figures(project, answers=answers),
     }
 
 

@@ -106,7 +106,10 @@ def adjudication_sync_for_item(*, item_id: int, actor: Actor = None, locked_item
     ``n_done`` was raised, and found complete by the caller) and its project. With them the item is not read
     again, and the probe is plain SQL, since with overlap 1 it runs on every submit.
     """
-    with transaction.atomic():
+    # No savepoint of its own (two round trips on every finishing submit): nothing here catches an error to carry
+    # on, so one escaping this block fails the caller's transaction (the submit's) as it would anyway. The race
+    # a savepoint must survive, a concurrent opener, has its own in _create.
+    with transaction.atomic(savepoint=False):
         if locked_item is None:
             item = Item.objects.select_related("project").filter(pk=item_id).first()
             if item is None:
@@ -257,7 +260,7 @@ def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, 
                            "labels": cleaned, "taxonomy_version": version.number, "reason": adjudication.reason,
                            "note_sha256": _note_digest(note), "previous": previous})
         # A decided representative: what it propagated follows the decision (labeling/services/propagation.py).
-        propagation_after_answer(project_id=project.pk, item_id=adjudication.item_id)
+        propagation_after_answer(project=project, item_id=adjudication.item_id)
         # The decision is a training label: counted (the last write: see label_counter.py) for the fingerprint.
         LabelCounter.objects.bump(project_id=project.pk)
         scheduling.request_retrain(project_id=project.pk)

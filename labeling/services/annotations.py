@@ -7,13 +7,12 @@ Every error is raised before anything is written, so a refused request changes n
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -25,15 +24,14 @@ from labeling.models import (
     Lease,
     Membership,
     Project,
-    TaxonomyVersion,
 )
-from labeling.rows import first_instance
 from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, KeyReused, NotFound, PermissionDenied
 from labeling.services.labels import labels_validate
 from labeling.services.propagation import propagation_after_answer
 from labeling.services.queues import queue_planner_settings, queue_rank_floor_reset
+from labeling.services.submit_rows import answer_write, item_lock, lease_lock, lock_statements
 from labeling.services.taxonomy_migrations import (
     annotation_map_forward,
     answer_lock_shared_for_lease,
@@ -60,13 +58,10 @@ def _lease_of(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
     return lease
 
 
-@functools.cache
 def _lock_sql() -> tuple[str, str]:
-    # Plain SQL: these run on every submit, renew and undo, and the ORM would compile them each time.
-    lock = "FOR NO KEY UPDATE" if connection.vendor == "postgresql" else ""
-    item, lease = Item._meta.db_table, Lease._meta.db_table
-    return (f"SELECT * FROM {item} WHERE id = (SELECT item_id FROM {lease} WHERE id = %s) {lock}",  # noqa: S608
-            f"SELECT * FROM {lease} WHERE id = %s {lock}")  # noqa: S608
+    # Plain SQL: these run on every submit, renew and undo, and the ORM would compile them each time
+    # (labeling/services/submit_rows.py spells them; the plan test EXPLAINs them through this name).
+    return lock_statements()
 
 
 def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None = None) -> tuple[Item, Lease]:
@@ -74,24 +69,24 @@ def _lock(*, lease_id: int, reviewer: AbstractBaseUser, project: Project | None 
 
     Inside the caller's transaction. The item is found through the lease in the same statement (a lease's item
     never changes), so the locks are two round trips. 404 / 403 before anything is written. The lease comes with
-    its taxonomy version and its project (``project`` when the caller has it loaded already).
+    its taxonomy version (read in the lease lock's statement) and its project (``project`` when the caller has it
+    loaded already). ``item.pinned_current_version_id`` is the project's current taxonomy version, read after the
+    answer lock was granted, so it cannot move before the caller commits (submit_rows.py says why).
     """
     # First, before any row lock: the project's answer lock, shared (a publish's final moments wait out the submits
     # in flight and hold back later ones; the lock order is taxonomy_migrations.py's essay).
     # The same statement sets the planner up as a checkout does (queues.py, MEMBERSHIP_LOCK_SQL): every look-up
     # of a submit is an index probe whatever the statistics believe (the adjudication probe's answers by item).
     answer_lock_shared_for_lease(lease_id=lease_id, also_select=queue_planner_settings())
-    item_sql, lease_sql = _lock_sql()
-    item = first_instance(Item, item_sql, [lease_id])
-    if item is None:
+    locked = item_lock(lease_id)
+    if locked is None:
         raise NotFound(f"no lease {lease_id}")
-    lease = first_instance(Lease, lease_sql, [lease_id])
+    item, current_version_id = locked
+    item.pinned_current_version_id = current_version_id  # type: ignore[attr-defined]
+    lease = lease_lock(lease_id)
     assert lease is not None  # its item was just found through it, and that item is now locked
     if lease.reviewer_id != reviewer.pk:
         raise PermissionDenied(f"lease {lease_id} belongs to another reviewer")
-    if lease.taxonomy_version_id is not None:
-        version_sql = f"SELECT * FROM {TaxonomyVersion._meta.db_table} WHERE id = %s"  # noqa: S608
-        lease.taxonomy_version = first_instance(TaxonomyVersion, version_sql, [lease.taxonomy_version_id])
     lease.project = (project if project is not None and project.pk == lease.project_id
                      else Project.objects.get(pk=lease.project_id))
     return item, lease
@@ -185,7 +180,7 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
                 raise Conflict("this lease has no taxonomy version; take the next item")
             # The version is published and immutable: validating under the lock costs no extra query.
             cleaned = labels_validate(version=lease.taxonomy_version, labels=labels)
-            annotation = Annotation.objects.create(
+            annotation = Annotation(
                 project_id=lease.project_id, item=item, reviewer_id=reviewer.pk, lease=lease,
                 taxonomy_version=lease.taxonomy_version, labels=cleaned, comment=comment,
                 lead_time_ms=lead_time_ms, selection_reason=lease.selection_reason,
@@ -194,15 +189,13 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
                 suggestion_shown=None if lease.suggestion_hidden else lease.suggestion,
                 gold_correct=_gold_correct(item, cleaned), idempotency_key=idempotency_key or None,
             )
-            with connection.cursor() as cursor:
-                cursor.execute(f"UPDATE {Lease._meta.db_table} SET state = %s, closed_at = %s "  # noqa: S608
-                               "WHERE id = %s", [Lease.State.SUBMITTED, connection.ops.adapt_datetimefield_value(now),
-                                                 lease.pk])
-                cursor.execute(f"UPDATE {Item._meta.db_table} SET n_done = n_done + 1 WHERE id = %s",  # noqa: S608
-                               [item.pk])
+            # The INSERT, lease -> submitted and item.n_done + 1: one round trip on PostgreSQL (submit_rows.py).
+            answer_write(annotation, now=now)
             # A lease taken before a publish: map the answer onto the current version now (or re-queue the
-            # item when a split/deprecation makes it ambiguous), so it is never left for the next publish.
-            annotation_map_forward(annotation=annotation)
+            # item when a split/deprecation makes it ambiguous), so it is never left for the next publish. The
+            # current version came with the item lock, after the answer lock was granted.
+            annotation_map_forward(annotation=annotation,
+                                   current_version_id=item.pinned_current_version_id)  # type: ignore[attr-defined]
             # Disagreement or a severe label sends a finished item to the leads' adjudication queue. Only a
             # submit that finishes the item can call for one (item was read under its lock, before n_done + 1);
             # the others skip the look-ups, which is half of all submits at overlap 2.
@@ -211,7 +204,7 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})
-            propagation_after_answer(project_id=lease.project_id, item_id=item.pk)  # on_commit: a worker's job
+            propagation_after_answer(project=lease.project, item_id=item.pk)  # on_commit: a worker's job
             LabelCounter.objects.bump(project_id=lease.project_id)  # the last write: see label_counter.py
             # on_commit inside: a rolled-back submit never triggers a retrain.
             scheduling.request_retrain(project_id=lease.project_id)
@@ -341,7 +334,7 @@ def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
         annotation.delete()
         Item.objects.filter(pk=item.pk).update(n_done=F("n_done") - 1, **_requeue_undone(item, annotation))
         _adjudication_withdraw(item=item, actor=reviewer, project=lease.project)
-        propagation_after_answer(project_id=lease.project_id, item_id=item.pk)  # re-evaluate what it propagated
+        propagation_after_answer(project=lease.project, item_id=item.pk)  # re-evaluate what it propagated
         Lease.objects.filter(project_id=lease.project_id, reviewer_id=reviewer.pk, state=Lease.State.ACTIVE).update(
             state=Lease.State.RELEASED, closed_at=now)
         expires_at = now + timedelta(seconds=lease.project.lease_seconds)

@@ -82,12 +82,28 @@ logger = logging.getLogger(__name__)
 # Masking.
 
 # Written for RE2 (linear time). Deliberately broad: a false positive costs a reviewer a token, a miss leaks.
+# Decimal digits other than 0-9 that phone numbers are written in (RE2's \d is ASCII only): Arabic-Indic and
+# Extended Arabic-Indic (Arabic, Persian, Urdu), NKo, Devanagari, Bengali, Gurmukhi, Gujarati, Oriya, Tamil,
+# Telugu, Kannada, Malayalam, Thai, Lao, Tibetan, Myanmar, Khmer, Mongolian, and full-width (CJK).
+_OTHER_DIGITS = (r"\x{0660}-\x{0669}\x{06F0}-\x{06F9}\x{07C0}-\x{07C9}\x{0966}-\x{096F}\x{09E6}-\x{09EF}"
+                 r"\x{0A66}-\x{0A6F}\x{0AE6}-\x{0AEF}\x{0B66}-\x{0B6F}\x{0BE6}-\x{0BEF}\x{0C66}-\x{0C6F}"
+                 r"\x{0CE6}-\x{0CEF}\x{0D66}-\x{0D6F}\x{0E50}-\x{0E59}\x{0ED0}-\x{0ED9}\x{0F20}-\x{0F29}"
+                 r"\x{1040}-\x{1049}\x{17E0}-\x{17E9}\x{1810}-\x{1819}\x{FF10}-\x{FF19}")
+# Separators inside such numbers: the ASCII ones, Arabic decimal and thousands separators, full-width and
+# typographic hyphens and parentheses, the ideographic space.
+_OTHER_SEPARATORS = r" .()\-\x{066B}\x{066C}\x{2010}-\x{2015}\x{3000}\x{FF08}\x{FF09}\x{FF0D}\x{FF0E}"
 DETECTORS: dict[str, str] = {
-    "url": r"(?i)\b(?:https?://|www\.)[^\s<>\"']+",
-    # Letters of any script (RE2's \w is ASCII only): internationalised addresses are addresses too.
-    "email": r"[\pL\pN._%+-]+@[\pL\pN-]+(?:\.[\pL\pN-]+)*\.\pL{2,}",
-    # 7 to 20 digits, optionally led by + or (, with up to two separators between digits.
-    "phone": r"(?:\+|\(|\b)\d(?:[ .()\-]{0,2}\d){6,19}",
+    # Stops at whitespace of any script and at the Arabic and CJK punctuation that follows a link in running
+    # text (without it a link glued to "،" or "。" took the rest of the sentence with it).
+    "url": r"(?i)\b(?:https?://|www\.)[^\s\p{Z}<>\"'\x{060C}\x{061B}\x{3001}\x{3002}\x{FF0C}\x{FF09}\x{300D}]+",
+    # Letters of any script (RE2's \w is ASCII only), with their combining marks (Devanagari's vowel signs are
+    # marks, not letters): internationalised addresses are addresses too.
+    "email": r"[\pL\pM\pN._%+-]+@[\pL\pM\pN-]+(?:\.[\pL\pM\pN-]+)*\.\pL[\pL\pM]+",
+    # 7 to 20 digits, optionally led by + or (, with up to two separators between digits. The second branch is
+    # the same number written from its first digit on in another script's digits (٠٥٠١٢٣٤٥٦٧, ९८७६५४३२१०):
+    # no \b there, which is ASCII-only in RE2 and never holds between an Arabic letter and an Arabic digit.
+    "phone": r"(?:\+|\(|\b)\d(?:[ .()\-]{0,2}\d){6,19}"
+             rf"|[+(\x{{FF0B}}\x{{FF08}}]?[{_OTHER_DIGITS}](?:[{_OTHER_SEPARATORS}]{{0,2}}\p{{Nd}}){{6,19}}",
 }
 # A phone match that is really a date (2024-01-31, 31.01.2024, 31/01/2024) is left alone.
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}")

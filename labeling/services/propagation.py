@@ -123,8 +123,8 @@ def propagation_policy_set(*, actor: User, project: Project, label: str, mode: s
         policy.save()
         row = _policy_row(label, policy)
         suggests = PropagationPolicy.objects.filter(project=project, mode=PropagationMode.SUGGEST).exists()
-        Project.objects.filter(pk=project.pk).update(propagation_suggests=suggests)
-        project.propagation_suggests = suggests
+        Project.objects.filter(pk=project.pk).update(propagation_suggests=suggests, propagation_configured=True)
+        project.propagation_suggests, project.propagation_configured = suggests, True
         audit_record(actor=actor, action="propagation.policy", obj=policy, project=project,
                      data={**row, "previous": previous})
     return row
@@ -142,12 +142,12 @@ def _answer_policy(project_id: int, labels: list[str]) -> tuple[str, float, floa
 # The hook and the worker's re-evaluation.
 
 
-def propagation_after_answer(*, project_id: int, item_id: int) -> None:
+def propagation_after_answer(*, project: Project, item_id: int) -> None:
     """Call inside the transaction that added, undid or adjudicated an answer on ``item_id``: if the item is a
-    cluster representative in a project that propagates anything, re-evaluate its propagation once that commits.
-    Two index probes; one when the project never set a policy."""
-    # Any policy row, not only a "propagate" one: a label switched back to off may have propagated answers to withdraw.
-    if not PropagationPolicy.objects.filter(project_id=project_id).exists():
+    cluster representative in a project that has set a propagation policy, re-evaluate its propagation once that
+    commits. One index probe; none (not a query) when the project never set a policy."""
+    # Any policy, not only a "propagate" one: a label switched back to off may have propagated answers to withdraw.
+    if not project.propagation_configured:
         return
     if not ClusterMember.objects.filter(representative_id=item_id).exclude(item_id=item_id).exists():
         return

@@ -425,7 +425,12 @@ def current_version_pinned(*, project_id: int) -> int | None:
     return Project.objects.filter(pk=project_id).values_list("current_taxonomy_version_id", flat=True).first()
 
 
-def annotation_map_forward(*, annotation: Annotation) -> MappedAnswer | None:
+# annotation_map_forward's "the caller did not read the current version" (None is a real answer: no version).
+_UNREAD: Any = object()
+
+
+def annotation_map_forward(*, annotation: Annotation, current_version_id: int | None = _UNREAD,
+                           ) -> MappedAnswer | None:
     """Map one annotation given under an older version onto the project's current version.
 
     For the submit path: a reviewer may submit on a lease taken before a publish (the answer is valid
@@ -434,8 +439,11 @@ def annotation_map_forward(*, annotation: Annotation) -> MappedAnswer | None:
     same time is either seen here or sees this answer itself.
     No-op (None) when the annotation is under the current version. Not determinable: the item re-queues
     for one more annotation, exactly as at publish.
+    ``current_version_id``: the current version when the caller has already read it under the same lock (the
+    submit reads it with its item lock: labeling/services/submit_rows.py); otherwise it is read here.
     """
-    current = current_version_pinned(project_id=annotation.project_id)
+    current = (current_version_pinned(project_id=annotation.project_id) if current_version_id is _UNREAD
+               else current_version_id)
     if current is None or current == annotation.taxonomy_version_id:
         return None
     version = TaxonomyVersion.objects.get(pk=current)

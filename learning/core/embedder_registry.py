@@ -13,9 +13,10 @@ from pathlib import Path
 from learning.core.embedders import Embedder, HashingEmbedder, SentenceTransformerEmbedder
 from learning.core.static_embedder import StaticEmbedder
 
-# Project.embedder / --embedder values. "minilm" is the reference; "static" is the fast tier
-# (learning/core/static_embedder.py); "hashing" is for tests and smoke runs, not a semantic model.
-EMBEDDER_NAMES = ("minilm", "static", "hashing")
+# Project.embedder / --embedder values (their home is learning/core/vocabulary.py, which the labeling side validates
+# against): "minilm" is the reference; "static" is the fast tier (learning/core/static_embedder.py); "multilingual"
+# is multilingual-e5-small (learning/core/multilingual.py); "hashing" is for tests and smoke runs.
+from learning.core.vocabulary import EMBEDDER_NAMES as EMBEDDER_NAMES
 
 # Pools at least this large default to the fast tier (``recommended_embedder``). MiniLM embeds 100-200 short texts a
 # second on two cores: 100k items is 10-15 minutes of embedding before the first ranking, and 1M is hours; the
@@ -39,6 +40,10 @@ def get_embedder(name: str, *, model_cache_dir: str | Path | None = None) -> Emb
         return SentenceTransformerEmbedder()
     if name == "static":
         return StaticEmbedder(model_cache_dir)
+    if name == "multilingual":
+        from learning.core.multilingual import MultilingualE5Embedder
+
+        return MultilingualE5Embedder()
     if name == "hashing":
         return HashingEmbedder()
     raise ValueError(f"unknown embedder {name!r}; expected one of {', '.join(EMBEDDER_NAMES)}")

@@ -87,6 +87,11 @@ SAMPLE_REASONS: frozenset[Reason] = frozenset({Reason.EXPLORATION, Reason.RANDOM
 """Reasons whose picks are a probability sample of the then-unlabelled pool (their inclusion probability is
 below 1 by design): prevalence estimates use these positions only (learning/core/ranking.py's invariants)."""
 
+EMBEDDER_NAMES = ("minilm", "static", "multilingual", "hashing")
+"""Project.embedder / ``--embedder`` values (learning/core/embedders.py's registry builds each one). "minilm" is
+the reference; "static" the fast English tier; "multilingual" the tier for text in many languages
+(learning/core/multilingual.py); "hashing" is for tests and smoke runs, not a semantic model."""
+
 REASON_MAX_LENGTH = 32
 """The database column width of every stored reason."""
 

@@ -27,6 +27,10 @@ logistic regression on 5k x 384 take about a second; more would only tighten an 
 
 CV_FOLDS = 5
 
+MIN_LABELS_PER_GROUP = 20
+"""A language gets its own cross-validated figures from this many labels (and two classes present) on: fewer
+give an AP that swings by tens of points from one label to the next."""
+
 
 def _round(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 4)
@@ -41,8 +45,14 @@ def model_metrics(
     sampled: np.ndarray,
     inclusion: np.ndarray,
     random_state: int,
+    groups: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
-    """{"cv": {...} | None, "exploration": {...} | None, "class_counts": {...}} for one fitted model's labels."""
+    """{"cv": {...} | None, "exploration": {...} | None, "class_counts": {...}} for one fitted model's labels.
+
+    ``groups`` (one per label: the item's language) adds ``cv["by_language"]``: the same out-of-fold
+    predictions scored per group with at least ``MIN_LABELS_PER_GROUP`` labels and two classes among them. The
+    model is the project's one model, trained on every language: these say how well it serves each one.
+    """
     n = len(labels)
     counts: Counter[str] = Counter()
     for label in labels:
@@ -65,6 +75,8 @@ def model_metrics(
     else:
         proba, folds = oof
         out["cv"] = {"folds": folds, "n": len(y), **_scores(y, proba, classes, multi_label)}
+        if groups is not None:
+            out["cv"]["by_language"] = _group_scores([groups[int(i)] for i in keep], y, proba, classes, multi_label)
         sample = sampled[keep]
         if sample.any():
             ys = [y[int(i)] for i in np.flatnonzero(sample)]
@@ -102,6 +114,18 @@ def _out_of_fold_proba(X: np.ndarray, y: Sequence[Any], *, classes: Sequence[str
         model.fit(X[train], [y[i] for i in train])
         proba[test] = model.predict_proba(X[test])
     return proba, folds
+
+
+def _group_scores(groups: Sequence[str | None], y: Sequence[Any], proba: np.ndarray, classes: Sequence[str],
+                  multi_label: bool) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for group in sorted({g for g in groups if g}):
+        rows = [i for i, g in enumerate(groups) if g == group]
+        ys = [y[i] for i in rows]
+        distinct = {c for label in ys for c in label} if multi_label else set(ys)
+        if len(rows) >= MIN_LABELS_PER_GROUP and len(distinct) >= 2:
+            out[group] = {"n": len(rows), **_scores(ys, proba[rows], classes, multi_label)}
+    return out
 
 
 def _scores(y: Sequence[Any], proba: np.ndarray, classes: Sequence[str], multi_label: bool) -> dict[str, Any]:

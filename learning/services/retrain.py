@@ -49,7 +49,16 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from labeling.models import Adjudication, Annotation, Label, LabelCounter, Project, RankingEntry, TaxonomyVersion
+from labeling.models import (
+    Adjudication,
+    Annotation,
+    Item,
+    Label,
+    LabelCounter,
+    Project,
+    RankingEntry,
+    TaxonomyVersion,
+)
 from learning import jobs
 from learning.core import (
     DEFAULT_C,
@@ -295,6 +304,13 @@ def _train(job: Claim) -> RetrainResult:
     return result
 
 
+def item_languages(item_ids: np.ndarray) -> list[str | None]:
+    """Each item's detected language (Item.language), in ``item_ids`` order: the groups of the per-language
+    cross-validated figures (learning/services/evaluation.py)."""
+    found = dict(Item.objects.filter(id__in=[int(i) for i in item_ids]).values_list("id", "language"))
+    return [found.get(int(i)) for i in item_ids]
+
+
 def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in timings.items()}
 
@@ -380,6 +396,7 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
             metrics.update(model_metrics(
                 pool.vectors[train_pos], train_labels, classes=classes, multi_label=config.multi_label,
                 sampled=sampled, inclusion=inclusion, random_state=seed,
+                groups=item_languages(pool.item_ids[train_pos]),
             ))
         except Exception as exc:  # figures are informative; a failure to compute them must not fail the model
             logger.exception("metrics for project %s v%s failed", config.project_id, version.version)

@@ -85,7 +85,8 @@ def test_the_figure_follows_each_committed_chunk_batch(db: Any, sent: list[str])
     assert progress_of(project) == (10, 4, 6)
     items_embed_chunk(project_id=project.pk, item_ids=[i.pk for i in items], batch_size=100)
     assert progress_of(project) == (10, 10, 0)
-    assert sent == ["sift.learning.retrain_project"]
+    # The last batch leaves nothing pending: the retrain, and the clustering of the newly embedded items.
+    assert sent == ["sift.learning.retrain_project", "sift.learning.cluster_project"]
 
 
 def test_figures_are_cached_between_job_state_changes(db: Any, django_assert_num_queries: Any) -> None:

@@ -166,6 +166,9 @@ MATRIX: dict[str, list[Row]] = {
         Row("GET", Capability.IMPORT, 200, P + "/imports/{job}/", setup=_import_job)],
     "api/projects/<slug:slug>/imports/<int:job_id>/errors": [
         Row("GET", Capability.IMPORT, 200, P + "/imports/{job}/errors", setup=_import_job)],
+    "api/projects/<slug:slug>/languages/": [Row("GET", Capability.VIEW, 200, P + "/languages/")],
+    "api/projects/<slug:slug>/embedder": [
+        Row("POST", Capability.MANAGE, 200, P + "/embedder", body={"embedder": "hashing"})],
     "api/projects/<slug:slug>/privacy": [
         Row("GET", Capability.MANAGE, 200, P + "/privacy"),
         Row("PATCH", Capability.MANAGE, 200, P + "/privacy", body={"mask_pii": True, "mask_detectors": ["email"]})],

@@ -433,10 +433,62 @@
     setText("confusion-note", "Cells count how often one reviewer said the row label where another said the column label on the same item.");
   }
 
+  // --- per language ----------------------------------------------------------------------------------------
+  // Language names in the reader's own language where the browser knows them (Intl.DisplayNames), else the code.
+  const languageNames = (typeof Intl !== "undefined" && Intl.DisplayNames)
+    ? new Intl.DisplayNames([navigator.language || "en"], {type: "language"}) : null;
+  function languageName(code) {
+    if (code === "und") return "Undetermined";
+    if (code === "unknown") return "Not detected yet";
+    try { return (languageNames && languageNames.of(code)) || code; } catch (e) { return code; }
+  }
+
+  function renderLanguages(byLanguage, advice) {
+    const rows = byLanguage.languages;
+    const tbody = $("languages-table").querySelector("tbody");
+    tbody.replaceChildren();
+    rows.forEach(function (r) {
+      const tr = el("tr");
+      tr.dataset.language = r.language;
+      const name = el("td");
+      name.appendChild(el("span", "", languageName(r.language)));
+      name.appendChild(el("span", "muted small lang-code", " " + r.language));
+      tr.appendChild(name);
+      tr.appendChild(cell(count(r.progress.items)));
+      tr.appendChild(cell(count(r.progress.labelled)));
+      tr.appendChild(cell(count(r.progress.finished)));
+      const alpha = cell(r.agreement.alpha === null ? "–" : num(r.agreement.alpha, 2));
+      alpha.title = r.agreement.n_units + " items with two or more answers";
+      tr.appendChild(alpha);
+      const model = cell(r.model ? num(r.model.average_precision, 2) : "–");
+      model.title = r.model ? r.model.n + " labels, out-of-fold" : "fewer than 20 labels, or one class";
+      tr.appendChild(model);
+      const prevalence = el("td", "lang-prevalence");
+      r.prevalence.labels.filter(function (l) { return l.estimate !== null; }).forEach(function (l) {
+        prevalence.appendChild(el("span", "pill", l.name + " " + pct(l.estimate, 0) + " [" + pct(l.low, 0) + "–" + pct(l.high, 0) + "]"));
+      });
+      if (!prevalence.childNodes.length) prevalence.textContent = "–";
+      tr.appendChild(prevalence);
+      tbody.appendChild(tr);
+    });
+    setText("languages-note", rows.length + " language" + (rows.length === 1 ? "" : "s") +
+            (byLanguage.model_version ? " · model v" + byLanguage.model_version : ""));
+    if (advice && advice.recommended_embedder) {
+      const box = $("languages-advice");
+      box.textContent = "Most of this project's items are not in English, and it embeds with " + advice.embedder +
+        ", an English model. Switch it to the multilingual tier (admins: POST /api/projects/{slug}/embedder or " +
+        "manage.py set_embedder): the worker re-embeds the items and the next model trains on the new vectors.";
+      box.hidden = false;
+    }
+  }
+
   // --- go ---------------------------------------------------------------------------------------------------
   const urls = config.urls;
   const jobs = [
-    getJSON(urls.summary).then(renderSummary),
+    getJSON(urls.summary).then(function (summary) {
+      renderSummary(summary);
+      return getJSON(urls.languages).then(function (advice) { renderLanguages(summary.by_language, advice); });
+    }),
     getJSON(urls.prevalence).then(renderPrevalence),
     getJSON(urls.models).then(renderCurve, function () { $("curve-empty").hidden = false; }),
     getJSON(urls.timeline).then(renderTimeline),

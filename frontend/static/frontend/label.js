@@ -206,6 +206,10 @@
         const wrap = document.createElement("div");
         const dt = document.createElement("dt");
         const dd = document.createElement("dd");
+        // Each key and value takes its own direction from its first strong character (Arabic meta in an English
+        // project, or the reverse), so numbers and URLs inside it stay in logical order.
+        dt.dir = "auto";
+        dd.dir = "auto";
         dt.textContent = key;
         dd.textContent = (typeof value === "string") ? value : JSON.stringify(value);
         wrap.append(dt, dd);

@@ -45,7 +45,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: no such file")
             with file_path.open("rb") as handle:
                 summary = items_import(source=handle, filename=file_path.name, **import_args)
-        self.stdout.write(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False))
+        self.stdout.write(json.dumps(summary.report(), indent=2, ensure_ascii=False))
         if not summary.ok:
             what = "nothing was imported (--atomic)" if options["atomic"] else "the valid rows were imported"
             raise CommandError(f"{summary.error_count:,} row(s) had errors; {what}", returncode=1)

@@ -25,6 +25,7 @@ from django.conf import settings
 
 from labeling.models import META_MAX_DEPTH, Label, Project, json_depth
 from labeling.services.items_import.parquet import PARQUET_MAGIC, ParquetProblem, parquet_records
+from labeling.services.languages import UNDETERMINED, detect_language, language_mix
 from learning.core.vocabulary import content_hash
 
 READ_BYTES = 256 * 1024
@@ -66,6 +67,9 @@ class ImportSummary:
     error_count: int = 0
     # The first error past MAX_REPORTED_ERRORS, for the "N more" note.
     first_unlisted_line: int | None = None
+    # Valid rows per detected language ("" undetermined), and the embedder that mix calls for (languages.py).
+    languages: Counter[str] = field(default_factory=Counter)
+    recommended_embedder: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_error(self, line: int, message: str) -> None:
@@ -92,6 +96,15 @@ class ImportSummary:
             })
         return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged, "errors": errors}
 
+    def report(self) -> dict[str, Any]:
+        """What the API and the command answer: the contract's summary plus a ``languages`` key,
+        ``{"counts": {code: rows}, "undetermined": rows, "recommended_embedder": "multilingual" | null}``."""
+        return {**self.as_dict(), "languages": {
+            "counts": language_mix(self.languages),
+            "undetermined": self.languages.get(UNDETERMINED, 0),
+            "recommended_embedder": self.recommended_embedder,
+        }}
+
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs microseconds per row
 class _Row:
@@ -102,6 +115,7 @@ class _Row:
     meta_json: str  # json.dumps(meta), computed once for validation and reused by COPY
     content_hash: str
     gold_labels: list[str] | None
+    language: str  # labeling/services/languages.py, detected here in the parsing thread
 
 
 @dataclass(frozen=True)
@@ -369,7 +383,8 @@ class _Validator:
         body = self.text(text)
         meta_value, meta_json = self.meta(meta, finite=finite)
         return _Row(line=line, external_id=ext, text=body, meta=meta_value, meta_json=meta_json,
-                    content_hash=item_content_hash(body), gold_labels=self.gold_labels(label))
+                    content_hash=item_content_hash(body), gold_labels=self.gold_labels(label),
+                    language=detect_language(body))
 
 
 def _utf8_error(raw: bytes, exc: UnicodeDecodeError) -> str:

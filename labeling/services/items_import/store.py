@@ -35,6 +35,7 @@ from labeling.services.items_import.parse import (
     _Taxonomy,
     _Validator,
 )
+from labeling.services.languages import language_mix, recommended_embedder_for_mix
 from learning.scheduling import request_embedding
 
 CHUNK_ROWS = 2_000
@@ -63,6 +64,7 @@ class _Write:
     meta_json: str
     is_gold: bool
     gold_labels: list[str] | None
+    language: str
 
 
 @dataclass(slots=True)
@@ -98,7 +100,8 @@ def _apply_chunk(project: Project, chunk: list[_Row], *, gold: bool, write: bool
         current = state.get(row.external_id)
         if current is None:
             pending = _Write(pk=None, external_id=row.external_id, text=row.text, content_hash=row.content_hash,
-                             meta=row.meta, meta_json=row.meta_json, is_gold=gold, gold_labels=row.gold_labels)
+                             meta=row.meta, meta_json=row.meta_json, is_gold=gold, gold_labels=row.gold_labels,
+                             language=row.language)
             writes.append(pending)
             state[row.external_id] = _State(pk=None, content_hash=row.content_hash, meta=row.meta, is_gold=gold,
                                             gold_labels=row.gold_labels, n_done=0, write=pending)
@@ -116,10 +119,11 @@ def _apply_chunk(project: Project, chunk: list[_Row], *, gold: bool, write: bool
         if current.write is None:
             current.write = _Write(pk=current.pk, external_id=row.external_id, text=row.text,
                                    content_hash=row.content_hash, meta=row.meta, meta_json=row.meta_json,
-                                   is_gold=is_gold, gold_labels=gold_labels)
+                                   is_gold=is_gold, gold_labels=gold_labels, language=row.language)
             writes.append(current.write)
         else:  # A duplicate external id in this chunk: the later row replaces the pending values.
             current.write.text, current.write.content_hash = row.text, row.content_hash
+            current.write.language = row.language
             current.write.meta, current.write.meta_json = row.meta, row.meta_json
             current.write.is_gold, current.write.gold_labels = is_gold, gold_labels
         current.content_hash, current.meta = row.content_hash, row.meta
@@ -231,22 +235,23 @@ def _orm_store(project: Project, creates: list[_Write], updates: list[_Write]) -
         Item.objects.bulk_create([
             Item(project_id=project.pk, external_id=w.external_id, text=w.text, meta=w.meta,
                  content_hash=w.content_hash, is_gold=w.is_gold, gold_labels=w.gold_labels,
-                 n_required=project.overlap)
+                 n_required=project.overlap, language=w.language)
             for w in creates
         ], batch_size=CHUNK_ROWS)
     if updates:
         Item.objects.bulk_update([
             Item(pk=w.pk, project_id=project.pk, external_id=w.external_id, text=w.text, meta=w.meta,
-                 content_hash=w.content_hash, is_gold=w.is_gold, gold_labels=w.gold_labels, updated_at=now)
+                 content_hash=w.content_hash, is_gold=w.is_gold, gold_labels=w.gold_labels, updated_at=now,
+                 language=w.language)
             for w in updates
-        ], ["text", "content_hash", "meta", "is_gold", "gold_labels", "updated_at"], batch_size=500)
+        ], ["text", "content_hash", "meta", "is_gold", "gold_labels", "updated_at", "language"], batch_size=500)
 
 
 # Every column of a new item, in COPY order. tests/labeling/services/test_items_import.py checks this against
 # the model, so a new Item field cannot be silently left out of the PostgreSQL path.
 COPY_COLUMNS = ("project_id", "external_id", "text", "meta", "content_hash", "is_gold", "gold_labels",
-                "n_required", "n_done", "boost", "random_key", "split", "created_at", "updated_at")
-_UPDATE_COLUMNS = ("text", "content_hash", "meta", "is_gold", "gold_labels", "updated_at")
+                "n_required", "n_done", "boost", "random_key", "split", "created_at", "updated_at", "language")
+_UPDATE_COLUMNS = ("text", "content_hash", "meta", "is_gold", "gold_labels", "updated_at", "language")
 _UPDATE_TABLE = "sift_item_import_update"
 
 
@@ -279,21 +284,22 @@ def _pg_store(project: Project, creates: list[_Write], updates: list[_Write]) ->
                     copy.write_row((
                         project_id, w.external_id, w.text, w.meta_json, w.content_hash, w.is_gold,
                         None if w.gold_labels is None else json.dumps(w.gold_labels),
-                        overlap, 0, 0, random_key, None, now, now,
+                        overlap, 0, 0, random_key, None, now, now, w.language,
                     ))
         if updates:
             # ON COMMIT DROP: nothing outlives the transaction; within it (an atomic import runs
             # every chunk in one transaction) the table is emptied after each use.
             cursor.execute(
                 f"CREATE TEMPORARY TABLE IF NOT EXISTS {_UPDATE_TABLE} (id bigint PRIMARY KEY, text text, "
-                "content_hash varchar(64), meta jsonb, is_gold boolean, gold_labels jsonb, updated_at timestamptz) "
+                "content_hash varchar(64), meta jsonb, is_gold boolean, gold_labels jsonb, updated_at timestamptz, "
+                "language varchar(8)) "
                 "ON COMMIT DROP"
             )
             with raw.copy(f"COPY {_UPDATE_TABLE} (id, {', '.join(_UPDATE_COLUMNS)}) FROM STDIN") as copy:
                 for w in updates:
                     copy.write_row((
                         w.pk, w.text, w.content_hash, w.meta_json, w.is_gold,
-                        None if w.gold_labels is None else json.dumps(w.gold_labels), now,
+                        None if w.gold_labels is None else json.dumps(w.gold_labels), now, w.language,
                     ))
             assignments = ", ".join(f"{quote(c)} = u.{c}" for c in _UPDATE_COLUMNS)
             cursor.execute(
@@ -394,6 +400,7 @@ def _import_rows(project: Project, rows: Iterator[_Row], summary: ImportSummary,
     chunks = _read_ahead(_chunked(rows))
     try:
         for chunk in chunks:
+            summary.languages.update(row.language for row in chunk)
             # Atomic and already failed: keep classifying (to report every error), stop writing.
             _flush(project, chunk, summary, gold=gold, write=not (atomic and not summary.ok))
             if progress is not None:
@@ -442,6 +449,7 @@ def items_import(*, actor: Actor, project: Project, source: BinarySource, filena
             # project (coalesced) once this transaction commits, after every chunk's own commit.
             request_embedding(project_id=project.pk)
     _refresh_statistics(created=summary.created)
+    summary.recommended_embedder = recommended_embedder_for_mix(language_mix(summary.languages), project.embedder)
     return summary
 
 

@@ -20,6 +20,11 @@ BODY = "".join(json.dumps(row) + "\n" for row in ROWS).encode()
 SUMMARY = {"created": 2, "updated": 0, "unchanged": 0, "errors": [{"line": 3, "error": "text: required"}]}
 
 
+def contract(body: dict[str, Any]) -> dict[str, Any]:
+    """The contract's summary keys (and any error fields); the added ``languages`` key has its own tests below."""
+    return {k: v for k, v in body.items() if k != "languages"}
+
+
 def items(project: Any) -> dict[str, tuple[str, Any]]:
     return {ext: (text, meta) for ext, text, meta in
             Item.objects.filter(project=project).values_list("external_id", "text", "meta")}
@@ -33,7 +38,9 @@ def upload(name: str, content: bytes) -> dict[str, Any]:
 def test_multipart_jsonl_upload_imports_and_answers_the_summary(cast: dict[str, Any], api_as: Any, role: str) -> None:
     response = api_as(cast["users"][role]).post(URL, upload("items.jsonl", BODY), format="multipart")
     assert response.status_code == 200, response.content
-    assert response.json() == SUMMARY
+    assert contract(response.json()) == SUMMARY
+    # Two English rows: nothing to recommend (the project stays on its English embedder).
+    assert response.json()["languages"] == {"counts": {"en": 2}, "undetermined": 0, "recommended_embedder": None}
     assert items(cast["project"]) == {"a": ("hello there", {}), "b": ("WIN cash now", {"n": 1})}
     event = AuditEvent.objects.filter(action="items.import").get()
     assert (event.actor_id, event.project_id, event.data["filename"]) == (
@@ -44,36 +51,36 @@ def test_multipart_gzipped_csv_upload(cast: dict[str, Any], api_as: Any) -> None
     csv_body = gzip.compress(b"external_id,text,channel\nx,first,sms\ny,second,email\n")
     response = api_as(cast["users"]["policy_lead"]).post(URL, upload("batch.csv.gz", csv_body), format="multipart")
     assert response.status_code == 200, response.content
-    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0, "errors": []}
+    assert contract(response.json()) == {"created": 2, "updated": 0, "unchanged": 0, "errors": []}
     assert items(cast["project"]) == {"x": ("first", {"channel": "sms"}), "y": ("second", {"channel": "email"})}
 
 
 def test_multipart_file_without_a_known_extension_is_sniffed(cast: dict[str, Any], api_as: Any) -> None:
     response = api_as(cast["users"]["admin"]).post(URL, upload("export", b"external_id,text\nq,from csv\n"),
                                                    format="multipart")
-    assert response.json() == {"created": 1, "updated": 0, "unchanged": 0, "errors": []}
+    assert contract(response.json()) == {"created": 1, "updated": 0, "unchanged": 0, "errors": []}
 
 
 def test_ndjson_body_imports_and_reimport_is_unchanged(cast: dict[str, Any], api_as: Any) -> None:
     client = api_as(cast["users"]["ml_engineer"])
     response = client.post(URL, BODY, content_type="application/x-ndjson")
     assert response.status_code == 200, response.content
-    assert response.json() == SUMMARY
+    assert contract(response.json()) == SUMMARY
     again = client.post(URL, BODY, content_type="application/x-ndjson")
-    assert again.json() == {"created": 0, "updated": 0, "unchanged": 2,
+    assert contract(again.json()) == {"created": 0, "updated": 0, "unchanged": 2,
                             "errors": [{"line": 3, "error": "text: required"}]}
     assert items(cast["project"]) == {"a": ("hello there", {}), "b": ("WIN cash now", {"n": 1})}
 
 
 def test_gzipped_ndjson_body(cast: dict[str, Any], api_as: Any) -> None:
     response = api_as(cast["users"]["admin"]).post(URL, gzip.compress(BODY), content_type="application/x-ndjson")
-    assert response.json() == SUMMARY
+    assert contract(response.json()) == SUMMARY
 
 
 def test_atomic_failure_is_400_and_imports_nothing(cast: dict[str, Any], api_as: Any) -> None:
     response = api_as(cast["users"]["admin"]).post(URL + "?atomic=1", BODY, content_type="application/x-ndjson")
     assert response.status_code == 400
-    assert response.json() == {"detail": "nothing was imported: 1 row(s) are invalid", "code": "invalid_rows",
+    assert contract(response.json()) == {"detail": "nothing was imported: 1 row(s) are invalid", "code": "invalid_rows",
                                "created": 0, "updated": 0, "unchanged": 0,
                                "errors": [{"line": 3, "error": "text: required"}]}
     assert items(cast["project"]) == {}
@@ -83,14 +90,14 @@ def test_atomic_success_is_200(cast: dict[str, Any], api_as: Any) -> None:
     response = api_as(cast["users"]["admin"]).post(URL + "?atomic=true", BODY[: BODY.rindex(b'{"external_id": "c"')],
                                                    content_type="application/x-ndjson")
     assert response.status_code == 200
-    assert response.json() == {"created": 2, "updated": 0, "unchanged": 0, "errors": []}
+    assert contract(response.json()) == {"created": 2, "updated": 0, "unchanged": 0, "errors": []}
 
 
 def test_gold_flag_stores_expected_answers(cast: dict[str, Any], api_as: Any) -> None:
     body = (json.dumps({"external_id": "g1", "text": "WIN", "label": "spam"}) + "\n"
             + json.dumps({"external_id": "g2", "text": "eggs", "label": "eggs"}) + "\n").encode()
     response = api_as(cast["users"]["policy_lead"]).post(URL + "?gold=1", body, content_type="application/x-ndjson")
-    assert response.json() == {"created": 1, "updated": 0, "unchanged": 0, "errors": [
+    assert contract(response.json()) == {"created": 1, "updated": 0, "unchanged": 0, "errors": [
         {"line": 2, "error": "label: unknown label 'eggs' (taxonomy v1 has: ham, spam)"}]}
     assert list(Item.objects.values_list("external_id", "is_gold", "gold_labels")) == [("g1", True, ["spam"])]
 
@@ -156,4 +163,4 @@ def test_schema_documents_both_request_bodies_and_the_summary(client: Any) -> No
     # The project-wide schema hooks may add shared responses (e.g. 401); ours must all be there.
     assert {"200", "400", "403", "404", "413"} <= set(operation["responses"])
     summary = schema["components"]["schemas"]["ImportSummary"]
-    assert sorted(summary["properties"]) == ["created", "errors", "unchanged", "updated"]
+    assert sorted(summary["properties"]) == ["created", "errors", "languages", "unchanged", "updated"]

@@ -21,6 +21,11 @@ from tests.factories import ProjectFactory
 pytestmark = pytest.mark.django_db
 
 
+def contract(summary: dict[str, Any]) -> dict[str, Any]:
+    """The contract's summary keys; the added ``languages`` key is pinned by its own test below."""
+    return {k: v for k, v in summary.items() if k != "languages"}
+
+
 def call(*args: Any) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out, stderr=io.StringIO())
@@ -141,18 +146,31 @@ def test_import_items_prints_the_summary_and_succeeds(project: Project, tmp_path
     path = write_jsonl(tmp_path / "items.jsonl", {"external_id": "a", "text": "one"},
                        {"external_id": "b", "text": "two"})
     out = call("import_items", "--project", "sms", str(path))
-    assert json.loads(out) == {"created": 2, "updated": 0, "unchanged": 0, "errors": []}
+    assert contract(json.loads(out)) == {"created": 2, "updated": 0, "unchanged": 0, "errors": []}
     again = call("import_items", "--project", "sms", str(path))
-    assert json.loads(again) == {"created": 0, "updated": 0, "unchanged": 2, "errors": []}
+    assert contract(json.loads(again)) == {"created": 0, "updated": 0, "unchanged": 2, "errors": []}
     assert Item.objects.filter(project=project).count() == 2
+
+
+def test_import_items_reports_the_languages_and_recommends_the_multilingual_tier(
+        project: Project, tmp_path: Path) -> None:
+    rows = [{"external_id": f"ar{i}", "text": f"مرحبا، هل يمكنك مساعدتي في طلبي رقم {i} من فضلك؟"} for i in range(15)]
+    rows += [{"external_id": f"en{i}", "text": f"Could you help me with my order number {i}, please?"}
+             for i in range(10)]
+    rows.append({"external_id": "emoji", "text": "🙂🙂 12345"})
+    out = call("import_items", "--project", "sms", str(write_jsonl(tmp_path / "mixed.jsonl", *rows)))
+    assert json.loads(out)["languages"] == {"counts": {"ar": 15, "en": 10}, "undetermined": 1,
+                                            "recommended_embedder": "multilingual"}
+    assert dict(Item.objects.filter(project=project, external_id__in=["ar3", "en3", "emoji"])
+                .values_list("external_id", "language")) == {"ar3": "ar", "en3": "en", "emoji": ""}
 
 
 def test_import_items_with_errors_exits_1_after_printing_the_summary(project: Project, tmp_path: Path) -> None:
     path = tmp_path / "items.csv.gz"
     path.write_bytes(gzip.compress(b"external_id,text\na,one\nb,\n"))
     error, out = failing("import_items", "--project", "sms", str(path))
-    assert json.loads(out) == {"created": 1, "updated": 0, "unchanged": 0,
-                               "errors": [{"line": 3, "error": "text: must not be empty"}]}
+    assert contract(json.loads(out)) == {"created": 1, "updated": 0, "unchanged": 0,
+                                         "errors": [{"line": 3, "error": "text: must not be empty"}]}
     assert (error.returncode, str(error)) == (1, "1 row(s) had errors; the valid rows were imported")
     assert list(Item.objects.filter(project=project).values_list("external_id", flat=True)) == ["a"]
 
@@ -160,8 +178,8 @@ def test_import_items_with_errors_exits_1_after_printing_the_summary(project: Pr
 def test_import_items_atomic_imports_nothing(project: Project, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "items.jsonl", {"external_id": "a", "text": "one"}, {"external_id": "b"})
     error, out = failing("import_items", "--project", "sms", str(path), "--atomic")
-    assert json.loads(out) == {"created": 0, "updated": 0, "unchanged": 0,
-                               "errors": [{"line": 2, "error": "text: required"}]}
+    assert contract(json.loads(out)) == {"created": 0, "updated": 0, "unchanged": 0,
+                                         "errors": [{"line": 2, "error": "text: required"}]}
     assert (error.returncode, str(error)) == (1, "1 row(s) had errors; nothing was imported (--atomic)")
     assert Item.objects.filter(project=project).count() == 0
 

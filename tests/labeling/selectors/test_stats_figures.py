@@ -299,7 +299,8 @@ def test_timeline_buckets_agreement_and_distribution(db: Any) -> None:
 def test_summary_has_the_contract_sections(db: Any) -> None:
     project, _items = _prevalence_world()
     summary = stats_summary(project)
-    assert set(summary) == {"project", "progress", "agreement", "prevalence", "adjudications", "alerts", "propagation"}
+    assert set(summary) == {"project", "progress", "agreement", "prevalence", "adjudications", "alerts",
+                            "by_language", "propagation"}
     assert summary["progress"] == {"items": 10, "gold_items": 1, "finished": 7, "open": 3, "labelled": 7,
                                    "annotations": 8, "reviewers": 1}
     assert summary["prevalence"]["population"] == 10

@@ -77,7 +77,7 @@ def test_get_embedder_names() -> None:
     assert (static.name, static.dim) == ("m2v-all-MiniLM-L6-v2-pca256-v1", 256)
     assert static.model_path == Path("/nonexistent/m2v-all-MiniLM-L6-v2-pca256-v1")
     assert isinstance(static, Embedder)
-    assert EMBEDDER_NAMES == ("minilm", "static", "hashing")
+    assert EMBEDDER_NAMES == ("minilm", "static", "multilingual", "hashing")
 
 
 def test_recommended_embedder_switches_to_the_static_tier_for_large_pools() -> None:
