@@ -196,9 +196,22 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+_IMAGE_STORAGE_BACKEND = env_str("SIFT_IMAGE_STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage")
+_IMAGE_ROOT = env_str("SIFT_IMAGE_ROOT", str(DATA_DIR / "images"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Derived image files (labeling/services/images/): a local folder by default; several machines share an
+    # S3-compatible bucket through django-storages (README, "Images": SIFT_IMAGE_STORAGE_BACKEND and its options).
+    "images": {
+        "BACKEND": _IMAGE_STORAGE_BACKEND,
+        "OPTIONS": {"location": _IMAGE_ROOT} if _IMAGE_STORAGE_BACKEND.endswith(".FileSystemStorage") else {
+            # django-storages' S3Storage (credentials from boto3's usual AWS_* environment variables).
+            "bucket_name": env_str("SIFT_IMAGE_S3_BUCKET"),
+            "endpoint_url": env_str("SIFT_IMAGE_S3_ENDPOINT") or None,
+            "default_acl": "private", "querystring_auth": True, "file_overwrite": True,
+        },
+    },
 }
 # The demo and local development serve static files straight from the apps: no collectstatic needed.
 WHITENOISE_USE_FINDERS = DEBUG or DEMO
@@ -263,6 +276,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 SIFT_MAX_UPLOAD_BYTES = env_int("SIFT_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
 SIFT_MAX_DECOMPRESSED_BYTES = env_int("SIFT_MAX_DECOMPRESSED_BYTES", 4 * 1024 * 1024 * 1024)
+# Image items (labeling/services/images/): one image file's bytes, its pixels (Pillow's decompression-bomb limit),
+# a zip upload's members and their total inflated size.
+SIFT_MAX_IMAGE_BYTES = env_int("SIFT_MAX_IMAGE_BYTES", 20 * 1024 * 1024)
+SIFT_MAX_IMAGE_PIXELS = env_int("SIFT_MAX_IMAGE_PIXELS", 40_000_000)
+SIFT_MAX_ZIP_MEMBERS = env_int("SIFT_MAX_ZIP_MEMBERS", 100_000)
+SIFT_MAX_ZIP_INFLATED_BYTES = env_int("SIFT_MAX_ZIP_INFLATED_BYTES", 8 * 1024 * 1024 * 1024)
 SIFT_MAX_TEXT_CHARS = env_int("SIFT_MAX_TEXT_CHARS", 1_000_000)
 
 # Who may create projects through the API (labeling/services/projects.py, project_creation_allowed): "admins"
@@ -447,6 +466,15 @@ SIFT_EMBEDDER = env_str("SIFT_EMBEDDER", "minilm")
 SIFT_GOLD_MIN_ANSWERS = env_int("SIFT_GOLD_MIN_ANSWERS", 5)
 # Labels at or above this severity send their items to a lead (labeling/services/adjudication.py; below 1 reads as 1).
 SIFT_ADJUDICATION_SEVERITY = env_int("SIFT_ADJUDICATION_SEVERITY", 4)
+# Label-error detection at retrain (learning/services/label_errors.py): only with this many single-label training
+# labels, with this many cross-validation folds, and at most this many new suspicions per retrain.
+SIFT_LABEL_ERRORS_MIN_LABELS = env_int("SIFT_LABEL_ERRORS_MIN_LABELS", 30)
+SIFT_LABEL_ERRORS_FOLDS = env_int("SIFT_LABEL_ERRORS_FOLDS", 3)
+SIFT_LABEL_ERRORS_MAX_NEW = env_int("SIFT_LABEL_ERRORS_MAX_NEW", 50)
+# ... and again only once this many labels have arrived since the last check (it costs ~3x the retrain's fit).
+SIFT_LABEL_ERRORS_EVERY = env_int("SIFT_LABEL_ERRORS_EVERY", 20)
+# Queue boost of an item re-opened for a re-check (served before the ranking, like a taxonomy re-queue).
+SIFT_LABEL_ERRORS_RECHECK_PRIORITY = env_int("SIFT_LABEL_ERRORS_RECHECK_PRIORITY", 1)
 
 LOGGING = {
     "version": 1,

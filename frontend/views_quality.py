@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -67,6 +68,10 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
             "prevalence": f"{api}/stats/prevalence", "queue": f"{api}/stats/queue-health",
             "timeline": f"{api}/stats/timeline", "models": f"{api}/models/",
             "adjudication": _links(project).get("adjudication"),
+            "label_errors": f"{api}/label-errors/?limit=20",
+            # An item's history page, for leads who may open it (the panel links each suspected item there).
+            "history": (reverse("item-history-lookup", args=[project.slug])
+                        if "history_lookup" in _links(project) else None),
         },
     }
     staleness = active_model_staleness([project.pk]).get(project.pk)
@@ -76,7 +81,8 @@ def dashboard(request: HttpRequest, slug: str) -> HttpResponse:
         # Reviewer wellness: severe items per reviewer per day (labeling/services/wellness.py).
         "exposure": exposure_by_day(project=project), "wellness": wellness_policy(project),
         # Campaigns: clusters that grew past SIFT_FLOOD_THRESHOLD within the hour (labeling/services/clusters.py).
-        "floods": flood_alerts(project=project)})
+        "floods": flood_alerts(project=project),
+        "label_errors_min": settings.SIFT_LABEL_ERRORS_MIN_LABELS})
 
 
 def _choices(project: Project) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 from labeling.services import privacy, queues
 from labeling.services.exports import export_snapshot_ensure
 from labeling.services.import_jobs import import_job_run
+from labeling.services.label_errors import label_errors_sync as label_errors_sync_service
 from labeling.services.propagation import propagation_reevaluate
 
 TRANSIENT = (OperationalError, InterfaceError)
@@ -66,3 +67,12 @@ def import_job(job_id: int, **_ignored: Any) -> dict[str, Any] | None:
 def propagation_reevaluate_task(representative_id: int, **_ignored: Any) -> dict[str, int]:
     """Create, relabel or withdraw the propagated answers of one representative's cluster."""
     return propagation_reevaluate(representative_id=int(representative_id))
+
+
+# Sent by name from the learning side after each retrain (learning/services/label_errors.py). Idempotent: every
+# suspicion moves only from the state a step expects, under its row lock, so a redelivery changes nothing twice.
+@shared_task(name="sift.labeling.label_errors_sync", **RETRY)  # type: ignore[untyped-decorator]
+def label_errors_sync(project_id: int, **_ignored: Any) -> dict[str, Any]:
+    """Route the project's new suspected label errors and settle those whose re-check is done."""
+    result = label_errors_sync_service(project_id=int(project_id))
+    return {"routed": result.routed, "resolved": result.resolved}

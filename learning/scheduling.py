@@ -41,6 +41,12 @@ def request_embedding(*, project_id: int) -> None:
     jobs.request(kind=LearningJob.Kind.EMBED, project_id=project_id)
 
 
+def request_clustering(*, project_id: int) -> None:
+    """Ask for a clustering pass once the current transaction commits (coalesced): it also matches the project's
+    items with bank entries confirmed or imported since the last pass (learning/services/banks.py)."""
+    jobs.request(kind=LearningJob.Kind.CLUSTER, project_id=project_id)
+
+
 def forget_content(*, content_hashes: Sequence[str]) -> int:
     """Delete the cached vectors of these content hashes that no remaining item (of any project) shares.
 

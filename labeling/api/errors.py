@@ -9,8 +9,8 @@ locked-out token request.
 errors every endpoint can answer into the schema, so a client (and tests/security/test_api_fuzz.py) can rely on
 "every status code the API sends is documented": 401 without credentials, 403 for a role without the capability
 (or a session write without its CSRF token), 404 for a project or object outside the caller's projects, 400 for
-invalid input, 413 for a body over the size limit. Codes a view documents itself keep its description; an error
-documented without a body gets the error shape.
+invalid input, 413 for a body over the size limit, 415 for a Content-Type the endpoint does not read. Codes a
+view documents itself keep its description; an error documented without a body gets the error shape.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ _DESCRIPTIONS = {
     "403": "Your role may not do this here (or a session write came without its CSRF token).",
     "404": "No such project or object among your projects.",
     "413": "The request body is larger than the limit.",
+    "415": "The request's Content-Type is not one this endpoint reads.",
 }
 
 
@@ -123,7 +124,9 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             if operation.get("requestBody") or any(p.get("in") == "query" for p in parameters):
                 wanted.append("400")
             if operation.get("requestBody"):
-                wanted.append("413")
+                # 415: DRF refuses a Content-Type none of the view's parsers reads (a multipart body whose header
+                # it cannot parse included), before the view runs.
+                wanted += ["413", "415"]
             if authenticated:
                 wanted += ["401", "403"]
             if any(p.get("in") == "path" for p in parameters):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from labeling.models import Adjudication
+from labeling.models import Adjudication, SuspicionState
 
 # --- requests ---------------------------------------------------------------------------------------------------
 
@@ -331,3 +331,45 @@ class AdjudicationPageSerializer(serializers.Serializer):  # type: ignore[type-a
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()
     results = AdjudicationSerializer(many=True)
+
+
+# --- suspected label errors ----------------------------------------------------------------------------------------
+
+
+class LabelErrorListQuerySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    state = serializers.ChoiceField(choices=SuspicionState.choices, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=200, required=False, default=50)
+    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+
+
+class _SuspectItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    text = serializers.CharField(help_text="Masked where the project masks PII.")
+    meta = serializers.JSONField()
+
+
+class LabelErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.IntegerField()
+    item = _SuspectItemSerializer()
+    given_label = serializers.CharField(help_text="The training label the model disagreed with.")
+    suggested_label = serializers.CharField(help_text="The model's top class, from a model that never saw it.")
+    self_confidence = serializers.FloatField(help_text="Out-of-fold probability of the given label.")
+    rank = serializers.IntegerField(help_text="Position in the detector's ranking (0 = most suspect).")
+    model_version = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=SuspicionState.choices)
+    open = serializers.BooleanField(help_text="Still unresolved: exports flag the row suspected_error.")
+    route_reason = serializers.CharField(help_text="Why it went to a re-check or to a lead (audited).")
+    adjudication_id = serializers.IntegerField(allow_null=True)
+    resolved_labels = serializers.ListField(child=serializers.CharField(), allow_null=True)
+    created_at = serializers.DateTimeField()
+    routed_at = serializers.DateTimeField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class LabelErrorPageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Suspicions per state, all states.")
+    count = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    results = LabelErrorSerializer(many=True)

@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labeling.api.errors import validated
-from labeling.models import Annotation, ClusterKind, Lease, SelectionReason
+from labeling.models import Annotation, BankPolarity, ClusterKind, Lease, SelectionReason
 from labeling.services.gold import gold_public_selection
 
 # --- requests ---------------------------------------------------------------------------------------------------
@@ -102,6 +102,16 @@ class LeaseRefSerializer(serializers.Serializer):  # type: ignore[type-arg]
     expires_at = serializers.DateTimeField()
 
 
+class QueueItemImageSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    display = serializers.CharField(help_text="URL of the display-size re-encoding (GET, same session or token).")
+    thumb = serializers.CharField(help_text="URL of the thumbnail.")
+    width = serializers.IntegerField(help_text="Of the image as imported.")
+    height = serializers.IntegerField()
+    display_width = serializers.IntegerField()
+    display_height = serializers.IntegerField()
+    name = serializers.CharField(help_text="The file's name in the upload: show it as text.")
+
+
 class QueueItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     id = serializers.IntegerField()
     external_id = serializers.CharField()
@@ -110,6 +120,7 @@ class QueueItemSerializer(serializers.Serializer):  # type: ignore[type-arg]
     masked = serializers.BooleanField(required=False, help_text=(
         "The project masks PII: matches in text and meta read [email], [phone], [url] or [pattern name]. "
         "Roles that may reveal PII get the raw item from POST /api/projects/{slug}/items/{id}/reveal."))
+    image = QueueItemImageSerializer(allow_null=True, required=False, help_text="The item's image, or null.")
 
 
 class SelectionSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -145,6 +156,17 @@ class ClusterSummarySerializer(serializers.Serializer):  # type: ignore[type-arg
     members = ClusterMemberSerializer(many=True, help_text="Up to three other items of the cluster.")
 
 
+class BankMatchEvidenceSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    bank = serializers.CharField(help_text="The bank's name: plain text, never HTML.")
+    bank_id = serializers.IntegerField()
+    label = serializers.CharField(help_text="The label key the bank is for.")  # type: ignore[assignment]
+    polarity = serializers.ChoiceField(choices=BankPolarity.choices)
+    entry = serializers.IntegerField(help_text="The bank entry matched.")
+    kind = serializers.ChoiceField(choices=["exact", "near"], help_text="Same normalised text, or MinHash near.")
+    similarity = serializers.FloatField(help_text="1.0 exact, else the estimated Jaccard similarity.")
+    matched_at = serializers.DateTimeField()
+
+
 class ProtectionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     blur = serializers.BooleanField(help_text="Show the item blurred until the reviewer reveals it (click or key).")
     severe = serializers.ChoiceField(choices=["known", "predicted"], allow_null=True,
@@ -162,6 +184,10 @@ class QueueNextResponseSerializer(serializers.Serializer):  # type: ignore[type-
     suggestion = SuggestionSerializer(allow_null=True)
     cluster = ClusterSummarySerializer(allow_null=True, required=False,
                                        help_text="The item's near-duplicate cluster; null when it is alone.")
+    bank_matches = BankMatchEvidenceSerializer(
+        many=True, required=False,
+        help_text="Live match-bank matches of the item with their evidence; a known-violating match is why it was "
+                  "served first, for confirmation.")
     protection = ProtectionSerializer(required=False, help_text="Reviewer wellness: blur, exposure, break reminder.")
     taxonomy_version = serializers.IntegerField(help_text="Number of the taxonomy version to label against.")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.urls import path
 
 from labeling.api import (
+    views_banks,
     views_export,
     views_history,
+    views_images,
     views_import_jobs,
     views_items,
     views_languages,
@@ -38,6 +40,8 @@ urlpatterns = [
          name="api-item-reveal"),
     path("projects/<slug:slug>/items/delete", views_privacy.ItemDeleteView.as_view(), name="api-items-delete"),
     # An item's answers, comments and adjudication, for policy leads (labeling/api/views_history.py).
+    path("projects/<slug:slug>/items/<int:item_id>/image/<str:variant>", views_images.ItemImageView.as_view(),
+         name="api-item-image"),
     path("projects/<slug:slug>/items/<int:item_id>/history/", views_history.ItemHistoryView.as_view(),
          name="api-item-history"),
     path("projects/<slug:slug>/items/history/", views_history.ItemHistoryByExternalIdView.as_view(),
@@ -62,6 +66,16 @@ urlpatterns = [
          name="api-taxonomy-draft-publish"),
     # The reviewer queue: leases, submit, skip, renew, undo, progress (labeling/api/views_queue.py).
     path("projects/<slug:slug>/propagation/", views_propagation.PropagationView.as_view(), name="api-propagation"),
+    # Match banks (labeling/api/views_banks.py): signatures of confirmed content, shareable without text.
+    path("projects/<slug:slug>/banks/", views_banks.BankListView.as_view(), name="api-banks"),
+    path("projects/<slug:slug>/banks/import", views_banks.BankImportView.as_view(), name="api-banks-import"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/", views_banks.BankDetailView.as_view(), name="api-bank"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/confirm", views_banks.BankConfirmView.as_view(),
+         name="api-bank-confirm"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/entries/<int:entry_id>/deconfirm",
+         views_banks.BankDeconfirmView.as_view(), name="api-bank-deconfirm"),
+    path("projects/<slug:slug>/banks/<int:bank_id>/export", views_banks.BankExportView.as_view(),
+         name="api-bank-export"),
     path("projects/<slug:slug>/wellness/", views_wellness.WellnessView.as_view(), name="api-wellness"),
     path("projects/<slug:slug>/wellness/me", views_wellness.WellnessPreferenceView.as_view(),
          name="api-wellness-me"),
@@ -90,6 +104,7 @@ urlpatterns = [
     path("projects/<slug:slug>/stats/queue-health", views_quality.QueueHealthView.as_view(),
          name="api-stats-queue-health"),
     path("projects/<slug:slug>/stats/timeline", views_quality.TimelineView.as_view(), name="api-stats-timeline"),
+    path("projects/<slug:slug>/label-errors/", views_quality.LabelErrorListView.as_view(), name="api-label-errors"),
     path("projects/<slug:slug>/adjudications/", views_quality.AdjudicationListView.as_view(), name="api-adjudications"),
     path("projects/<slug:slug>/adjudications/<int:adjudication_id>/", views_quality.AdjudicationDetailView.as_view(),
          name="api-adjudication"),

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from labeling.api.views_quality import _errors, _project
 from labeling.models import Capability, Item, Project, SelectionReason
 from labeling.selectors.history import item_find, item_history
+from labeling.services.banks import item_bank_history
 from labeling.services.errors import NotFound, ValidationFailed
 
 
@@ -63,17 +64,30 @@ class HistoryAdjudicationSerializer(serializers.Serializer):  # type: ignore[typ
     decided_at = serializers.DateTimeField(allow_null=True)
 
 
+class HistoryBankMatchSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    bank = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    polarity = serializers.CharField()
+    entry = serializers.IntegerField()
+    kind = serializers.CharField(help_text="exact or near.")
+    similarity = serializers.FloatField()
+    matched_at = serializers.DateTimeField()
+    withdrawn_at = serializers.DateTimeField(allow_null=True, help_text="Set when the entry was deconfirmed.")
+
+
 class ItemHistorySerializer(serializers.Serializer):  # type: ignore[type-arg]
     item = HistoryItemSerializer()
     taxonomy_version = serializers.IntegerField(allow_null=True, help_text="The project's current version.")
     answers = HistoryAnswerSerializer(many=True, help_text="Every answer, oldest first.")
     adjudication = HistoryAdjudicationSerializer(allow_null=True)
+    bank_matches = HistoryBankMatchSerializer(many=True, help_text="Match-bank matches, withdrawn ones included.")
 
 
 def _history(project: Project, item: Item | None, what: str) -> Response:
     if item is None:
         raise NotFound(f"no item {what} in project {project.slug!r}")
-    return Response(ItemHistorySerializer(item_history(project, item)).data)
+    history = item_history(project, item) | {"bank_matches": item_bank_history(project=project, item_id=item.pk)}
+    return Response(ItemHistorySerializer(history).data)
 
 
 class ItemHistoryView(APIView):

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from labeling.models import Capability, Project
 from labeling.services.errors import ValidationFailed
+from labeling.services.images import items_import_zip, upload_is_zip
 from labeling.services.items_import import items_import
 from labeling.services.items_upload import items_upload_check
 
@@ -117,7 +118,11 @@ class ItemImportView(APIView):
             "and every bad row is listed by line; with `atomic=1` nothing is imported if any row is bad, and the "
             "answer is 400. With `gold=1` each row's `label` (a key or a list of keys of the current taxonomy "
             "version) is the expected answer; otherwise `label` is ignored. Needs the `import` capability "
-            "(policy lead, ML engineer, admin)."
+            "(policy lead, ML engineer, admin). **Images:** a multipart `.zip` holding one JSON Lines file and "
+            "images; a row's `image` is the path of an image inside the zip (relative to the JSON Lines file; "
+            "`text` may then be left out). Each image is decoded and re-encoded (WebP display size and thumbnail, "
+            "EXIF stripped); SVG, non-raster files, decompression bombs, images over SIFT_MAX_IMAGE_BYTES and "
+            "unsafe paths are refused by line (`image: ...`)."
         ),
         request={
             "multipart/form-data": inline_serializer(
@@ -170,9 +175,13 @@ class ItemImportView(APIView):
                                        field="file")
             if upload.size is not None and upload.size > settings.SIFT_MAX_UPLOAD_BYTES:
                 return _too_large()
-            summary = items_import(actor=request.user, project=project,
-                                   source=items_upload_check(source=upload, rewindable=True),
-                                   filename=upload.name or "", gold=gold, atomic=atomic)
+            if upload_is_zip(upload):  # images beside a JSON Lines file (labeling/services/images/zip_import.py)
+                summary = items_import_zip(actor=request.user, project=project, source=upload, gold=gold,
+                                           atomic=atomic)
+            else:
+                summary = items_import(actor=request.user, project=project,
+                                       source=items_upload_check(source=upload, rewindable=True),
+                                       filename=upload.name or "", gold=gold, atomic=atomic)
         body = summary.report()
         if atomic and not summary.ok:
             return Response({"detail": f"nothing was imported: {summary.error_count:,} row(s) are invalid",

@@ -28,6 +28,8 @@ from labeling.api.serializers_quality import (
     AdjudicationPageSerializer,
     AdjudicationSerializer,
     AgreementSerializer,
+    LabelErrorListQuerySerializer,
+    LabelErrorPageSerializer,
     PrevalenceSerializer,
     QueueHealthSerializer,
     ReviewerStatsSerializer,
@@ -37,6 +39,7 @@ from labeling.api.serializers_quality import (
 from labeling.models import Adjudication, Capability, Project
 from labeling.selectors import quality
 from labeling.selectors.adjudication import adjudication_list, adjudication_one
+from labeling.selectors.label_errors import label_errors_page
 from labeling.services.adjudication import adjudication_decide, adjudication_open
 from labeling.services.errors import NotFound
 
@@ -113,6 +116,24 @@ class TimelineView(APIView):
     @extend_schema(operation_id="project_stats_timeline", responses={200: TimelineSerializer, **_errors(403, 404)})
     def get(self, request: Request, slug: str) -> Response:
         return Response(quality.cached_figures(_project(request, slug, Capability.VIEW_STATS), "timeline"))
+
+
+class LabelErrorListView(APIView):
+    """Suspected label errors: counts per state and the candidates with their route and outcome (VIEW_STATS)."""
+
+    @extend_schema(
+        operation_id="project_label_errors",
+        parameters=[OpenApiParameter("state", str, enum=["new", "recheck", "adjudication", "confirmed", "cleared",
+                                                         "skipped"]),
+                    OpenApiParameter("limit", int, description="1-200, default 50"),
+                    OpenApiParameter("offset", int)],
+        responses={200: LabelErrorPageSerializer, **_errors(400, 403, 404)},
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        project = _project(request, slug, Capability.VIEW_STATS)
+        query = _validated(LabelErrorListQuerySerializer, request.query_params)
+        return Response(label_errors_page(project, state=query.get("state"), limit=query["limit"],
+                                          offset=query["offset"]))
 
 
 def _one(project: Project, adjudication_id: int) -> dict[str, Any]:

@@ -35,8 +35,10 @@ from labeling.querysets import caller_may
 from labeling.rows import first_instance
 from labeling.selectors.progress import queue_progress
 from labeling.services.annotations import annotation_submit, annotation_undo, lease_renew, lease_skip
+from labeling.services.banks import item_bank_evidence
 from labeling.services.clusters import cluster_summary
 from labeling.services.errors import Conflict
+from labeling.services.images import item_image_block
 from labeling.services.privacy import masked_item
 from labeling.services.queues import queue_checkout_next, queue_retry_after
 from labeling.services.wellness import lease_protection
@@ -102,8 +104,10 @@ def _next_body(project: Project, lease: Lease, reviewer: Any) -> dict[str, Any]:
     """The queue/next 200 body for ``lease``, the item masked as the project asks (labeling/services/privacy.py)."""
     payload = checkout_payload(lease, taxonomy_version=_version_number(project, lease.taxonomy_version_id))
     # The reviewer sees the project's PII masked; stored text never changes.
-    return {**payload, "item": masked_item(project, payload["item"]),
+    return {**payload, "item": {**masked_item(project, payload["item"]),
+                                "image": item_image_block(project=project, item_id=lease.item_id)},
             "cluster": cluster_summary(project=project, item_id=lease.item_id),
+            "bank_matches": item_bank_evidence(project=project, item_id=lease.item_id),
             "protection": lease_protection(project=project, reviewer=reviewer, lease=lease)}
 
 
@@ -210,8 +214,11 @@ class LeaseUndoView(_QueueView):
         number = lease.taxonomy_version.number if lease.taxonomy_version is not None else None
         payload = checkout_payload(lease, taxonomy_version=number)
         protection = lease_protection(project=project, reviewer=request.user, lease=lease)  # type: ignore[arg-type]
-        return Response({**payload, "item": masked_item(project, payload["item"]),
-                         "cluster": cluster_summary(project=project, item_id=lease.item_id), "protection": protection})
+        return Response({**payload, "item": {**masked_item(project, payload["item"]),
+                                             "image": item_image_block(project=project, item_id=lease.item_id)},
+                         "cluster": cluster_summary(project=project, item_id=lease.item_id),
+                         "bank_matches": item_bank_evidence(project=project, item_id=lease.item_id),
+                         "protection": protection})
 
 
 class ProgressView(APIView):

@@ -121,6 +121,7 @@ class Adjudication(models.Model):
         DISAGREEMENT = "disagreement", "Annotators disagree"
         SEVERE = "severe", "Severe label"
         MANUAL = "manual", "Sent by a lead"
+        SUSPECTED_ERROR = "suspected_error", "The model suspects a label error"
 
     project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="adjudications")
     item = models.OneToOneField("labeling.Item", on_delete=models.CASCADE, related_name="adjudication")

@@ -58,6 +58,8 @@ class Project(models.Model):
     )
 
     # Privacy (labeling/services/privacy.py). Masking changes what reviewers see, never what is stored.
+    keep_image_originals = models.BooleanField(
+        default=False, help_text="Keep each imported image as sent (never served) beside its re-encodings.")
     mask_pii = models.BooleanField(default=False, help_text="Mask PII in item text and meta wherever reviewers see it.")
     mask_detectors = models.JSONField(default=list, blank=True,
                                       help_text='Built-in detectors to apply: any of "email", "phone", "url".')

@@ -94,6 +94,17 @@ def _create(*, item: Item, reason: str, actor: Actor, note: str, answers: list[d
     return adjudication
 
 
+def adjudication_open_for_item(*, item: Item, reason: str, actor: Actor = None) -> Adjudication:
+    """Open a pending adjudication for ``item`` on the system's behalf (a suspected label error whose answers
+    already disagree: labeling/services/label_errors.py). Idempotent: an existing one is returned as is."""
+    existing = _existing(item.pk)
+    if existing is not None:
+        return existing
+    answers = [{"reviewer_id": reviewer_id, "labels": labels} for reviewer_id, labels in
+               Annotation.objects.filter(item=item).order_by("id").values_list("reviewer_id", "labels")]
+    return _create(item=item, reason=reason, actor=actor, note="", answers=answers)
+
+
 def adjudication_sync_for_item(*, item_id: int, actor: Actor = None, locked_item: Item | None = None,
                                project: Project | None = None) -> Adjudication | None:
     """Open a pending adjudication for ``item_id`` if its complete set of answers calls for one.

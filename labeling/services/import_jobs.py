@@ -29,6 +29,7 @@ from labeling.models import ImportJob, Project
 from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.errors import ValidationFailed
 from labeling.services.exports import CSV_FORMULA_TRIGGERS
+from labeling.services.images import items_import_zip, upload_is_zip
 from labeling.services.items_import import ImportSummary, items_import
 
 logger = logging.getLogger(__name__)
@@ -91,8 +92,12 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
     path = Path(settings.IMPORT_ROOT) / job.path
     try:
         with path.open("rb") as handle:
-            summary = items_import(actor=job.created_by, project=job.project, source=handle, filename=job.filename,
-                                   gold=job.gold, progress=_Progress(job.pk, handle))
+            if upload_is_zip(handle):
+                summary = items_import_zip(actor=job.created_by, project=job.project, source=handle, gold=job.gold,
+                                           progress=_Progress(job.pk, handle))
+            else:
+                summary = items_import(actor=job.created_by, project=job.project, source=handle,
+                                       filename=job.filename, gold=job.gold, progress=_Progress(job.pk, handle))
     except Exception as exc:
         logger.exception("import job %s failed", job_id)
         _finish(job.pk, status=ImportJob.Status.FAILED, failure=f"the import stopped: {type(exc).__name__}: {exc}")

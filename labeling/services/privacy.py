@@ -74,6 +74,7 @@ from labeling.models import (
 )
 from labeling.services.audit import Actor, audit_record
 from labeling.services.errors import NotFound, ValidationFailed
+from labeling.services.images import item_images_purge
 from learning import scheduling
 
 logger = logging.getLogger(__name__)
@@ -404,6 +405,7 @@ def _delete_batch(*, actor: Actor, project: Project, item_ids: Sequence[int], re
         # Every dependent row is gone; a raw DELETE skips the ORM's cascade collection, which would scan the whole
         # (unindexed by item) ranking table once more. A new dependent table with a database foreign key makes
         # this fail loudly rather than leave rows behind.
+        item_images_purge(ids)  # the rows now, every derived file once this commits
         Item.objects.filter(pk__in=ids)._raw_delete(Item.objects.db)
         scheduling.forget_content(content_hashes=sorted({row[2] for row in rows}))
         snapshots = list(ExportSnapshot.objects.filter(project=project, created_at__gte=oldest)

@@ -45,7 +45,8 @@ membership -> item -> lease, so these locks cannot deadlock.
 
 Candidate order (also in queues.md)
 -----------------------------------
-1. boosted open items (``Item.boost > 0``), by ``-boost, id`` (re-queued after a taxonomy change);
+1. boosted open items (``Item.boost > 0``), by ``-boost, id`` (re-queued after a taxonomy change, or matched by a
+   known-violating match bank: reason ``bank_match``);
 2. at the project's gold rate, a gold item the reviewer has not seen (labeling/services/gold.py);
 3. the active ranking: ``RankingEntry`` rows of ``(project, Project.active_ranking_version)`` by ``rank``;
 4. fallback, when there is no active ranking or it has nothing left for this reviewer: open items by
@@ -87,6 +88,7 @@ from django.utils import timezone
 
 from labeling.models import (
     Annotation,
+    BankMatch,
     ClusterMember,
     Item,
     ItemCount,
@@ -121,6 +123,7 @@ def _tables() -> dict[str, str]:
         "annotation": Annotation._meta.db_table,
         "membership": Membership._meta.db_table,
         "cluster": ClusterMember._meta.db_table,
+        "bank_match": BankMatch._meta.db_table,
     }
 
 
@@ -160,11 +163,13 @@ _AVAILABLE = """
 
 # Stage 1. The WHERE implies the predicate of the partial index item_open_boosted (project, -boost, id).
 BOOST_SCAN_SQL = """
-SELECT i.id, i.external_id, i.text, i.meta FROM {item} i
+SELECT i.id, i.external_id, i.text, i.meta,
+       EXISTS (SELECT 1 FROM {bank_match} bm WHERE bm.item_id = i.id AND bm.withdrawn_at IS NULL) AS banked
+FROM {item} i
 WHERE i.project_id = %(project)s AND i.boost > 0 AND """ + _AVAILABLE + """ {rejected}
 ORDER BY i.boost DESC, i.id
 LIMIT %(batch)s {lock}
-"""
+"""  # noqa: S608 - table names are constants
 
 # Stage 2. Walks the unique (project_id, ranking_version, rank) index in order from the floor; LIMIT stops it early.
 # Each ranked row's item is fetched by primary key in a LATERAL subquery that also takes the row lock. That shape is
@@ -441,7 +446,9 @@ class _Scanner:
         return None
 
     def boosted(self) -> Lease | None:
-        return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(item_id=row[0], reason=SelectionReason.RELABEL))
+        # Boosted because of a live match-bank match (labeling/services/banks.py), or re-queued by a taxonomy change.
+        return self._stage(BOOST_SCAN_SQL, {}, lambda row: _Pick(
+            item_id=row[0], reason=SelectionReason.BANK_MATCH if row[4] else SelectionReason.RELABEL))
 
     def ranked(self) -> Lease | None:
         version = self.project.active_ranking_version

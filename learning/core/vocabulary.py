@@ -54,6 +54,7 @@ class Reason(StrEnum):
     RANDOM = "random"
     # Assigned by the queue itself (labeling/services/queues.py, gold.py):
     RELABEL = "relabel"
+    BANK_MATCH = "bank_match"
     FALLBACK_RANDOM = "fallback_random"
     GOLD = "gold"
     # Never in front of a reviewer: the reason of a propagated answer (labeling/services/propagation.py).
@@ -69,6 +70,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.SEED_QUERY: "Cold start: near a seed query",
     Reason.RANDOM: "Random sample",
     Reason.RELABEL: "Re-queued after a taxonomy change",
+    Reason.BANK_MATCH: "Matched a match bank: confirm it",
     Reason.FALLBACK_RANDOM: "Random order: the model is not ready yet",
     Reason.GOLD: "Gold check",
     Reason.PROPAGATED: "Propagated from its cluster's representative",

@@ -26,6 +26,7 @@ from labeling.models import ClusterMember, Item, Project
 from learning import jobs
 from learning.core.clusters import ClusterIndex
 from learning.models import Embedding, LearningJob
+from learning.services.banks import project_match_banks
 from learning.services.embedding import embedder_for
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def project_cluster_items(*, project_id: int, owner: str = "", batch_size: int =
     if job is None:
         return ClusterResult(skipped=True)
     clustered = founded = 0
+    new_item_ids: list[int] = []
     error = ""
     completed = False
     try:
@@ -109,6 +111,9 @@ def project_cluster_items(*, project_id: int, owner: str = "", batch_size: int =
                         for a in assignments], ignore_conflicts=True)
                 clustered += len(assignments)
                 founded += sum(a.kind == "representative" for a in assignments)
+                new_item_ids.extend(a.item_id for a in assignments)
+            # Match banks: the new signatures against every entry, every signature against new entries.
+            project_match_banks(project_id=project_id, new_item_ids=new_item_ids)
         completed = True
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"

@@ -75,6 +75,7 @@ from learning.models import LearningJob, ModelVersion
 from learning.services.embedding import embedder_for, vectors_for_texts
 from learning.services.evaluation import model_metrics
 from learning.services.guidelines import guideline_texts, guideline_vectors
+from learning.services.label_errors import label_errors_at_retrain
 from learning.services.pool import LabelSet, Pool, load_labels, load_pool
 
 logger = logging.getLogger(__name__)
@@ -405,6 +406,13 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
         reasons, counts = np.unique(ranking.reasons, return_counts=True)
         metrics["ranking_reasons"] = {str(r): int(c) for r, c in zip(reasons, counts, strict=True)}
     timings["evaluate"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()  # after the switch: reviewers never wait for it
+    metrics["label_errors"] = label_errors_at_retrain(
+        project_id=config.project_id, model_version=version.version, vectors=pool.vectors[train_pos],
+        item_ids=[i for i, ok in zip(labels.item_ids, found.tolist(), strict=True) if ok], labels=train_labels,
+        classes=classes, multi_label=config.multi_label, random_state=seed)
+    timings["label_errors"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     keep = [version.version]

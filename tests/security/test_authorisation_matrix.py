@@ -28,7 +28,7 @@ from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, ImportJob, Item
+from labeling.models import ROLE_CAPABILITIES, Capability, ExportSnapshot, ImportJob, Item, SuspectedError
 from labeling.services.annotations import annotation_submit
 from labeling.services.taxonomy import taxonomy_draft_save
 from tests.security.support import PASSWORD, ROLES, World, plain_text, seed_world, table_fingerprint
@@ -72,6 +72,14 @@ def _item_without_adjudication(world: World) -> dict[str, Any]:
     return {"body": {"external_id": external_id, "note": "sent by hand"}}
 
 
+def _suspected_error(world: World) -> dict[str, Any]:
+    item = Item.objects.filter(project=world.project).order_by("id").first()
+    assert item is not None
+    SuspectedError.objects.create(project=world.project, item=item, given_label="ham", suggested_label="spam",
+                                  self_confidence=0.05, rank=0, model_version=1)
+    return {}
+
+
 def _some_item(world: World) -> dict[str, Any]:
     item = Item.objects.filter(project=world.project).order_by("id").values("id", "external_id").first()
     assert item is not None
@@ -82,6 +90,17 @@ def _some_item_ref(world: World) -> dict[str, Any]:
     item = Item.objects.filter(project=world.project).order_by("id").values("id", "external_id").first()
     assert item is not None
     return {"item": item["id"], "external_id": item["external_id"]}
+
+
+def _item_with_image(world: World) -> dict[str, Any]:
+    from labeling.services.images import image_derive, item_image_attach
+    from tests.image_samples import photo
+
+    item = Item.objects.filter(project=world.project).order_by("id").first()
+    assert item is not None
+    item_image_attach(item=item, derived=image_derive(photo(64, 48), max_bytes=1 << 20), source_name="a.jpg",
+                      original=None)
+    return {"item": item.pk}
 
 
 def _heartbeat(world: World) -> dict[str, Any]:
@@ -101,6 +120,31 @@ def _import_job(world: World) -> dict[str, Any]:
     job = ImportJob.objects.create(project=world.project, filename="matrix.csv", status=ImportJob.Status.DONE,
                                    created=1, error_count=1, errors=[{"line": 3, "error": "text: required"}])
     return {"job": job.pk}
+
+
+def _bank(world: World) -> dict[str, Any]:
+    """A bank with one confirmed item (the project clustered first: confirming needs the item's signature)."""
+    from labeling.services.banks import bank_confirm, bank_create, bank_export
+    from learning.services.clusters import project_cluster_items
+
+    project_cluster_items(project_id=world.project.pk)
+    lead = world.users["policy_lead"]
+    bank = bank_create(actor=lead, project=world.project, name="matrix-bank", label_key="spam")
+    item = Item.objects.filter(project=world.project).order_by("id").values_list("id", flat=True).first()
+    assert item is not None
+    entry = bank_confirm(actor=lead, bank=bank, item_ids=[item])["entries"][0]
+    document = bank_export(actor=lead, bank=bank) | {"name": "matrix-imported"}
+    return {"bank": bank.pk, "entry": entry, "item": item, "document": document}
+
+
+def _bank_confirm(world: World) -> dict[str, Any]:
+    made = _bank(world)
+    return made | {"body": {"items": [made["item"]], "with_cluster": True}}
+
+
+def _bank_import(world: World) -> dict[str, Any]:
+    made = _bank(world)
+    return made | {"body": made["document"]}
 
 
 SKOS_TURTLE = ('@prefix skos: <http://www.w3.org/2004/02/skos/core#> . <urn:s> a skos:ConceptScheme ; '
@@ -150,6 +194,19 @@ MATRIX: dict[str, list[Row]] = {
         Row("GET", Capability.VIEW, 200, P + "/propagation/"),
         Row("PUT", Capability.EDIT_TAXONOMY, 200, P + "/propagation/",
             body={"label": "spam", "mode": "propagate", "threshold": 0.9, "verification_share": 0.1})],
+    "api/projects/<slug:slug>/banks/": [
+        Row("GET", Capability.VIEW, 200, P + "/banks/"),
+        Row("POST", Capability.EDIT_TAXONOMY, 201, P + "/banks/", body={"name": "Scams", "label": "spam"})],
+    "api/projects/<slug:slug>/banks/import": [
+        Row("POST", Capability.EDIT_TAXONOMY, 201, P + "/banks/import", setup=_bank_import)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/": [
+        Row("GET", Capability.VIEW, 200, P + "/banks/{bank}/", setup=_bank)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/confirm": [
+        Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/banks/{bank}/confirm", setup=_bank_confirm)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/entries/<int:entry_id>/deconfirm": [
+        Row("POST", Capability.EDIT_TAXONOMY, 200, P + "/banks/{bank}/entries/{entry}/deconfirm", setup=_bank)],
+    "api/projects/<slug:slug>/banks/<int:bank_id>/export": [
+        Row("GET", Capability.EDIT_TAXONOMY, 200, P + "/banks/{bank}/export", setup=_bank)],
     "api/projects/<slug:slug>/wellness/": [
         Row("GET", Capability.VIEW, 200, P + "/wellness/"),
         Row("PATCH", Capability.EDIT_TAXONOMY, 200, P + "/wellness/", body={"daily_severe_budget": 20})],
@@ -175,6 +232,8 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/items/<int:item_id>/reveal": [
         Row("POST", Capability.REVEAL_PII, 200, P + "/items/{item}/reveal", body={"reason": "matrix"},
             setup=_some_item)],
+    "api/projects/<slug:slug>/items/<int:item_id>/image/<str:variant>": [
+        Row("GET", Capability.VIEW, 200, P + "/items/{item}/image/display", setup=_item_with_image)],
     "api/projects/<slug:slug>/items/<int:item_id>/history/": [
         Row("GET", Capability.ADJUDICATE, 200, P + "/items/{item}/history/", setup=_some_item_ref)],
     "api/projects/<slug:slug>/items/history/": [
@@ -227,6 +286,8 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/stats/queue-health": [
         Row("GET", Capability.VIEW_STATS, 200, P + "/stats/queue-health")],
     "api/projects/<slug:slug>/stats/timeline": [Row("GET", Capability.VIEW_STATS, 200, P + "/stats/timeline")],
+    "api/projects/<slug:slug>/label-errors/": [
+        Row("GET", Capability.VIEW_STATS, 200, P + "/label-errors/", setup=_suspected_error)],
     "api/projects/<slug:slug>/adjudications/": [
         Row("GET", Capability.ADJUDICATE, 200, P + "/adjudications/"),
         Row("POST", Capability.ADJUDICATE, 201, P + "/adjudications/", setup=_item_without_adjudication)],
@@ -341,6 +402,8 @@ def world(db: Any, settings: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     from config.celery import app
 
     settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.STORAGES = {**settings.STORAGES, "images": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "images")}}}
     settings.IMPORT_ROOT = tmp_path / "imports"
     monkeypatch.setattr(app, "send_task", lambda *args, **kwargs: None)
     cache.clear()  # the token endpoint's throttle counts

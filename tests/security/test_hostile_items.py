@@ -182,7 +182,7 @@ def test_a_masked_reviewer_sees_no_address_in_the_external_id_or_a_meta_key(cast
     assert response.json()["item"] == {"id": response.json()["item"]["id"], "external_id": "mail from [email]",
                                        "text": "hi", "meta": {"[email]": "reply to [email]",
                                                               "nested": {"[email]": ["[phone]"]}},
-                                       "masked": True}
+                                       "masked": True, "image": None}
     history = api_as(cast["users"]["policy_lead"]).get(
         f"/api/projects/sms/items/{response.json()['item']['id']}/history")
     if history.status_code == 200:

@@ -433,6 +433,51 @@
     setText("confusion-note", "Cells count how often one reviewer said the row label where another said the column label on the same item.");
   }
 
+  // --- suspected label errors ------------------------------------------------------------------------------
+  const SUSPICION_STATES = [
+    ["new", "found"], ["recheck", "with a reviewer"], ["adjudication", "with a lead"],
+    ["confirmed", "confirmed errors"], ["cleared", "answers kept"], ["skipped", "skipped"],
+  ];
+  const OUTCOMES = {
+    new: "waiting to be routed", recheck: "waiting for another answer", adjudication: "waiting for a lead",
+    confirmed: "error: corrected to ", cleared: "answer kept", skipped: "skipped",
+  };
+
+  function renderLabelErrors(page) {
+    const counts = $("label-errors-counts");
+    counts.replaceChildren();
+    SUSPICION_STATES.forEach(function (s) {
+      const li = el("li", "le-count le-" + s[0]);
+      li.appendChild(el("strong", "", count(page.counts[s[0]] || 0)));
+      li.appendChild(el("span", "muted small", " " + s[1]));
+      counts.appendChild(li);
+    });
+    const body = $("label-errors-table").querySelector("tbody");
+    body.replaceChildren();
+    $("label-errors-empty").hidden = page.results.length > 0;
+    page.results.forEach(function (row) {
+      const tr = el("tr", row.open ? "le-open" : "le-closed");
+      const item = el("td");
+      if (config.urls.history) {
+        const a = el("a", "", row.item.external_id);
+        a.href = config.urls.history + "?external_id=" + encodeURIComponent(row.item.external_id);
+        item.appendChild(a);
+      } else {
+        item.appendChild(el("span", "", row.item.external_id));
+      }
+      item.appendChild(el("div", "muted small le-text", row.item.text.length > 90 ? row.item.text.slice(0, 90) + "…" : row.item.text));
+      tr.appendChild(item);
+      tr.appendChild(el("td", "", row.given_label));
+      tr.appendChild(el("td", "", row.suggested_label));
+      tr.appendChild(cell(pct(row.self_confidence, 1)));
+      const route = el("td", "", row.route_reason || "–");
+      tr.appendChild(route);
+      const outcome = OUTCOMES[row.state] + (row.state === "confirmed" && row.resolved_labels ? row.resolved_labels.join(", ") : "");
+      tr.appendChild(el("td", "le-state-" + row.state, outcome));
+      body.appendChild(tr);
+    });
+  }
+
   // --- per language ----------------------------------------------------------------------------------------
   // Language names in the reader's own language where the browser knows them (Intl.DisplayNames), else the code.
   const languageNames = (typeof Intl !== "undefined" && Intl.DisplayNames)
@@ -495,6 +540,7 @@
     getJSON(urls.queue).then(renderQueue),
     getJSON(urls.reviewers).then(renderReviewers),
     getJSON(urls.agreement).then(renderAgreement),
+    getJSON(urls.label_errors).then(renderLabelErrors),
   ];
   Promise.allSettled(jobs).then(function (results) {
     results.forEach(function (r) { if (r.status === "rejected") showError(String(r.reason && r.reason.message || r.reason)); });

@@ -177,7 +177,8 @@
     el.card.dataset.masked = item.masked ? "true" : "false";
     root.dispatchEvent(new CustomEvent("sift:item", {
       detail: { id: item.id, masked: Boolean(item.masked), cluster: payload.cluster || null,
-                protection: payload.protection || null },
+                bankMatches: payload.bank_matches || [], protection: payload.protection || null,
+                image: item.image || null },
     }));
     renderMeta(item.meta);
     renderReason(payload.selection);

@@ -14,6 +14,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from labeling.models import Project
+from labeling.services.errors import ServiceError
+from labeling.services.images import items_import_zip, upload_is_zip
 from labeling.services.items_import import items_import
 
 
@@ -22,8 +24,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project slug.")
-        parser.add_argument("file", help="A .jsonl/.csv file (optionally .gz) or a .parquet file; '-' reads "
-                                           "standard input.")
+        parser.add_argument("file", help="A .jsonl/.csv file (optionally .gz), a .parquet file, or a .zip of "
+                                           "images beside one .jsonl file; '-' reads standard input.")
         parser.add_argument("--gold", action="store_true",
                             help="Rows are gold items: each row's 'label' is the expected answer.")
         parser.add_argument("--atomic", action="store_true", help="Import nothing if any row is bad.")
@@ -44,7 +46,14 @@ class Command(BaseCommand):
             if not file_path.is_file():
                 raise CommandError(f"{path}: no such file")
             with file_path.open("rb") as handle:
-                summary = items_import(source=handle, filename=file_path.name, **import_args)
+                if upload_is_zip(handle):  # images beside a JSON Lines file
+                    try:
+                        summary = items_import_zip(source=handle, actor=None, project=project, gold=options["gold"],
+                                                   atomic=options["atomic"])
+                    except ServiceError as exc:
+                        raise CommandError(str(exc)) from None
+                else:
+                    summary = items_import(source=handle, filename=file_path.name, **import_args)
         self.stdout.write(json.dumps(summary.report(), indent=2, ensure_ascii=False))
         if not summary.ok:
             what = "nothing was imported (--atomic)" if options["atomic"] else "the valid rows were imported"

@@ -39,8 +39,15 @@ COLUMNS: tuple[str, ...] = (
     "external_id", "text", "content_hash", "meta", "labels", "label_source", "soft_labels", "n_annotators",
     "agreement", "taxonomy_version", "annotation_taxonomy_versions", "n_mapped", "n_unmappable",
     "selection_reason", "inclusion_probability", "model_version", "is_gold", "gold_labels", "split",
+    "suspected_error",
 )
 RAW_COLUMN = "raw"
+SUSPECTED_ERROR_DEFINITION = (
+    "true while the model confidently disagrees with the row's answer (confident learning over cross-validated "
+    "probabilities at retrain) and no re-check has resolved it yet; false otherwise, including after a re-check "
+    "kept the answer or a policy lead corrected it. Drop or down-weight these rows to train only on answers "
+    "nobody doubts.")
+"""What the ``suspected_error`` column means (the dataset card and the README carry this text)."""
 PENDING_ADJUDICATION = "P"
 """The adjudication key of an item whose adjudication is pending (never a JSON label list, which starts with '[')."""
 AGREEMENT_DEFINITION = ("share of the row's n_annotators answers whose label set, read in the target taxonomy "

@@ -23,7 +23,17 @@ from django.db import connection, transaction
 from django.db.models import BigIntegerField, Exists, Func, OuterRef, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
-from labeling.models import Adjudication, Annotation, AnswerSource, Item, Label, Project, TaxonomyVersion
+from labeling.models import (
+    OPEN_STATES,
+    Adjudication,
+    Annotation,
+    AnswerSource,
+    Item,
+    Label,
+    Project,
+    SuspectedError,
+    TaxonomyVersion,
+)
 from labeling.models.annotations import answer_read_in, answer_read_in_sql
 from labeling.services.errors import ValidationFailed
 from labeling.services.exports.params import (
@@ -71,6 +81,7 @@ class _Stats:
     agreement_sum: float = 0.0
     agreement_rows: int = 0
     full_agreement: int = 0
+    suspected: int = 0
     mapped: int = 0
     unmappable: int = 0
     first: int | None = None  # microseconds since the epoch
@@ -92,6 +103,9 @@ class PreparedExport:
     reviewer_ids: frozenset[int] | None
     label_filter: frozenset[str]
     split_assignment: dict[str, int] | None = None
+    # Items with an unresolved suspected label error (labeling/models/label_errors.py), read in the export's
+    # snapshot by ``read_suspected``: a few hundred ids at most, so a set beats a join per row.
+    suspected: frozenset[int] = frozenset()
     since_us: int = 0
     until_us: int = 0
     stats: _Stats = field(default_factory=_Stats)
@@ -196,6 +210,13 @@ def _bind(*, project: Project, params: ExportParams) -> PreparedExport:
 
 
 # --------------------------------------------------------------------------- reading
+
+def read_suspected(prepared: PreparedExport) -> None:
+    """Load the ids of the project's items whose suspected label error no re-check has resolved yet (the
+    ``suspected_error`` column). Call inside the export's read transaction, so it matches the rows."""
+    prepared.suspected = frozenset(SuspectedError.objects.filter(
+        project_id=prepared.project.pk, state__in=OPEN_STATES).values_list("item_id", flat=True))
+
 
 def _no_jit() -> None:
     """PostgreSQL only, for the rest of the transaction: no JIT compilation.

@@ -24,10 +24,11 @@ from labeling.services.exports.params import (
     RAW_ANSWER_FIELDS,
     ROUND,
     SCHEMA_VERSION,
+    SUSPECTED_ERROR_DEFINITION,
     TIE_RULE,
     ExportParams,
 )
-from labeling.services.exports.read import PreparedExport, _bind, _iso, _read_transaction
+from labeling.services.exports.read import _G_ID, PreparedExport, _bind, _iso, _read_transaction, read_suspected
 from labeling.services.exports.writers import _WRITERS, _regroup
 
 
@@ -55,6 +56,7 @@ def export_stream(prepared: PreparedExport) -> Iterator[bytes]:
     if prepared.finished:
         raise RuntimeError("a prepared export streams once")
     with _read_transaction():
+        read_suspected(prepared)
         writer = _WRITERS[prepared.params.format](prepared)
         head = writer.begin()
         if head:
@@ -64,6 +66,8 @@ def export_stream(prepared: PreparedExport) -> Iterator[bytes]:
             batches = _regroup(batches, PARQUET_ROW_GROUP)
         for batch in batches:
             _tally(prepared.stats, batch)
+            if prepared.suspected:
+                prepared.stats.suspected += sum(1 for row in batch.rows if row[_G_ID] in prepared.suspected)
             yield writer.write(batch)
         tail = writer.finish()
         if tail:
@@ -105,6 +109,7 @@ def export_card(prepared: PreparedExport, *, sha256: str | None = None, size_byt
         "labels": prepared.keys,
         "annotation_taxonomy_versions": {str(v): n for v, n in sorted(stats.versions.items())},
         "annotations_mapped": stats.mapped,
+        "suspected_errors": {"rows": stats.suspected, "definition": SUSPECTED_ERROR_DEFINITION},
         "annotations_unmappable": stats.unmappable,
         "date_range": {"first_annotation": _iso(stats.first) if stats.first else None,
                        "last_annotation": _iso(stats.last) if stats.last else None},
@@ -148,6 +153,10 @@ def export_card_markdown(card: Mapping[str, Any]) -> str:
         f"- Agreement: mean {agreement.get('mean')}, full agreement on {agreement.get('full_agreement_share')}"
         f" of {agreement.get('rows_with_agreement')} rows ({cell(agreement.get('definition'))})",
     ]
+    suspected = card.get("suspected_errors") or {}
+    if suspected:
+        lines.append(f"- Suspected label errors: {suspected.get('rows')} rows flagged suspected_error "
+                     f"({cell(suspected.get('definition'))})")
     if card.get("csv_cells"):
         lines.append(f"- CSV cells: {cell(card['csv_cells'])}")
     if card.get("sha256"):

@@ -19,6 +19,7 @@ from labeling.services.exports.params import CSV_FORMULA_TRIGGERS, RAW_COLUMN, S
 from labeling.services.exports.read import (
     _G_EXTERNAL_ID,
     _G_HASH,
+    _G_ID,
     _G_META,
     _G_RAW,
     _G_SPLIT,
@@ -77,6 +78,7 @@ class _JsonlWriter:
         self.keys = prepared.keys
         self.version = f',"taxonomy_version":{prepared.target_version_number},"annotation_taxonomy_versions":'
         self.raw = prepared.params.raw
+        self.suspected = prepared.suspected
 
     def begin(self) -> bytes:
         return b""
@@ -89,12 +91,13 @@ class _JsonlWriter:
             head, counts = judgement.json or _judgement_json(judgement, keys)
             split = row[_G_SPLIT] or None
             split_json = _SPLIT_JSON.get(split) or _json(split)
+            suspected = "true" if row[_G_ID] in self.suspected else "false"
             extra = f',"raw":{_json(row[_G_RAW])}' if raw else ""
             lines.append(
                 f'{{"external_id":{enc(row[_G_EXTERNAL_ID])},"text":{enc(row[_G_TEXT])},'
                 f'"content_hash":{enc(row[_G_HASH])},"meta":{row[_G_META] or "{}"},{head}{version}'
                 f'{versions.json or _versions_json(versions)}{counts}{lineage.json or _lineage_json(lineage)}'
-                f'{gold.json or _gold_json(gold)},"split":{split_json}{extra}}}\n')
+                f'{gold.json or _gold_json(gold)},"split":{split_json},"suspected_error":{suspected}{extra}}}\n')
         return "".join(lines).encode()
 
     def finish(self) -> bytes:
@@ -147,6 +150,7 @@ class _CsvWriter:
         self.version = str(prepared.target_version_number)
         self.raw = prepared.params.raw
         self.escaped = prepared.params.csv_cells == "escaped"
+        self.suspected = prepared.suspected
 
     def _lines(self, rows: Sequence[Sequence[Any]]) -> bytes:
         if self.escaped:
@@ -186,7 +190,8 @@ class _CsvWriter:
             cells.append((row[_G_EXTERNAL_ID], row[_G_TEXT], row[_G_HASH], row[_G_META] or "{}", *head, version,
                           versions.json or _versions_json(versions),
                           *counts, *(lineage.csv or self._lineage(lineage)), *(gold.csv or self._gold(gold)),
-                          row[_G_SPLIT] or "", *((_json(row[_G_RAW]),) if raw else ())))
+                          row[_G_SPLIT] or "", "true" if row[_G_ID] in self.suspected else "false",
+                          *((_json(row[_G_RAW]),) if raw else ())))
         return self._lines(cells)
 
     def finish(self) -> bytes:
@@ -237,6 +242,7 @@ def parquet_schema(prepared: PreparedExport) -> Any:
         ("annotation_taxonomy_versions", pa.list_(pa.int32())), ("n_mapped", pa.int32()),
         ("n_unmappable", pa.int32()), ("selection_reason", pa.string()), ("inclusion_probability", pa.float64()),
         ("model_version", pa.int64()), ("is_gold", pa.bool_()), ("gold_labels", strings), ("split", pa.string()),
+        ("suspected_error", pa.bool_()),
     ]
     if prepared.params.raw:
         fields.append((RAW_COLUMN, pa.list_(pa.struct([
@@ -275,6 +281,7 @@ class _ParquetWriter:
         self.n_keys = len(prepared.keys)
         self.version = prepared.target_version_number
         self.raw = prepared.params.raw
+        self.suspected = prepared.suspected
 
     def begin(self) -> bytes:
         return self.sink.take()
@@ -318,6 +325,7 @@ class _ParquetWriter:
             of(g_at, [g.gold for g in golds], "is_gold"),
             of(g_at, [g.labels for g in golds], "gold_labels"),
             pa.array([s or None for s in columns[_G_SPLIT]], type=pa.string()),
+            pa.array([i in self.suspected for i in columns[_G_ID]], type=pa.bool_()),
         ]
         if self.raw:
             arrays.append(pa.array(columns[_G_RAW], type=schema.field(RAW_COLUMN).type))

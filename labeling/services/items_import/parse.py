@@ -470,6 +470,9 @@ def _parse_jsonl(lines: Iterator[tuple[int, bytes | None]], validator: _Validato
         if not isinstance(obj, dict):
             summary.add_error(line_no, f"expected a JSON object, got {_json_type(obj)}")
             continue
+        if obj.get("image") is not None:  # images come only inside a zip (labeling/services/images/zip_import.py)
+            summary.add_error(line_no, "image: images are imported in a .zip beside the JSON Lines file")
+            continue
         try:
             yield validator.row(line_no, external_id=obj.get("external_id"), text=obj.get("text"),
                                 meta=obj.get("meta"), label=obj.get("label"), finite=finite)

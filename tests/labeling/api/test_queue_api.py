@@ -67,10 +67,13 @@ def test_next_returns_the_contract_shape(cast: dict[str, Any], sms: Project, api
     RankingEntry.objects.activate(project_id=sms.pk, ranking_version=4)
     body = take(api_as(cast["users"]["reviewer"]))
     lease = Lease.objects.get()
-    assert set(body) == {"lease", "item", "selection", "suggestion", "taxonomy_version", "cluster", "protection"}
+    assert set(body) == {"lease", "item", "selection", "suggestion", "taxonomy_version", "cluster", "bank_matches",
+                         "protection"}
     assert body["cluster"] is None  # not clustered yet
+    assert body["bank_matches"] == []  # no bank matched it
     assert body["lease"]["id"] == lease.pk and ISO.match(body["lease"]["expires_at"])
-    assert body["item"] == {"id": target.pk, "external_id": "m1", "text": "text of m1", "meta": {"lang": "en"}}
+    assert body["item"] == {"id": target.pk, "external_id": "m1", "text": "text of m1", "meta": {"lang": "en"},
+                            "image": None}
     assert body["selection"] == {"reason": "uncertainty", "score": 0.25, "model_version": 4,
                                  "inclusion_probability": 0.5}
     assert body["suggestion"] == {"label": "spam", "confidence": 0.75}
@@ -313,7 +316,7 @@ def test_schema_documents_every_queue_endpoint_and_is_valid() -> None:
     assert "200" in paths["/api/projects/{slug}/progress"]["get"]["responses"]
     components = schema["components"]["schemas"]
     assert set(components["QueueNextResponse"]["properties"]) == {
-        "lease", "item", "selection", "suggestion", "taxonomy_version", "cluster", "protection"}
+        "lease", "item", "selection", "suggestion", "taxonomy_version", "cluster", "bank_matches", "protection"}
 
 
 def test_payload_builders_match_their_documented_serializers(cast: dict[str, Any], sms: Project,

@@ -21,7 +21,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 import pytest
 
-from labeling.models import Adjudication, Annotation, Item, Project, TaxonomyVersion
+from labeling.models import Adjudication, Annotation, Item, Project, SuspectedError, SuspicionState, TaxonomyVersion
 from labeling.services import exports
 from labeling.services.exports import COLUMNS, export_card, export_params_parse, export_prepare, export_stream
 from labeling.services.exports import judge as export_judge
@@ -109,6 +109,11 @@ def build_world(slug: str = "sms-export") -> World:
     w.annotate(m5, "carol", ["spam"], reason="relabel", p=None, model=2)
     m6 = w.item("m6", "lunch tomorrow?")
     w.annotate(m6, "carol", ["ham"], reason="uncertainty", p=0.3, model=2)
+    # The model suspects m6's answer (a re-check is pending: flagged) and suspected m1's (cleared: not flagged).
+    SuspectedError.objects.create(project=w.project, item=m6, given_label="ham", suggested_label="spam",
+                                  self_confidence=0.1, rank=0, model_version=2, state=SuspicionState.RECHECK)
+    SuspectedError.objects.create(project=w.project, item=m1, given_label="ham", suggested_label="spam",
+                                  self_confidence=0.2, rank=1, model_version=2, state=SuspicionState.CLEARED)
     w.item("m7", "nobody looked at me yet")
     return w
 
@@ -120,7 +125,7 @@ def soft(ham: float, spam: float, fraud: float) -> dict[str, float]:
 def row(external_id: str, text: str, meta: dict[str, Any], labels: list[str], source: str,
         soft_labels: dict[str, float] | None, n: int, agreement: float | None, versions: list[int], n_mapped: int,
         n_unmappable: int, reason: str | None, p: float | None, model: int | None, gold: list[str] | None = None,
-        split: str | None = None) -> dict[str, Any]:
+        split: str | None = None, suspected: bool = False) -> dict[str, Any]:
     import hashlib
 
     return {
@@ -129,7 +134,7 @@ def row(external_id: str, text: str, meta: dict[str, Any], labels: list[str], so
         "agreement": agreement, "taxonomy_version": 2, "annotation_taxonomy_versions": versions,
         "n_mapped": n_mapped, "n_unmappable": n_unmappable, "selection_reason": reason,
         "inclusion_probability": p, "model_version": model, "is_gold": gold is not None, "gold_labels": gold,
-        "split": split,
+        "split": split, "suspected_error": suspected,
     }
 
 
@@ -150,7 +155,7 @@ EXPECTED: list[dict[str, Any]] = [
     row("m5", "click this link", {}, ["spam"], "majority", soft(0.0, 1.0, 0.0), 2, 0.5, [1, 2], 0, 1,
         "uncertainty", 0.4, 1),
     row("m6", "lunch tomorrow?", {}, ["ham"], "majority", soft(1.0, 0.0, 0.0), 1, 1.0, [2], 0, 0,
-        "uncertainty", 0.3, 2),
+        "uncertainty", 0.3, 2, suspected=True),
 ]
 
 

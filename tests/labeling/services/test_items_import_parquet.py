@@ -170,7 +170,9 @@ def test_import_items_command_reads_parquet(project: Project, tmp_path: Path) ->
     path.write_bytes(parquet({"external_id": ["a"], "text": ["from the command line"], "channel": ["sms"]}))
     out = io.StringIO()
     call_command("import_items", "--project", "pq", str(path), stdout=out)
-    assert json.loads(out.getvalue()) == {"created": 1, "updated": 0, "unchanged": 0, "errors": []}
+    assert json.loads(out.getvalue()) == {"created": 1, "updated": 0, "unchanged": 0, "errors": [],
+                                          "languages": {"counts": {"en": 1}, "undetermined": 0,
+                                                        "recommended_embedder": None}}
     assert stored(project) == {"a": ("from the command line", {"channel": "sms"})}
 
 
@@ -180,7 +182,8 @@ def test_api_multipart_parquet_upload(cast: dict[str, Any], api_as: Any) -> None
         "/api/projects/sms/items/import", {"file": SimpleUploadedFile("batch.parquet", data)}, format="multipart")
     assert response.status_code == 200, response.content
     assert response.json() == {"created": 1, "updated": 0, "unchanged": 0,
-                               "errors": [{"line": 2, "error": "text: required"}]}
+                               "errors": [{"line": 2, "error": "text: required"}],
+                               "languages": {"counts": {"en": 1}, "undetermined": 0, "recommended_embedder": None}}
     assert stored(cast["project"]) == {"p1": ("one", {"k": 1})}
 
 
