@@ -15,6 +15,7 @@ from labeling.services import privacy, queues
 from labeling.services.exports import export_snapshot_ensure
 from labeling.services.import_jobs import import_job_run
 from labeling.services.label_errors import label_errors_sync as label_errors_sync_service
+from labeling.services.propagation import propagation_reevaluate
 
 TRANSIENT = (OperationalError, InterfaceError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 120, "retry_jitter": True,
@@ -57,6 +58,15 @@ def import_job(job_id: int, **_ignored: Any) -> dict[str, Any] | None:
     if job is None:
         return None
     return {"status": job.status, "created": job.created, "updated": job.updated, "errors": job.error_count}
+
+
+# Idempotent: the re-evaluation makes the cluster's propagated answers what the representative's decision calls for,
+# so a redelivered or repeated message changes nothing more.
+@shared_task(name="sift.labeling.propagation_reevaluate", acks_late=True, reject_on_worker_lost=True,
+             **RETRY)  # type: ignore[untyped-decorator]
+def propagation_reevaluate_task(representative_id: int, **_ignored: Any) -> dict[str, int]:
+    """Create, relabel or withdraw the propagated answers of one representative's cluster."""
+    return propagation_reevaluate(representative_id=int(representative_id))
 
 
 # Sent by name from the learning side after each retrain (learning/services/label_errors.py). Idempotent: every

@@ -135,6 +135,16 @@ class AdjudicationCountsSerializer(serializers.Serializer):  # type: ignore[type
     decided = serializers.IntegerField()
 
 
+class PropagationPrecisionSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    label = serializers.CharField()  # type: ignore[assignment]  # DRF pops declared fields; the stubs cannot know
+    propagated = serializers.IntegerField(help_text="Propagated answers carrying the label.")
+    verified = serializers.IntegerField(help_text="Of those picked for verification, how many a human answered.")
+    agreements = serializers.IntegerField(help_text="Verified ones the human gave the same labels to.")
+    precision = serializers.FloatField(allow_null=True, help_text="agreements / verified; null until one is verified.")
+    low = serializers.FloatField(allow_null=True, help_text="Wilson 95% interval (continuity-corrected).")
+    high = serializers.FloatField(allow_null=True)
+
+
 class LanguageProgressSerializer(serializers.Serializer):  # type: ignore[type-arg]
     items = serializers.IntegerField()
     finished = serializers.IntegerField()
@@ -194,6 +204,9 @@ class StatsSummarySerializer(serializers.Serializer):  # type: ignore[type-arg]
     prevalence = PrevalenceSerializer()
     adjudications = AdjudicationCountsSerializer()
     alerts = GoldAlertSerializer(many=True)
+    propagation = PropagationPrecisionSerializer(many=True, help_text="Measured propagation precision per label.")
+
+
     by_language = ByLanguageSerializer(help_text=(
         "Progress, agreement, prevalence and model quality per language (labeling/selectors/languages.py)."))
 

@@ -134,6 +134,9 @@ class SuggestionSerializer(serializers.Serializer):  # type: ignore[type-arg]
     # The metaclass moves declared fields off the class, so this does not clash with Field.label at runtime.
     label = serializers.CharField()  # type: ignore[assignment]
     confidence = serializers.FloatField(allow_null=True)
+    source = serializers.CharField(  # type: ignore[assignment]  # popped by the metaclass, as label is
+        required=False, help_text="'cluster': the label a human gave this item's near-duplicate representative "
+        "(propagation policy 'suggest'; confidence is the similarity). Absent: the model's suggestion.")
 
 
 class ClusterMemberSerializer(serializers.Serializer):  # type: ignore[type-arg]

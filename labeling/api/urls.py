@@ -14,6 +14,7 @@ from labeling.api import (
     views_languages,
     views_privacy,
     views_projects,
+    views_propagation,
     views_quality,
     views_queue,
     views_taxonomy,
@@ -65,6 +66,7 @@ urlpatterns = [
     path("projects/<slug:slug>/taxonomy/draft/publish", views_taxonomy.TaxonomyDraftPublishView.as_view(),
          name="api-taxonomy-draft-publish"),
     # The reviewer queue: leases, submit, skip, renew, undo, progress (labeling/api/views_queue.py).
+    path("projects/<slug:slug>/propagation/", views_propagation.PropagationView.as_view(), name="api-propagation"),
     # Match banks (labeling/api/views_banks.py): signatures of confirmed content, shareable without text.
     path("projects/<slug:slug>/banks/", views_banks.BankListView.as_view(), name="api-banks"),
     path("projects/<slug:slug>/banks/import", views_banks.BankImportView.as_view(), name="api-banks-import"),

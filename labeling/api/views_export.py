@@ -40,6 +40,7 @@ from labeling.services.exports import (
     EXTENSIONS,
     FORMATS,
     GOLD_MODES,
+    PROPAGATED_MODES,
     export_card_markdown,
     export_params_parse,
     export_prepare,
@@ -86,6 +87,10 @@ _EXPORT_PARAMETERS = [
         "CSV only. `escaped` (default): cells that begin with =, +, -, @, tab, carriage return or ' get a leading "
         "apostrophe, so a spreadsheet never runs them as formulas; remove one leading ' to read the true value. "
         "`raw`: every cell verbatim, for programs (pandas, the csv module), never for a spreadsheet.")),
+    OpenApiParameter("propagated", str, enum=list(PROPAGATED_MODES), description=(
+        "`include` (default): answers propagated from a near-duplicate cluster's representative count, read only "
+        "while their item has no human answer; a row resting on them alone has label_source `propagated`. "
+        "`exclude`: human answers (and adjudications) only.")),
 ]
 
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('labeling', '0020_suspected_errors'),
+        ('labeling', '0016_propagation'),
     ]
 
     operations = [

@@ -32,6 +32,7 @@ from labeling.models.items import (
 from labeling.models.label_counter import LabelCounter
 from labeling.models.label_errors import OPEN_STATES, Candidate, SuspectedError, SuspicionState
 from labeling.models.projects import Membership, Organisation, Project
+from labeling.models.propagation import AnswerSource, PropagationMode, PropagationPolicy
 from labeling.models.queue import Lease, RankingEntry, RankingEntryManager, RankingRow, SelectionReason
 from labeling.models.roles import ROLE_CAPABILITIES, Capability, Role, role_allows
 from labeling.models.taxonomy import ImmutableVersionError, Label, LabelMigration, TaxonomyVersion
@@ -46,6 +47,7 @@ __all__ = [
     "ROLE_CAPABILITIES",
     "Adjudication",
     "Annotation",
+    "AnswerSource",
     "AppendOnlyError",
     "AuditChainHead",
     "AuditEvent",
@@ -75,6 +77,8 @@ __all__ = [
     "Membership",
     "Organisation",
     "Project",
+    "PropagationMode",
+    "PropagationPolicy",
     "RankingEntry",
     "RankingEntryManager",
     "RankingRow",

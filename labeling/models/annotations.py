@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from labeling.models.propagation import AnswerSource
 from labeling.models.queue import SelectionReason
 from learning.core.vocabulary import REASON_MAX_LENGTH
 
@@ -76,6 +77,15 @@ class Annotation(models.Model):
     # undo can put the item back exactly. None: it re-queued nothing.
     requeued_item = models.JSONField(null=True, blank=True)
 
+    # Label propagation (labeling/services/propagation.py). A propagated answer is the source answer's labels applied
+    # to a member of the source item's cluster, under the source's reviewer; ``verification``: it is one of the fixed
+    # share a human still reviews, so it does not count towards the item's n_done (the item stays in the queue).
+    source = models.CharField(max_length=16, choices=AnswerSource.choices, default=AnswerSource.HUMAN,
+                              db_default=AnswerSource.HUMAN)
+    propagated_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    similarity = models.FloatField(null=True, blank=True, help_text="Of a propagated answer's item to the source's.")
+    verification = models.BooleanField(default=False, db_default=False)
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["item", "reviewer"], name="one_annotation_per_item_reviewer"),
@@ -84,7 +94,12 @@ class Annotation(models.Model):
                 name="one_annotation_per_idempotency_key",
             ),
         ]
-        indexes = [models.Index(fields=["project", "id"], name="annotation_project_id")]
+        indexes = [
+            models.Index(fields=["project", "id"], name="annotation_project_id"),
+            # Propagation's precision figures and exports read a project's propagated answers without its others.
+            models.Index(fields=["project", "item"], name="annotation_propagated",
+                         condition=Q(source=AnswerSource.PROPAGATED)),
+        ]
 
     def __str__(self) -> str:
         return f"annotation {self.pk}: {self.labels}"

@@ -45,6 +45,13 @@ class Project(models.Model):
     embedder = models.CharField(max_length=32, default="minilm")
     seed_queries = models.JSONField(default=list, blank=True, help_text="Seed queries or examples for cold start.")
     show_suggestions = models.BooleanField(default=True)
+    # Denormalised from PropagationPolicy (labeling/services/propagation.py keeps it): does any label suggest its
+    # cluster representative's answer? Checkout reads it off the project row it has already, so a project without
+    # such a policy pays no cluster probe per lease.
+    propagation_suggests = models.BooleanField(default=False, db_default=False)
+    # Likewise: has any label's propagation policy ever been set? Until then a submit, an undo or a decision skips
+    # propagation's look-ups altogether (a policy set back to off may still have propagated answers to withdraw).
+    propagation_configured = models.BooleanField(default=False, db_default=False)
     # Share of leases whose suggestion is hidden on purpose, to measure automation bias.
     suggestion_holdout_rate = models.FloatField(
         default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]

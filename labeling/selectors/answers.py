@@ -26,6 +26,7 @@ from django.db.models.functions import Cast
 from labeling.models import (
     Adjudication,
     Annotation,
+    AnswerSource,
     Label,
     Project,
     TaxonomyVersion,
@@ -89,7 +90,7 @@ def _value(labels: tuple[str, ...], multi_label: bool) -> str:
 
 @dataclass
 class _Answers:
-    """The project's non-gold annotations read in the current version, ordered by id."""
+    """The project's non-gold human annotations read in the current version, ordered by id."""
 
     taxonomy: _Taxonomy
     ids: list[int] = field(default_factory=list)
@@ -136,7 +137,9 @@ def _answers(project: Project, *, taxonomy: _Taxonomy | None = None, with_times:
               "mapped_taxonomy_version_id", "selection_reason", "model_version", "inclusion_probability"]
     if with_times:
         fields.append("created_at")
-    rows = (Annotation.objects.filter(project=project, item__is_gold=False).order_by("id")
+    # Human answers only: the quality figures are about reviewers' judgements. Propagated answers have their own
+    # figure (labeling/selectors/propagation.py); counted in the progress ledger, they are not a second rater.
+    rows = (Annotation.objects.filter(project=project, item__is_gold=False, source=AnswerSource.HUMAN).order_by("id")
             .annotate(labels_text=Cast("labels", TextField()), mapped_text=Cast("mapped_labels", TextField()))
             .values_list(*fields).iterator(chunk_size=10000))
     for row in rows:

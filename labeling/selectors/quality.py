@@ -46,6 +46,7 @@ from labeling.models import (
 )
 from labeling.selectors.answers import _Answers, _answers, _decoder, _usernames, _value
 from labeling.selectors.progress import progress
+from labeling.selectors.propagation import propagation_precision
 from labeling.stats import (
     ESTIMATOR_DESCRIPTION,
     SampleRound,
@@ -633,6 +634,7 @@ def stats_summary(project: Project) -> dict[str, Any]:
         "adjudications": {"pending": adjudications.get(Adjudication.State.PENDING, 0),
                           "decided": adjudications.get(Adjudication.State.DECIDED, 0)},
         "alerts": gold_alerts(project),
+        "propagation": propagation_precision(project=project),
         "by_language": language_figures(project, answers=answers),
     }
 

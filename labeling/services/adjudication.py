@@ -44,6 +44,7 @@ from labeling.services.audit import Actor, acting_user, audit_record
 from labeling.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from labeling.services.labels import labels_validate
 from labeling.services.privacy import external_id_digest
+from labeling.services.propagation import propagation_after_answer
 from learning import scheduling
 
 MAX_NOTE_CHARS = 10_000
@@ -269,6 +270,8 @@ def adjudication_decide(*, actor: User, project: Project, adjudication_id: int, 
                            "external_id_sha256": external_id_digest(project, adjudication.item.external_id),
                            "labels": cleaned, "taxonomy_version": version.number, "reason": adjudication.reason,
                            "note_sha256": _note_digest(note), "previous": previous})
+        # A decided representative: what it propagated follows the decision (labeling/services/propagation.py).
+        propagation_after_answer(project=project, item_id=adjudication.item_id)
         # The decision is a training label: counted (the last write: see label_counter.py) for the fingerprint.
         LabelCounter.objects.bump(project_id=project.pk)
         scheduling.request_retrain(project_id=project.pk)

@@ -29,6 +29,7 @@ from labeling.services.adjudication import adjudication_sync_for_item
 from labeling.services.audit import audit_record
 from labeling.services.errors import Conflict, KeyReused, NotFound, PermissionDenied
 from labeling.services.labels import labels_validate
+from labeling.services.propagation import propagation_after_answer
 from labeling.services.queues import queue_planner_settings, queue_rank_floor_reset
 from labeling.services.submit_rows import answer_write, item_lock, lease_lock, lock_statements
 from labeling.services.taxonomy_migrations import (
@@ -203,6 +204,7 @@ def annotation_submit(*, lease_id: int, reviewer: AbstractBaseUser, labels: Any,
             audit_record(actor=reviewer, action="annotation.submit", obj=annotation, project=lease.project,  # type: ignore[arg-type]
                          data={"lease_id": lease.pk, "item_id": item.pk, "labels": cleaned,
                                "taxonomy_version": lease.taxonomy_version.number})
+            propagation_after_answer(project=lease.project, item_id=item.pk)  # on_commit: a worker's job
             LabelCounter.objects.bump(project_id=lease.project_id)  # the last write: see label_counter.py
             # on_commit inside: a rolled-back submit never triggers a retrain.
             scheduling.request_retrain(project_id=lease.project_id)
@@ -332,6 +334,7 @@ def annotation_undo(*, lease_id: int, reviewer: AbstractBaseUser) -> Lease:
         annotation.delete()
         Item.objects.filter(pk=item.pk).update(n_done=F("n_done") - 1, **_requeue_undone(item, annotation))
         _adjudication_withdraw(item=item, actor=reviewer, project=lease.project)
+        propagation_after_answer(project=lease.project, item_id=item.pk)  # re-evaluate what it propagated
         Lease.objects.filter(project_id=lease.project_id, reviewer_id=reviewer.pk, state=Lease.State.ACTIVE).update(
             state=Lease.State.RELEASED, closed_at=now)
         expires_at = now + timedelta(seconds=lease.project.lease_seconds)

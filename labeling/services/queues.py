@@ -100,6 +100,7 @@ from labeling.models import (
 )
 from labeling.services.errors import Conflict, PermissionDenied
 from labeling.services.gold import gold_pick
+from labeling.services.propagation import propagation_suggestion
 from labeling.services.reviewer_languages import (
     FALLBACK_LANGUAGE_SHAPE,
     MEMBERSHIP_LANGUAGES_LOCK_SQL,
@@ -523,6 +524,13 @@ def _page_item(project: Project, row: tuple[Any, ...]) -> Item:
 
 def _suggestion_for(*, project: Project, pick: _Pick, rng: random.Random) -> tuple[dict[str, Any] | None, bool]:
     """The suggestion a lease on ``pick`` records, and whether it is held out."""
+    # A cluster member whose representative's label is on a "suggest" policy is served with that label (labeling/
+    # services/propagation.py); it takes the model's place, and the hold-out below applies to it alike.
+    from_cluster = (propagation_suggestion(project_id=project.pk, item_id=pick.item_id)
+                    if project.propagation_suggests else None)
+    if from_cluster is not None:
+        hidden = rng.random() < project.suggestion_holdout_rate
+        return {"label": from_cluster[0], "confidence": from_cluster[1], "source": "cluster"}, hidden
     if not (pick.suggested_label and project.show_suggestions):
         return None, False
     # One independent draw per lease: a suggestion_holdout_rate share of suggestions is withheld on purpose

@@ -32,3 +32,25 @@ def verification_pick(item_id: int, *, share: float, salt: str = "") -> bool:
 def covered_members(members: Iterable[tuple[int, float]], *, threshold: float) -> list[int]:
     """Ids of the ``(item_id, similarity)`` members a representative's answer applies to, in the order given."""
     return [item_id for item_id, similarity in members if similarity >= threshold]
+
+
+OFF, SUGGEST, PROPAGATE = "off", "suggest", "propagate"
+
+
+def answer_policy(policies: list[tuple[str, float, float]]) -> tuple[str, float, float]:
+    """The policy of an answer from its labels' ``(mode, threshold, verification_share)``: the most cautious one.
+
+    An answer propagates only when every one of its labels propagates, and then under the highest threshold and the
+    largest verification share among them (a multi-label answer is only as automatic as its least automatic label).
+    It is suggested when every label at least suggests. No labels at all (an empty answer): off.
+    """
+    if not policies:
+        return OFF, 1.0, 1.0
+    modes = {mode for mode, _threshold, _share in policies}
+    threshold = max(threshold for _mode, threshold, _share in policies)
+    share = max(share for _mode, _threshold, share in policies)
+    if modes == {PROPAGATE}:
+        return PROPAGATE, threshold, share
+    if modes <= {PROPAGATE, SUGGEST}:
+        return SUGGEST, threshold, share
+    return OFF, threshold, share

@@ -57,6 +57,8 @@ class Reason(StrEnum):
     BANK_MATCH = "bank_match"
     FALLBACK_RANDOM = "fallback_random"
     GOLD = "gold"
+    # Never in front of a reviewer: the reason of a propagated answer (labeling/services/propagation.py).
+    PROPAGATED = "propagated"
     OTHER = "other"
 
 
@@ -71,6 +73,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.BANK_MATCH: "Matched a match bank: confirm it",
     Reason.FALLBACK_RANDOM: "Random order: the model is not ready yet",
     Reason.GOLD: "Gold check",
+    Reason.PROPAGATED: "Propagated from its cluster's representative",
     Reason.OTHER: "Other",
 }
 """The human label of every reason: the API's choices and the labelling page's badge read it."""

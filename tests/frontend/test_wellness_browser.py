@@ -150,3 +150,47 @@ def test_dashboard_shows_exposure_per_reviewer_per_day(page: Any) -> None:
     assert rows == [["rev2", "2", "1", "\u2013"], ["rev", "3", "2", "reached"]]
     page.locator("#exposure-panel").screenshot(path=str(SCREENSHOTS / "dashboard-exposure.png"))
     assert page.errors == [] and page.evaluate("window.__csp") == []
+
+
+def test_dashboard_shows_the_propagation_precision_per_label(page: Any) -> None:
+    """The panel reads GET .../stats/: propagated answers, verified ones, agreements and the Wilson interval."""
+    from labeling.models import ClusterKind, ClusterMember
+    from labeling.services.propagation import propagation_policy_set, propagation_reevaluate
+    from labeling.stats.proportions import wilson_interval
+
+    project, reviewer = make_sms_project(slug="prop-dash", n_items=12)
+    lead, second = _user("lead"), _user("rev2")
+    project.memberships.model.objects.create(project=project, user=lead, role="policy_lead")
+    project.memberships.model.objects.create(project=project, user=second, role="reviewer")
+    items = list(Item.objects.filter(project=project).order_by("id"))
+    representative, members = items[0], items[1:]
+    Item.objects.filter(pk=representative.pk).update(random_key=0.0)
+    ClusterMember.objects.bulk_create([
+        ClusterMember(item=item, project=project, representative=representative,
+                      kind=ClusterKind.REPRESENTATIVE if item == representative else ClusterKind.NEAR,
+                      similarity=1.0 if item == representative else 0.9, exact_key="0" * 32, minhash=b"")
+        for item in items])
+    propagation_policy_set(actor=lead, project=project, label="spam/phishing", mode="propagate", threshold=0.85,
+                           verification_share=0.5)
+    lease = queue_checkout_next(project=project, reviewer=reviewer)
+    assert lease is not None and lease.item_id == representative.pk
+    annotation_submit(lease_id=lease.pk, reviewer=reviewer, labels=["spam/phishing"])
+    propagation_reevaluate(representative_id=representative.pk)  # what the worker does after the commit
+    verified = Annotation.objects.filter(source="propagated", verification=True).count()
+    assert 0 < verified < len(members)
+    # rev2 verifies every picked member, disagreeing on the first.
+    n = 0
+    while (lease := queue_checkout_next(project=project, reviewer=second)) is not None:
+        annotation_submit(lease_id=lease.pk, reviewer=second, labels=["ham"] if n == 0 else ["spam/phishing"])
+        n += 1
+    assert n == verified
+    low, high = wilson_interval(verified - 1, verified)
+
+    log_in(page, "lead", next_url="/projects/prop-dash/dashboard/")
+    wait_js(page, "() => document.body.dataset.dashboard === 'ready'", timeout=30)
+    rows = page.eval_on_selector_all("#propagation-table tbody tr",
+                                     "(rows) => rows.map((r) => [...r.cells].map((c) => c.textContent))")
+    assert rows == [["spam/phishing", str(len(members)), str(verified), str(verified - 1),
+                     f"{100 * (verified - 1) / verified:.1f}%", f"{100 * low:.1f}% \u2013 {100 * high:.1f}%"]]
+    page.locator("#propagation-panel").screenshot(path=str(SCREENSHOTS / "dashboard-propagation.png"))
+    assert page.errors == [] and page.evaluate("window.__csp") == []

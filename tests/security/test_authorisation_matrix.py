@@ -190,6 +190,10 @@ MATRIX: dict[str, list[Row]] = {
     "api/projects/<slug:slug>/": [Row("GET", Capability.VIEW, 200, P + "/")],
     "api/projects/<slug:slug>/models/": [Row("GET", Capability.VIEW, 200, P + "/models/")],
     "api/projects/<slug:slug>/embedding/": [Row("GET", Capability.VIEW, 200, P + "/embedding/")],
+    "api/projects/<slug:slug>/propagation/": [
+        Row("GET", Capability.VIEW, 200, P + "/propagation/"),
+        Row("PUT", Capability.EDIT_TAXONOMY, 200, P + "/propagation/",
+            body={"label": "spam", "mode": "propagate", "threshold": 0.9, "verification_share": 0.1})],
     "api/projects/<slug:slug>/banks/": [
         Row("GET", Capability.VIEW, 200, P + "/banks/"),
         Row("POST", Capability.EDIT_TAXONOMY, 201, P + "/banks/", body={"name": "Scams", "label": "spam"})],

@@ -119,6 +119,24 @@
       }
       box.appendChild(item);
     });
+    renderPropagation(summary.propagation || []);
+  }
+
+  // --- label propagation: measured precision per label (labeling/selectors/propagation.py) ----------------
+  function renderPropagation(rows) {
+    const body = $("propagation-table").querySelector("tbody");
+    body.replaceChildren();
+    $("propagation-empty").hidden = rows.length > 0;
+    rows.forEach(function (r) {
+      const tr = el("tr");
+      tr.appendChild(el("td", "", r.label));
+      tr.appendChild(el("td", "num", count(r.propagated)));
+      tr.appendChild(el("td", "num", count(r.verified)));
+      tr.appendChild(el("td", "num", count(r.agreements)));
+      tr.appendChild(el("td", "num", r.precision === null ? "–" : pct(r.precision, 1)));
+      tr.appendChild(el("td", "", r.precision === null ? "none verified yet" : pct(r.low, 1) + " – " + pct(r.high, 1)));
+      body.appendChild(tr);
+    });
   }
 
   // --- prevalence with its interval ------------------------------------------------------------------------

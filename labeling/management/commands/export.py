@@ -56,6 +56,9 @@ class Command(BaseCommand):
                             help="CSV only: write cells verbatim. By default a cell starting with =, +, -, @, tab, "
                                  "carriage return or ' gets a leading ' (no formulas when opened in a "
                                  "spreadsheet); this is for programs.")
+        parser.add_argument("--exclude-propagated", action="store_true",
+                            help="Leave out answers propagated from a near-duplicate cluster's representative "
+                                 "(rows with label_source 'propagated' and propagated votes on other rows).")
         parser.add_argument("--card", action="store_true", help="Also write PATH.card.json and PATH.card.md.")
         parser.add_argument("--snapshot", metavar="NAME", help="Save as the named snapshot instead of --out.")
 
@@ -72,6 +75,7 @@ class Command(BaseCommand):
             "reviewer": options["reviewer"], "min_agreement": options["min_agreement"],
             "min_annotators": options["min_annotators"], "label": options["label"], "language": options["language"],
             "csv_cells": "raw" if options["csv_raw_cells"] else None,
+            "propagated": "exclude" if options["exclude_propagated"] else None,
         }
         try:
             params = export_params_parse({k: v for k, v in raw_params.items() if v is not None})

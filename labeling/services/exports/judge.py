@@ -35,6 +35,7 @@ from labeling.services.exports.read import (
     _G_ID,
     _G_LAST,
     _G_LINEAGE,
+    _G_PROPAGATED,
     _G_REVIEWERS,
     _G_SPLIT,
     _G_VERSIONS,
@@ -161,7 +162,7 @@ def _agreement(votes: list[tuple[int, ...]], chosen: tuple[int, ...], n_annotato
 
 
 def _judge(prepared: PreparedExport, key: str | None, adj_text: str | None,
-           posterior: Sequence[float] | np.ndarray | None) -> _Judgement:
+           posterior: Sequence[float] | np.ndarray | None, *, propagated: bool = False) -> _Judgement:
     """Decide one item from its votes key, its (applicable) adjudication and, for Dawid-Skene, its posterior."""
     read = _read(prepared, key)
     votes = read.votes
@@ -183,6 +184,8 @@ def _judge(prepared: PreparedExport, key: str | None, adj_text: str | None,
             source = "majority"
         if tie:
             source = "tie"
+        elif propagated:
+            source = "propagated"  # the aggregate of propagated answers only: say so (LABEL_SOURCES)
     if adj_text == PENDING_ADJUDICATION:
         # A lead has been asked to decide: no hard label and no agreement until they have (soft_labels still
         # show the votes). Reporting the aggregate here would claim a consensus the project itself disputes.
@@ -280,10 +283,12 @@ def _judged(prepared: PreparedExport, *, light: bool) -> Iterator[_Batch]:
             post = posteriors.row(row[_G_ID]) if posteriors is not None else None
             # Items with the same answers (and, for Dawid-Skene, the same posterior: the same
             # reviewers gave them) share one judgement.
-            key = (row[_G_VOTES], row[_G_ADJ]) if post is None else (row[_G_VOTES], row[_G_ADJ], post.tobytes())
+            propagated = bool(row[_G_PROPAGATED])
+            key = ((row[_G_VOTES], row[_G_ADJ], propagated) if post is None
+                   else (row[_G_VOTES], row[_G_ADJ], propagated, post.tobytes()))
             judgement = memo.get(key)
             if judgement is None:
-                judgement = _judge(prepared, row[_G_VOTES], row[_G_ADJ], post)
+                judgement = _judge(prepared, row[_G_VOTES], row[_G_ADJ], post, propagated=propagated)
                 if len(memo) >= _JSON_CACHE_MAX:
                     memo.clear()
                 memo[key] = judgement

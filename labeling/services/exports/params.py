@@ -27,6 +27,7 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-
 AGGREGATIONS = ("majority", "dawid_skene")
 GOLD_MODES = ("flag", "exclude")
 CSV_CELLS = ("escaped", "raw")
+PROPAGATED_MODES = ("include", "exclude")
 CSV_FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
 CSV_CELLS_RULE = (
     "csv_cells=escaped (the default): a cell that begins with =, +, -, @, a tab, a carriage return or an "
@@ -63,6 +64,9 @@ LABEL_SOURCES: dict[str, str] = {
                              "agreement is null, soft_labels still show the votes); drop these rows to train "
                              "only on settled answers"),
     "none": "no answer could be read in the target taxonomy version (labels is empty)",
+    "propagated": ("every answer behind the row was propagated from its near-duplicate cluster's representative "
+                   "(labeling/services/propagation.py), none given by a human for this item; propagated=exclude "
+                   "leaves them out. A propagated answer is read only while its item has no human answer"),
 }
 """Every ``label_source`` value and what it means (the dataset card carries this table)."""
 RAW_ANSWER_FIELDS: dict[str, str] = {
@@ -115,6 +119,7 @@ class ExportParams:
     csv_cells: str = "escaped"
     # Item languages to export (Item.language codes; "und" for items whose language could not be told); empty: all.
     languages: tuple[str, ...] = ()
+    propagated: str = "include"
 
     @property
     def filters_annotations(self) -> bool:
@@ -133,6 +138,7 @@ class ExportParams:
             # form they had before the option existed.
             **({"csv_cells": self.csv_cells} if self.format == "csv" else {}),
             **({"languages": list(self.languages)} if self.languages else {}),
+            **({"propagated": self.propagated} if self.propagated != "include" else {}),
         }
 
     @property
@@ -233,6 +239,7 @@ PARAMETERS: dict[str, Any] = {
     "label": _as_list,
     "csv_cells": _as_choice(CSV_CELLS),
     "language": lambda name, v: tuple(sorted({code.lower() for code in _as_list(name, v)})),
+    "propagated": _as_choice(PROPAGATED_MODES),
 }
 _FIELD_OF = {"reviewer": "reviewers", "label": "labels", "language": "languages"}
 

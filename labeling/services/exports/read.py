@@ -24,7 +24,17 @@ from django.db.models import BigIntegerField, Exists, Func, OuterRef, Q, QuerySe
 from django.db.models.functions import Coalesce
 from django.utils.dateparse import parse_datetime
 
-from labeling.models import OPEN_STATES, Adjudication, Annotation, Item, Label, Project, SuspectedError, TaxonomyVersion
+from labeling.models import (
+    OPEN_STATES,
+    Adjudication,
+    Annotation,
+    AnswerSource,
+    Item,
+    Label,
+    Project,
+    SuspectedError,
+    TaxonomyVersion,
+)
 from labeling.models.annotations import answer_read_in, answer_read_in_sql
 from labeling.services.errors import ValidationFailed
 from labeling.services.exports.params import (
@@ -42,7 +52,7 @@ from labeling.services.exports.params import (
 # label lists repeat endlessly ('["spam"]') and ``meta`` is written out as the stored JSON text.
 _I_ID, _I_EXTERNAL_ID, _I_TEXT, _I_HASH, _I_META, _I_GOLD, _I_GOLD_LABELS, _I_SPLIT = range(8)
 (_A_ITEM, _A_ID, _A_REVIEWER, _A_VERSION, _A_LABELS, _A_MAPPED_VERSION, _A_MAPPED, _A_REASON, _A_INCLUSION,
- _A_MODEL, _A_LEAD_TIME, _A_COMMENT, _A_CREATED) = range(13)
+ _A_MODEL, _A_LEAD_TIME, _A_COMMENT, _A_SOURCE, _A_CREATED) = range(14)
 _ITEM_FIELDS = ("id", "external_id", "text", "content_hash", "meta", "is_gold", "gold_labels", "split")
 # Light passes (Dawid-Skene fit, split assignment) skip the text and meta.
 _ITEM_FIELDS_LIGHT = ("id", "external_id", "content_hash", "is_gold", "gold_labels", "split")
@@ -50,7 +60,7 @@ _ITEM_FIELDS_LIGHT = ("id", "external_id", "content_hash", "is_gold", "gold_labe
 # is cheap, and building a datetime per answer was a fifth of the export's time.
 _ANNOTATION_FIELDS = ("item_id", "id", "reviewer_id", "taxonomy_version_id", "labels", "mapped_taxonomy_version_id",
                       "mapped_labels", "selection_reason", "inclusion_probability", "model_version", "lead_time_ms",
-                      "comment")
+                      "comment", "source")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSON_CACHE_MAX = 50_000
 _MISSING = object()
@@ -330,7 +340,7 @@ def _text(value: Any) -> str:
 # later item with the same key costs one dict lookup: that is what keeps the row loop short.
 
 (_G_ID, _G_EXTERNAL_ID, _G_TEXT, _G_HASH, _G_META, _G_GOLD, _G_GOLD_LABELS, _G_SPLIT, _G_N, _G_VOTES, _G_REVIEWERS,
- _G_VERSIONS, _G_LINEAGE, _G_FIRST, _G_LAST, _G_ADJ, _G_RAW) = range(17)
+ _G_VERSIONS, _G_LINEAGE, _G_FIRST, _G_LAST, _G_ADJ, _G_RAW, _G_PROPAGATED) = range(18)
 _SEP = "\x1f"
 
 
@@ -370,7 +380,8 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
         SELECT i.id, i.external_id, {text}, i.content_hash, {meta}, i.is_gold, i.gold_labels::text, i.split,
                COALESCE(a.n, 0), a.votes, a.reviewers, a.versions, a.lineage, a.first_us, a.last_us,
                CASE WHEN d.state = %s THEN %s
-                    WHEN d.taxonomy_version_id IS NULL OR d.taxonomy_version_id = %s THEN d.labels::text END
+                    WHEN d.taxonomy_version_id IS NULL OR d.taxonomy_version_id = %s THEN d.labels::text END,
+               NULL, COALESCE(a.propagated, FALSE)
         FROM {Item._meta.db_table} i
         {"" if filtered else "LEFT "}JOIN (
             SELECT item_id,
@@ -381,13 +392,14 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
                    (array_agg(concat(selection_reason, chr(31), inclusion_probability, chr(31), model_version)
                               ORDER BY id))[1] AS lineage,
                    (EXTRACT(EPOCH FROM min(created_at){only}) * 1000000)::bigint AS first_us,
-                   (EXTRACT(EPOCH FROM max(created_at){only}) * 1000000)::bigint AS last_us
+                   (EXTRACT(EPOCH FROM max(created_at){only}) * 1000000)::bigint AS last_us,
+                   bool_and(source = '{AnswerSource.PROPAGATED}'){only} AS propagated
             FROM (
                 SELECT item_id, id, reviewer_id, taxonomy_version_id, selection_reason, inclusion_probability,
-                       model_version, created_at, {" AND ".join(conditions) or "TRUE"} AS passes,
+                       model_version, created_at, source, {" AND ".join(conditions) or "TRUE"} AS passes,
                        {answer_read_in_sql()} AS token
-                FROM {Annotation._meta.db_table}
-                WHERE project_id = %s
+                FROM {Annotation._meta.db_table} x
+                WHERE project_id = %s AND {_propagated_sql(params)}
             ) answers
             GROUP BY item_id
         ) a ON a.item_id = i.id
@@ -400,6 +412,22 @@ def _sql_aggregates(prepared: PreparedExport, *, light: bool, reviewers: bool) -
     pending, decided = Adjudication.State.PENDING, Adjudication.State.DECIDED
     return sql, [pending, PENDING_ADJUDICATION, target, *pass_params, target, target, project_id, pending, decided,
                  project_id, *([] if filtered else [decided]), *params.language_codes]
+
+
+def _propagated_sql(params: ExportParams) -> str:
+    """Which answers of alias ``x`` an export reads: ``propagated=exclude`` reads human answers only; otherwise a
+    propagated answer is read only while its item has no human answer (a human who verified it supersedes it)."""
+    human = f"x.source = '{AnswerSource.HUMAN}'"
+    if params.propagated == "exclude":
+        return human
+    return (f"({human} OR NOT EXISTS (SELECT 1 FROM {Annotation._meta.db_table} h "  # noqa: S608 - constants
+            f"WHERE h.item_id = x.item_id AND h.source = '{AnswerSource.HUMAN}'))")
+
+
+def _read_propagated(params: ExportParams, anns: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``_propagated_sql`` over one item's answers, in Python."""
+    human = [a for a in anns if a[_A_SOURCE] == AnswerSource.HUMAN]
+    return human if human or params.propagated == "exclude" else anns
 
 
 def _passes(prepared: PreparedExport, ann: tuple[Any, ...]) -> bool:
@@ -470,7 +498,10 @@ def _python_aggregates(prepared: PreparedExport, *, light: bool) -> Iterator[lis
     versions = prepared.version_numbers
     batch: list[tuple[Any, ...]] = []
     size = FIRST_FETCH
-    for item, anns, adj in _groups(prepared, light=light):
+    for item, all_anns, adj in _groups(prepared, light=light):
+        anns = _read_propagated(prepared.params, all_anns)
+        if not anns and (adj is None or adj[3] != Adjudication.State.DECIDED):
+            continue  # only excluded propagated answers: not a labelled item in this export
         passing = [a for a in anns if _passes(prepared, a)] if filtered else anns
         if filtered and not passing:
             continue
@@ -501,7 +532,7 @@ def _python_aggregates(prepared: PreparedExport, *, light: bool) -> Iterator[lis
             (first[_A_REASON], first[_A_INCLUSION], first[_A_MODEL]) if first else None,
             min(a[_A_CREATED] for a in passing) if passing else None,
             max(a[_A_CREATED] for a in passing) if passing else None,
-            adj_text, raw_answers,
+            adj_text, raw_answers, bool(passing) and all(a[_A_SOURCE] == AnswerSource.PROPAGATED for a in passing),
         ))
         if len(batch) >= size:
             yield batch

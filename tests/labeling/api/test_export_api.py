@@ -86,7 +86,7 @@ def test_splits_via_the_api_are_persisted(world: World, api_as: Any) -> None:
     ({"format": "xml"}, 400, "format: 'xml' is not one of jsonl, csv, parquet"),
     ({"fromat": "csv"}, 400, "unknown parameter(s): fromat; allowed: format, aggregation, split, seed, raw, gold, "
                              "taxonomy_version, since, until, reviewer, min_agreement, min_annotators, label, "
-                             "csv_cells, language"),
+                             "csv_cells, language, propagated"),
     ({"item__text__contains": "x"}, 400, None),
     ({"language": "hindi"}, 400, "language: 'hindi' is not a language code (ISO 639, as the language list shows "
                                  "them; und for undetermined)"),

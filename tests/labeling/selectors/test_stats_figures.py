@@ -300,7 +300,7 @@ def test_summary_has_the_contract_sections(db: Any) -> None:
     project, _items = _prevalence_world()
     summary = stats_summary(project)
     assert set(summary) == {"project", "progress", "agreement", "prevalence", "adjudications", "alerts",
-                            "by_language"}
+                            "by_language", "propagation"}
     assert summary["progress"] == {"items": 10, "gold_items": 1, "finished": 7, "open": 3, "labelled": 7,
                                    "annotations": 8, "reviewers": 1}
     assert summary["prevalence"]["population"] == 10

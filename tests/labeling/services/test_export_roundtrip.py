@@ -272,7 +272,7 @@ def test_the_dataset_card_defines_label_sources_and_raw_fields(world: World) -> 
     _data, card = export_with_card(world.project, format="jsonl", raw="true")
     assert card["label_source_definitions"] == exports.LABEL_SOURCES
     assert set(card["label_source_definitions"]) == {"majority", "dawid_skene", "adjudication", "tie",
-                                                     "pending_adjudication", "none"}
+                                                     "pending_adjudication", "none", "propagated"}
     assert list(card["raw_answer_fields"]) == ["reviewer", "labels", "mapped_labels", "taxonomy_version",
                                                "model_version", "created_at", "selection_reason", "lead_time_ms",
                                                "comment"]
