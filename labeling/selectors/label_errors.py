@@ -26,7 +26,8 @@ def label_errors_page(project: Project, *, state: str | None = None, limit: int 
         scope = scope.filter(state=state)
     # Open suspicions first (what leads can act on), then the newest model's, most suspect first.
     still_open = Case(When(state__in=OPEN_STATES, then=Value(0)), default=Value(1), output_field=IntegerField())
-    rows = list(scope.select_related("item").order_by(still_open, "-model_version", "rank", "id")
+    rows = list(scope.select_related("item").annotate(still_open=still_open)
+                .order_by("still_open", "-model_version", "rank", "id")
                 [offset:offset + limit])
     adjudications = dict(Adjudication.objects.filter(item_id__in=[r.item_id for r in rows])
                          .values_list("item_id", "id"))

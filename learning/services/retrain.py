@@ -407,13 +407,6 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
         metrics["ranking_reasons"] = {str(r): int(c) for r, c in zip(reasons, counts, strict=True)}
     timings["evaluate"] = time.perf_counter() - tick
 
-    tick = time.perf_counter()  # after the switch: reviewers never wait for it
-    metrics["label_errors"] = label_errors_at_retrain(
-        project_id=config.project_id, model_version=version.version, vectors=pool.vectors[train_pos],
-        item_ids=[i for i, ok in zip(labels.item_ids, found.tolist(), strict=True) if ok], labels=train_labels,
-        classes=classes, multi_label=config.multi_label, random_state=seed)
-    timings["label_errors"] = time.perf_counter() - tick
-
     tick = time.perf_counter()
     keep = [version.version]
     previous = (
@@ -425,6 +418,14 @@ def _fit_rank_write_activate(job: Claim, config: _Config, version: ModelVersion,
         keep.append(previous)
     RankingEntry.objects.prune(project_id=config.project_id, keep_versions=keep)
     timings["prune"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()  # after the switch and the prune: reviewers never wait for it,
+    # and the superseded rows are gone before this, the slowest figure, runs (three model fits)
+    metrics["label_errors"] = label_errors_at_retrain(
+        project_id=config.project_id, model_version=version.version, vectors=pool.vectors[train_pos],
+        item_ids=[i for i, ok in zip(labels.item_ids, found.tolist(), strict=True) if ok], labels=train_labels,
+        classes=classes, multi_label=config.multi_label, random_state=seed)
+    timings["label_errors"] = time.perf_counter() - tick
     ModelVersion.objects.filter(pk=version.pk).update(metrics=metrics, timings=_rounded(timings))
     logger.info("project %s model v%s active: %d ranked, %d labels, %.2fs to activate", config.project_id,
                 version.version, written, len(train_labels), timings["total"])

@@ -138,6 +138,9 @@ def steer(case: Any, world: World, role: str) -> None:
         path["item_id"] = _pick([*items, *_routable(path["item_id"], "int")], path["item_id"])
     if "job_id" in path:  # import jobs: none seeded, so a routable id answers 404 (json), never the resolver's html
         path["job_id"] = _pick([1, *_routable(path["job_id"], "int")], path["job_id"])
+    for banked in ("bank_id", "entry_id"):  # banks: none seeded, so a routable id answers 404 (json), never html
+        if banked in path:
+            path[banked] = _pick([1, *_routable(path[banked], "int")], path[banked])
     if "name" in path:
         path["name"] = _pick([world.snapshot, world.other_snapshot, *_routable(path["name"], "slug")], path["name"])
     if case.operation.path.endswith("/submit") and isinstance(case.body, dict):

@@ -6,24 +6,43 @@
   "use strict";
   const root = document.getElementById("labeller");
   const figure = document.getElementById("item-figure");
-  const img = document.getElementById("item-image");
   const caption = document.getElementById("item-image-name");
-  if (!root || !figure || !img || !caption) return;
+  if (!root || !figure || !caption) return;
+  // Made here only while an image item is shown, never sent in the page's HTML: a text item's card holds no <img> at
+  // all (tests/security checks the page and the card), and the only picture is the one an image item brings.
+  let img = null;
+
+  function makeImage() {
+    const made = document.createElement("img");
+    made.id = "item-image";
+    made.alt = "";
+    made.decoding = "async";
+    made.referrerPolicy = "no-referrer";
+    made.title = "Z: zoom";
+    made.addEventListener("click", () => {
+      if (document.getElementById("item-card").dataset.blurred === "true") return;
+      setZoom(figure.dataset.zoomed !== "true");
+    });
+    figure.insertBefore(made, figure.firstChild);
+    return made;
+  }
 
   function setZoom(on) {
     figure.classList.toggle("is-zoomed", on);
     figure.dataset.zoomed = on ? "true" : "false";
-    img.setAttribute("aria-expanded", on ? "true" : "false");
+    if (img) img.setAttribute("aria-expanded", on ? "true" : "false");
   }
 
   function render(image) {
     setZoom(false);
     if (!image) {
       figure.hidden = true;
-      img.removeAttribute("src");
+      if (img) img.remove();
+      img = null;
       caption.textContent = "";
       return;
     }
+    if (!img) img = makeImage();
     img.width = image.display_width;
     img.height = image.display_height;
     img.alt = "Image of this item: " + image.name;
@@ -32,10 +51,6 @@
     figure.hidden = false;
   }
 
-  img.addEventListener("click", () => {
-    if (document.getElementById("item-card").dataset.blurred === "true") return;
-    setZoom(figure.dataset.zoomed !== "true");
-  });
   document.addEventListener("keydown", (event) => {
     const target = event.target;
     if (target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT")) return;

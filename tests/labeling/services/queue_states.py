@@ -80,10 +80,14 @@ def wipe_statistics() -> None:
 
 
 def _insert_items(project_id: int, first: int, last: int, n_required: int) -> None:
+    # random_key from a hash of the row number, not random(): the fallback's walk length (and so the rows a plan
+    # examines) depends on how open items and cluster members interleave in that order, so the bounds must see the
+    # same order every run.
     _execute(
         "INSERT INTO labeling_item (project_id, external_id, text, meta, content_hash, is_gold, n_required, n_done,"
         " boost, random_key, created_at, updated_at)"
-        " SELECT %s, 'q' || g, 'message ' || g, '{}', md5(g::text), false, %s, 0, 0, random(), now(), now()"
+        " SELECT %s, 'q' || g, 'message ' || g, '{}', md5(g::text), false, %s, 0, 0,"
+        " ('x' || substr(md5('key' || g), 1, 8))::bit(32)::bigint / 4294967296.0, now(), now()"
         " FROM generate_series(%s, %s) g", [project_id, n_required, first, last])
 
 

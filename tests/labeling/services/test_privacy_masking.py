@@ -134,7 +134,7 @@ def test_queue_next_and_undo_show_masked_text_and_storage_is_untouched(cast: dic
     client = api_as(cast["users"]["reviewer"])
     body = client.post("/api/projects/sms/queue/next").json()
     assert body["item"] == {"id": item.pk, "external_id": "pii-1", "text": MASKED_TEXT,
-                            "meta": {"sender": "[email]", "n": 3}, "masked": True}
+                            "meta": {"sender": "[email]", "n": 3}, "masked": True, "image": None}
     done = client.post(f"/api/leases/{body['lease']['id']}/submit", {"labels": ["ham"]}, format="json")
     assert done.status_code == 201
     undone = client.post(f"/api/leases/{body['lease']['id']}/undo")
@@ -159,7 +159,7 @@ def test_the_next_item_returned_by_a_submit_is_masked_too(cast: dict[str, Any], 
 def test_unmasked_projects_answer_exactly_as_before(cast: dict[str, Any], api_as: Any) -> None:
     item = ItemFactory(project=cast["project"], external_id="plain", text=PII_TEXT, meta={})
     body = api_as(cast["users"]["reviewer"]).post("/api/projects/sms/queue/next").json()
-    assert body["item"] == {"id": item.pk, "external_id": "plain", "text": PII_TEXT, "meta": {}}
+    assert body["item"] == {"id": item.pk, "external_id": "plain", "text": PII_TEXT, "meta": {}, "image": None}
 
 
 def test_adjudication_list_detail_and_page_mask_text_and_comments(cast: dict[str, Any], api_as: Any) -> None:
